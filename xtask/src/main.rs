@@ -1,0 +1,46 @@
+//! `cargo xtask`: project automation (see `cargo xtask help`).
+//!
+//! Kept minimal on purpose: std and anyhow only.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci     run what CI runs, plus the lints: fmt check, clippy -D warnings, docs, tests
+  help   this message";
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_else(|| "help".into());
+    match task.as_str() {
+        "ci" => ci(),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    cargo(&["test", "--workspace"], &[])?;
+    Ok(())
+}
