@@ -1,0 +1,235 @@
+//! Checkpoints: a directory holding `model.safetensors` and `config.json`.
+//!
+//! The configuration (model, training record) is stored twice: inside the
+//! safetensors header (`__metadata__["fm"]`, authoritative) and as a readable
+//! `config.json` beside it. Each file is written atomically (temporary file,
+//! fsync, rename), and the weights file carries its own configuration, so a
+//! run killed at any moment leaves either the previous checkpoint or the new
+//! one, never a mixture that loads.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, MlpConfig, Result};
+
+/// The weights file inside a checkpoint directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The human-readable configuration inside a checkpoint directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// The safetensors metadata key holding the configuration.
+pub const METADATA_KEY: &str = "fm";
+/// The checkpoint format version this crate writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Which network a checkpoint holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ModelConfig {
+    /// A [`crate::VelocityMlp`].
+    Mlp(MlpConfig),
+}
+
+impl ModelConfig {
+    /// Names and shapes of the parameters this model expects.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            ModelConfig::Mlp(c) => c.parameter_shapes(),
+        }
+    }
+
+    /// The data dimension the model takes.
+    pub fn dim(&self) -> usize {
+        match self {
+            ModelConfig::Mlp(c) => c.dim,
+        }
+    }
+}
+
+/// Everything a checkpoint records besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointConfig {
+    /// The checkpoint format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The fm version that wrote it.
+    pub fm_version: String,
+    /// The network.
+    pub model: ModelConfig,
+    /// The training record (data, path, seed, step, transform, command), as
+    /// written by the trainer; free-form JSON so each front end can extend it.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+impl CheckpointConfig {
+    /// A configuration for `model` with an empty training record.
+    pub fn new(model: ModelConfig) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            fm_version: env!("CARGO_PKG_VERSION").to_string(),
+            model,
+            training: serde_json::Value::Null,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, fsync, then rename over `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The named tensors of a [`VarMap`], sorted by name.
+pub fn varmap_tensors(varmap: &VarMap) -> Result<Vec<(String, Tensor)>> {
+    let data = varmap.data().lock().map_err(|_| Error::Config {
+        field: "varmap",
+        reason: "the variable map's lock is poisoned".into(),
+    })?;
+    let mut out: Vec<(String, Tensor)> =
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Saves a checkpoint into directory `dir` (created if needed).
+pub fn save(dir: &Path, config: &CheckpointConfig, tensors: &[(String, Tensor)]) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let json = serde_json::to_string_pretty(config).map_err(|e| Error::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: format!("cannot serialize the configuration: {e}"),
+    })?;
+    let meta = HashMap::from([(METADATA_KEY.to_string(), json.clone())]);
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta)).map_err(|e| {
+            Error::Checkpoint {
+                path: dir.join(WEIGHTS_FILE),
+                reason: format!("cannot serialize the weights: {e}"),
+            }
+        })?;
+    atomic_write(&dir.join(WEIGHTS_FILE), &bytes)?;
+    atomic_write(&dir.join(CONFIG_FILE), format!("{json}\n").as_bytes())?;
+    Ok(())
+}
+
+/// A loaded checkpoint: its configuration and its tensors by name.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+    /// Its configuration.
+    pub config: CheckpointConfig,
+    /// The weights.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Loads the checkpoint in directory `dir` (or the weights file itself) onto `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    let (dir, weights) = if dir.is_file() {
+        (dir.parent().unwrap_or(Path::new(".")).to_path_buf(), dir.to_path_buf())
+    } else {
+        (dir.to_path_buf(), dir.join(WEIGHTS_FILE))
+    };
+    if !dir.exists() {
+        return Err(Error::Checkpoint { path: dir, reason: "no such directory".into() });
+    }
+    if !weights.exists() {
+        return Err(Error::Checkpoint {
+            path: dir,
+            reason: format!("no {WEIGHTS_FILE} in it; is this a directory written by `fm train`?"),
+        });
+    }
+    let bytes = fs::read(&weights).map_err(io_err(&weights))?;
+    let corrupt = |e: &dyn std::fmt::Display| Error::Checkpoint {
+        path: weights.clone(),
+        reason: format!("not a valid safetensors file ({e})"),
+    };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&e))?;
+    let json = match meta.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) {
+        Some(j) => j.clone(),
+        None => {
+            let cfg = dir.join(CONFIG_FILE);
+            fs::read_to_string(&cfg).map_err(|e| Error::Checkpoint {
+                path: weights.clone(),
+                reason: format!(
+                    "no fm configuration in the weights' header and none readable in {}: {e}",
+                    cfg.display()
+                ),
+            })?
+        }
+    };
+    let config: CheckpointConfig = serde_json::from_str(&json).map_err(|e| Error::Checkpoint {
+        path: weights.clone(),
+        reason: format!("invalid configuration: {e}"),
+    })?;
+    if config.format_version > FORMAT_VERSION {
+        return Err(Error::Checkpoint {
+            path: weights,
+            reason: format!(
+                "written in format {} by fm {}; this fm reads format {FORMAT_VERSION} and older",
+                config.format_version, config.fm_version
+            ),
+        });
+    }
+    let tensors = candle::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(&e))?;
+    check_parameters(&weights, &config.model.parameter_shapes(), &tensors)?;
+    Ok(Checkpoint { dir, config, tensors })
+}
+
+/// Checks that `found` holds exactly the expected parameters with the expected
+/// shapes; the error lists every missing, unexpected and mis-shaped name.
+pub fn check_parameters(
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+    found: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, shape) in expected {
+        match found.get(name) {
+            None => problems.push(format!("missing `{name}` {shape:?}")),
+            Some(t) if t.dims() != shape.as_slice() => {
+                problems.push(format!("`{name}` has shape {:?}, the model needs {shape:?}", t.dims()))
+            }
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<&String> =
+        found.keys().filter(|k| !expected.iter().any(|(n, _)| n == *k)).collect();
+    unexpected.sort();
+    for k in unexpected {
+        problems.push(format!("unexpected `{k}`"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("the weights do not fit the model: {}", problems.join("; ")),
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! Networks for flow-based generative models, built on candle.
+//!
+//! - [`VelocityMlp`]: the MLP velocity field `u_θ(x, t)` on `concat(t, x)`,
+//!   with seeded, reproducible initialisation.
+//! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
+//!   configuration.
+//!
+//! Every model implements [`fm_core::VelocityField`], so all of fm-core's
+//! losses, solvers and likelihoods accept it. Time convention: `t = 0` is
+//! noise, `t = 1` is data.
+//!
+//! ```
+//! use candle::{DType, Device};
+//! use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+//! use fm_core::{loss::cfm_train_step, path::AffinePath, scheduler::CondOtScheduler, SeededRng};
+//! use fm_models::{MlpConfig, VelocityMlp};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let mut rng = SeededRng::new(0);
+//! let (model, varmap) = VelocityMlp::init(&MlpConfig::guide(2), &mut rng, DType::F32, &Device::Cpu)?;
+//! let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() })?;
+//! let path = AffinePath::new(CondOtScheduler);
+//! let x1 = rng.normal((256, 2), DType::F32, &Device::Cpu)?; // stand-in data
+//! let loss = cfm_train_step(&model, &path, &mut opt, &x1, &mut rng)?;
+//! assert!(loss.is_finite());
+//! # Ok(())
+//! # }
+//! ```
+mod activation;
+pub mod checkpoint;
+mod error;
+mod mlp;
+
+pub use activation::Activation;
+pub use checkpoint::{CheckpointConfig, ModelConfig};
+pub use error::{Error, Result};
+pub use mlp::{MlpConfig, VelocityMlp};

@@ -1,0 +1,178 @@
+//! The MLP velocity field `u_θ(x, t) = MLP(concat(t, x))`.
+
+use candle::{DType, Device, Tensor, Var};
+use candle_nn::{Linear, Module, VarBuilder, VarMap};
+use fm_core::{SeededRng, VelocityField};
+use serde::{Deserialize, Serialize};
+
+use crate::{Activation, Error, Result};
+
+/// Configuration of a [`VelocityMlp`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    /// Data dimension `d` (input `d + 1` with the time, output `d`).
+    pub dim: usize,
+    /// Hidden widths, e.g. `[64, 64, 64]`.
+    pub hidden: Vec<usize>,
+    /// The nonlinearity after every hidden layer.
+    pub activation: Activation,
+}
+
+impl MlpConfig {
+    /// The flow-matching guide's model for 2-D data: `3 → 64 → 64 → 64 → 2`, ELU (8,706 parameters).
+    pub fn guide(dim: usize) -> Self {
+        Self { dim, hidden: vec![64, 64, 64], activation: Activation::Elu }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(Error::Config { field: "dim", reason: "must be at least 1".into() });
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return Err(Error::Config {
+                field: "hidden",
+                reason: format!("needs at least one layer and no zero width, got {:?}", self.hidden),
+            });
+        }
+        Ok(())
+    }
+
+    /// Layer widths from input to output: `[d + 1, h₁, …, h_k, d]`.
+    fn widths(&self) -> Vec<usize> {
+        let mut w = vec![self.dim + 1];
+        w.extend(&self.hidden);
+        w.push(self.dim);
+        w
+    }
+
+    /// The parameters' names and shapes, in layer order.
+    ///
+    /// Names follow PyTorch's `nn.Sequential` numbering (`net.0`, `net.2`, …,
+    /// activations at the odd indices), as in the flow-matching guide's
+    /// `Flow` module, so its state dict maps one to one.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let w = self.widths();
+        let mut out = Vec::new();
+        for (k, pair) in w.windows(2).enumerate() {
+            out.push((format!("net.{}.weight", 2 * k), vec![pair[1], pair[0]]));
+            out.push((format!("net.{}.bias", 2 * k), vec![pair[1]]));
+        }
+        out
+    }
+
+    /// The number of trainable parameters.
+    pub fn num_parameters(&self) -> usize {
+        self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+}
+
+/// An MLP velocity field on `concat(t, x)`.
+///
+/// # Shapes
+/// - `x`: `(b, d)`, `t`: `(b,)` → `(b, d)`
+///
+/// ```
+/// use candle::{DType, Device, Tensor};
+/// use fm_core::{SeededRng, VelocityField};
+/// use fm_models::{MlpConfig, VelocityMlp};
+/// # fn main() -> anyhow::Result<()> {
+/// let config = MlpConfig::guide(2);
+/// let (mlp, varmap) = VelocityMlp::init(&config, &mut SeededRng::new(0), DType::F32, &Device::Cpu)?;
+/// assert_eq!(varmap.all_vars().len(), 8);
+/// assert_eq!(config.num_parameters(), 8706);
+/// let x = Tensor::zeros((5, 2), DType::F32, &Device::Cpu)?;
+/// let t = Tensor::zeros(5, DType::F32, &Device::Cpu)?;
+/// assert_eq!(mlp.velocity(&x, &t)?.dims(), &[5, 2]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct VelocityMlp {
+    config: MlpConfig,
+    layers: Vec<Linear>,
+}
+
+impl VelocityMlp {
+    /// Builds the model from a [`VarBuilder`] (weights from a file, a map, or a [`VarMap`]).
+    pub fn new(config: &MlpConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let shapes = config.parameter_shapes();
+        let mut layers = Vec::new();
+        for pair in shapes.chunks_exact(2) {
+            let (wn, ws) = &pair[0];
+            let (bn, bs) = &pair[1];
+            let w = vb.get(ws.as_slice(), wn)?;
+            let b = vb.get(bs.as_slice(), bn)?;
+            layers.push(Linear::new(w, Some(b)));
+        }
+        Ok(Self { config: config.clone(), layers })
+    }
+
+    /// A freshly initialised, trainable model and the [`VarMap`] holding its weights.
+    ///
+    /// Initialisation is PyTorch's `nn.Linear` default (weights and biases
+    /// uniform in `±1/√fan_in`), drawn from `rng`: the same seed gives the same weights.
+    pub fn init(
+        config: &MlpConfig,
+        rng: &mut SeededRng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, VarMap)> {
+        config.validate()?;
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap.data().lock().map_err(|_| Error::Config {
+                field: "varmap",
+                reason: "the variable map's lock is poisoned".into(),
+            })?;
+            for pair in config.parameter_shapes().chunks_exact(2) {
+                // Weight (out, in) and bias (out,), both uniform in ±1/√in.
+                let bound = 1.0 / (pair[0].1[1] as f64).sqrt();
+                for (name, shape) in pair {
+                    let t = rng.uniform(shape.as_slice(), -bound, bound, dtype, device)?;
+                    data.insert(name.clone(), Var::from_tensor(&t)?);
+                }
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
+        Ok((Self::new(config, vb)?, varmap))
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &MlpConfig {
+        &self.config
+    }
+
+    /// Applies the network to an already concatenated input `(b, d + 1)`.
+    pub fn forward_raw(&self, input: &Tensor) -> Result<Tensor> {
+        let mut h = input.clone();
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if i < last {
+                h = self.config.activation.forward(&h)?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+impl VelocityField for VelocityMlp {
+    fn velocity(&self, x: &Tensor, t: &Tensor) -> fm_core::Result<Tensor> {
+        let (b, d) = x.dims2()?;
+        if d != self.config.dim {
+            return Err(fm_core::Error::Shape(format!(
+                "the model takes {}-dimensional points, got shape ({b}, {d})",
+                self.config.dim
+            )));
+        }
+        let t = t.to_dtype(x.dtype())?.reshape((b, 1))?;
+        let input = Tensor::cat(&[&t, x], 1)?;
+        self.forward_raw(&input).map_err(|e| match e {
+            Error::Candle(c) => fm_core::Error::Candle(c),
+            Error::Core(c) => c,
+            other => fm_core::Error::Shape(other.to_string()),
+        })
+    }
+}
