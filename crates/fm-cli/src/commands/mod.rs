@@ -1,0 +1,18 @@
+//! One module per subcommand.
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+
+mod common;
+mod eval;
+mod sample;
+mod train;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Eval(a) => eval::run(a),
+    }
+}

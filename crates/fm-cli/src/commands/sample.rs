@@ -1,0 +1,57 @@
+//! `fm sample`: draw samples from a checkpoint.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle::Device;
+use serde_json::json;
+
+use super::common::{generate, load_model};
+use crate::cli::SampleArgs;
+use crate::data::TrainingData;
+use crate::io::{print_json, write_samples};
+use crate::plot::samples_figure;
+use crate::solver::SolverChoice;
+
+pub fn run(a: SampleArgs) -> Result<()> {
+    let device = Device::Cpu;
+    let choice = SolverChoice::from_args(&a.solver)?;
+    let m = load_model(&a.checkpoint, &device)?;
+    let out = a.out.clone().unwrap_or_else(|| m.dir.join("samples.npy"));
+    let start = Instant::now();
+    let keep = a.plot.is_some() && m.dim() == 2;
+    let gen = generate(&m, a.n, a.seed, &choice, keep, &device)?;
+    let seconds = start.elapsed().as_secs_f64();
+    write_samples(&out, &gen.samples, a.n, m.dim(), &m.record.columns)?;
+    let log = |s: String| if a.json { eprintln!("{s}") } else { println!("{s}") };
+    log(format!(
+        "{} samples with {} in {seconds:.2} s, NFE {}: {}",
+        a.n,
+        choice.label,
+        gen.nfe,
+        out.display()
+    ));
+    if let Some(p) = &a.plot {
+        let data = TrainingData::from_record(&m.record)?;
+        let reference = data.reference(a.n, a.seed)?;
+        samples_figure(
+            p,
+            &format!("{} — {} (NFE {})", m.record.data, choice.label, gen.nfe),
+            &reference,
+            &gen.samples,
+            &gen.trajectory,
+        )?;
+        log(format!("plot: {}", p.display()));
+    }
+    if a.json {
+        print_json(&json!({
+            "samples": out,
+            "n": a.n,
+            "solver": choice.label,
+            "nfe": gen.nfe,
+            "seconds": seconds,
+            "plot": a.plot,
+        }))?;
+    }
+    Ok(())
+}

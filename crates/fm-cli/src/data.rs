@@ -1,0 +1,192 @@
+//! Training data for the CLI: toy generators (fresh every step or a fixed
+//! set) and CSV point clouds (standardized, with the transform kept).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle::{DType, Device, Tensor};
+use fm_core::SeededRng;
+use fm_data::{load_csv_columns, DataSpec, Standardizer, Toy2d};
+
+use crate::record::TrainingRecord;
+
+enum Source {
+    /// Fresh toy points every batch.
+    Fresh(Toy2d),
+    /// A fixed set (model units), row-major.
+    Fixed(Vec<f32>),
+}
+
+/// Where training batches come from, in model units.
+pub struct TrainingData {
+    spec: DataSpec,
+    source: Source,
+    dim: usize,
+    columns: Vec<String>,
+    transform: Option<Standardizer>,
+    /// The whole dataset in data units, for CSV data.
+    csv_points: Option<Vec<f32>>,
+}
+
+impl TrainingData {
+    /// Prepares `--data` (`NAME` or `csv:PATH`) for training.
+    pub fn prepare(
+        data: &str,
+        columns: &[String],
+        noise: Option<f64>,
+        n_train: Option<usize>,
+        seed: u64,
+    ) -> Result<Self> {
+        let spec: DataSpec = data.parse()?;
+        match spec {
+            DataSpec::Toy(toy) => {
+                if !columns.is_empty() {
+                    bail!("--columns only applies to csv:PATH data, not to `{toy}`");
+                }
+                let toy = match noise {
+                    Some(n) => toy.with_noise(n),
+                    None => toy,
+                };
+                let source = match n_train {
+                    Some(n) => Source::Fixed(toy.sample(n, &mut SeededRng::for_stream(seed, "train-set"))),
+                    None => Source::Fresh(toy),
+                };
+                Ok(Self {
+                    spec: DataSpec::Toy(toy),
+                    source,
+                    dim: 2,
+                    columns: vec![],
+                    transform: None,
+                    csv_points: None,
+                })
+            }
+            DataSpec::Csv { path, .. } => {
+                if noise.is_some() {
+                    bail!("--noise only applies to toy datasets, not to csv:{}", path.display());
+                }
+                Self::from_csv(path, columns, n_train, seed)
+            }
+            #[allow(unreachable_patterns)]
+            other => bail!("`{other}` cannot be used for training 2-D models yet"),
+        }
+    }
+
+    fn from_csv(path: PathBuf, columns: &[String], n_train: Option<usize>, seed: u64) -> Result<Self> {
+        let cloud = load_csv_columns(&path, columns)?;
+        let transform = Standardizer::fit(&cloud)
+            .with_context(|| format!("{}: cannot standardize the columns", path.display()))?;
+        let raw: Vec<f32> = cloud.data.iter().map(|&v| v as f32).collect();
+        let mut model: Vec<f64> = cloud.data.clone();
+        transform.transform(&mut model)?;
+        let mut model: Vec<f32> = model.into_iter().map(|v| v as f32).collect();
+        if let Some(n) = n_train {
+            if n > cloud.n {
+                bail!("--n-train {n} is larger than the {} rows of {}", cloud.n, path.display());
+            }
+            let perm = SeededRng::for_stream(seed, "train-set").permutation(cloud.n);
+            model =
+                perm[..n].iter().flat_map(|&i| model[i * cloud.dim..(i + 1) * cloud.dim].to_vec()).collect();
+        }
+        Ok(Self {
+            spec: DataSpec::Csv { path, columns: cloud.columns.clone() },
+            source: Source::Fixed(model),
+            dim: cloud.dim,
+            columns: cloud.columns,
+            transform: Some(transform),
+            csv_points: Some(raw),
+        })
+    }
+
+    /// Rebuilds the data of a checkpoint's training record (for reference points).
+    pub fn from_record(r: &TrainingRecord) -> Result<Self> {
+        let mut d = Self::prepare(&r.data, &r.columns, r.noise, None, r.seed).with_context(|| {
+            format!("cannot rebuild the training data `{}` recorded in the checkpoint", r.data)
+        })?;
+        // Keep the checkpoint's own transform: samples must be read in its units.
+        if r.transform.is_some() {
+            d.transform = r.transform.clone();
+        }
+        Ok(d)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    pub fn transform(&self) -> Option<&Standardizer> {
+        self.transform.as_ref()
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::Fresh(toy) => format!("{toy} (fresh points every step)"),
+            Source::Fixed(v) => format!("{} ({} points)", self.spec, v.len() / self.dim),
+        }
+    }
+
+    /// The MMD bandwidth for metrics on the model's scale.
+    pub fn metric_bandwidth(&self) -> f64 {
+        0.5
+    }
+
+    /// A training batch `(b, d)` in model units.
+    pub fn batch(&mut self, b: usize, rng: &mut SeededRng) -> Result<Tensor> {
+        let v = match &self.source {
+            Source::Fresh(toy) => toy.sample(b, rng),
+            Source::Fixed(points) => {
+                let n = points.len() / self.dim;
+                let mut out = Vec::with_capacity(b * self.dim);
+                for _ in 0..b {
+                    let i = (rand::Rng::random_range(rng.rng(), 0..n)) * self.dim;
+                    out.extend_from_slice(&points[i..i + self.dim]);
+                }
+                out
+            }
+        };
+        Ok(Tensor::from_vec(v, (b, self.dim), &Device::Cpu)?)
+    }
+
+    /// `n` reference points in data units: fresh toy points, or (for CSV data)
+    /// the dataset itself, shuffled, up to `n` rows.
+    pub fn reference(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        let mut rng = SeededRng::for_stream(seed, "reference");
+        if let Some(points) = &self.csv_points {
+            let rows = points.len() / self.dim;
+            let perm = rng.permutation(rows);
+            return Ok(perm
+                .iter()
+                .take(n)
+                .flat_map(|&i| points[i * self.dim..(i + 1) * self.dim].to_vec())
+                .collect());
+        }
+        match &self.spec {
+            DataSpec::Toy(toy) => Ok(toy.sample(n, &mut rng)),
+            other => bail!("no reference points for `{other}`"),
+        }
+    }
+
+    /// Maps points in data units to model units (identity for toys).
+    pub fn to_model_units(&self, points: &[f32]) -> Result<Vec<f32>> {
+        match &self.transform {
+            None => Ok(points.to_vec()),
+            Some(t) => {
+                let mut v: Vec<f64> = points.iter().map(|&x| x as f64).collect();
+                t.transform(&mut v)?;
+                Ok(v.into_iter().map(|x| x as f32).collect())
+            }
+        }
+    }
+}
+
+/// A model-space tensor `(n, d)` as data-unit values.
+pub fn to_data_units(x: &Tensor, transform: Option<&Standardizer>) -> Result<Vec<f32>> {
+    let x = match transform {
+        Some(t) => t.inverse(x)?,
+        None => x.clone(),
+    };
+    Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}

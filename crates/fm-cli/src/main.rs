@@ -1,0 +1,29 @@
+//! `fm`: train, sample, evaluate and plot flow-matching models.
+//!
+//! Time convention: `t = 0` is noise, `t = 1` is data.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod data;
+mod io;
+mod plot;
+mod record;
+mod solver;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The training record stored in every checkpoint (`config.json` → `training`).
+
+use serde::{Deserialize, Serialize};
+
+use fm_core::scheduler::SchedulerKind;
+use fm_data::Standardizer;
+
+/// How a checkpoint was trained: enough to reproduce the run and to read its samples back in data units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// The dataset, as given to `--data` (`moons`, `csv:PATH`, ...).
+    pub data: String,
+    /// CSV columns, if any.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Toy noise level, if set.
+    pub noise: Option<f64>,
+    /// Size of the fixed training set, or `None` for fresh points every step.
+    pub n_train: Option<usize>,
+    /// The probability path's scheduler.
+    pub scheduler: SchedulerKind,
+    /// Objective (`cfm`).
+    pub objective: String,
+    /// Optimizer and its settings.
+    pub optimizer: String,
+    /// Learning rate.
+    pub lr: f64,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Steps requested.
+    pub steps: usize,
+    /// Steps completed when this checkpoint was written.
+    pub step: usize,
+    /// The seed of every random draw.
+    pub seed: u64,
+    /// The preset used, if any.
+    pub preset: Option<String>,
+    /// Mean training loss over the last (up to) 500 steps.
+    pub loss: Option<f64>,
+    /// Standardization applied to the data before training (samples are mapped back through its inverse).
+    pub transform: Option<Standardizer>,
+    /// The full command line.
+    pub command: Vec<String>,
+}

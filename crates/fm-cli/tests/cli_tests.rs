@@ -1,0 +1,219 @@
+//! End-to-end tests of the `fm` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = fm(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fm {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = fm(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "fm {args:?} should fail");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "fm {args:?} panicked: {stderr}"
+    );
+    stderr
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {line}"))
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn train_writes_checkpoint_samples_plot_and_metrics() {
+    let dir = temp("train");
+    let out = ok(&["train", "--steps", "300", "--out", s(&dir), "--json", "--quiet", "--sample-n", "500"]);
+    let j = last_json(&out);
+    assert!(j["loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.5 && l < 2.0), "{j}");
+    assert!(j["steps_per_s"].as_f64().is_some_and(|v| v > 0.0), "{j}");
+    assert!(j["metrics"]["energy_distance"].as_f64().is_some(), "{j}");
+    for f in ["model.safetensors", "config.json", "samples.npy", "plot.png", "metrics.json"] {
+        assert!(dir.join(f).is_file(), "missing {f}");
+    }
+    let png = std::fs::read(dir.join("plot.png")).unwrap_or_default();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    assert_eq!(config["model"]["kind"], "mlp");
+    assert_eq!(config["training"]["seed"], 0);
+    assert_eq!(config["training"]["step"], 300);
+    assert_eq!(config["training"]["data"], "moons");
+
+    // Sampling from the checkpoint: NFE per solver, .npy and .csv output.
+    for (solver, steps, nfe) in [("euler", "8", 8), ("midpoint", "8", 16), ("heun", "4", 8), ("rk4", "5", 20)]
+    {
+        let f = dir.join(format!("s-{solver}.csv"));
+        let j = last_json(&ok(&[
+            "sample",
+            "--checkpoint",
+            s(&dir),
+            "--solver",
+            solver,
+            "--steps",
+            steps,
+            "--n",
+            "100",
+            "--out",
+            s(&f),
+            "--json",
+        ]));
+        assert_eq!(j["nfe"], nfe, "{solver}");
+        let csv = std::fs::read_to_string(&f).unwrap_or_default();
+        assert_eq!(csv.lines().count(), 101, "header + 100 rows");
+    }
+    let j = last_json(&ok(&[
+        "sample",
+        "--checkpoint",
+        s(&dir),
+        "--solver",
+        "dopri5",
+        "--rtol",
+        "1e-4",
+        "--atol",
+        "1e-4",
+        "--n",
+        "100",
+        "--json",
+    ]));
+    assert!(j["nfe"].as_u64().is_some_and(|n| n > 6), "{j}");
+    assert!(dir.join("samples.npy").is_file());
+
+    let j = last_json(&ok(&[
+        "eval",
+        "--checkpoint",
+        s(&dir),
+        "--solvers",
+        "euler:4,midpoint:4",
+        "--n",
+        "300",
+        "--exact-n",
+        "100",
+        "--json",
+    ]));
+    assert_eq!(j["results"].as_array().map(|a| a.len()), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn same_seed_gives_bit_identical_checkpoints() {
+    let (a, b, c) = (temp("seed-a"), temp("seed-b"), temp("seed-c"));
+    for (d, seed) in [(&a, "7"), (&b, "7"), (&c, "8")] {
+        ok(&["train", "--steps", "50", "--seed", seed, "--out", s(d), "--quiet", "--sample-n", "100"]);
+    }
+    // The tensor bytes after the safetensors header; the header records the command line,
+    // which names a different output directory in each run.
+    let read = |d: &Path| {
+        let bytes = std::fs::read(d.join("model.safetensors")).unwrap_or_default();
+        let header = bytes.get(..8).map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])));
+        bytes.get(8 + header.unwrap_or(0) as usize..).map(<[u8]>::to_vec).unwrap_or_default()
+    };
+    assert!(!read(&a).is_empty());
+    assert_eq!(read(&a), read(&b), "same seed, same bytes");
+    assert_ne!(read(&a), read(&c), "another seed, other weights");
+    let samples = |d: &Path| std::fs::read(d.join("samples.npy")).unwrap_or_default();
+    assert_eq!(samples(&a), samples(&b));
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn csv_data_is_standardized_and_sampled_in_data_units() {
+    let dir = temp("csv");
+    std::fs::create_dir_all(&dir).ok();
+    let csv = dir.join("points.csv");
+    let mut text = String::from("\"\",\"a\",\"b\"\n");
+    for i in 0..200 {
+        let u = i as f64 / 200.0;
+        text.push_str(&format!("\"{i}\",{},{}\n", 100.0 + 10.0 * (6.0 * u).sin(), -5.0 + 0.1 * u));
+    }
+    std::fs::write(&csv, text).ok();
+    let ckpt = dir.join("ckpt");
+    let data = format!("csv:{}", s(&csv));
+    ok(&[
+        "train",
+        "--data",
+        &data,
+        "--columns",
+        "a,b",
+        "--steps",
+        "200",
+        "--out",
+        s(&ckpt),
+        "--quiet",
+        "--sample-n",
+        "300",
+    ]);
+    let out = dir.join("samples.csv");
+    ok(&["sample", "--checkpoint", s(&ckpt), "--n", "300", "--out", s(&out)]);
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("a,b"));
+    let rows: Vec<(f64, f64)> = lines
+        .filter_map(|l| l.split_once(','))
+        .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .collect();
+    assert_eq!(rows.len(), 300);
+    let mean_a = rows.iter().map(|r| r.0).sum::<f64>() / 300.0;
+    let mean_b = rows.iter().map(|r| r.1).sum::<f64>() / 300.0;
+    assert!((mean_a - 100.0).abs() < 5.0, "samples come back in data units: mean a = {mean_a}");
+    assert!((mean_b + 4.95).abs() < 0.2, "mean b = {mean_b}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let e = fails(&["train", "--data", "nope", "--steps", "1"]);
+    assert!(e.contains("nope") && e.contains("moons") && e.contains("checkerboard"), "{e}");
+    assert!(fails(&["train", "--steps", "0"]).contains("--steps"));
+    assert!(fails(&["train", "--batch-size", "0"]).contains("--batch-size"));
+    assert!(fails(&["train", "--lr=-1"]).contains("--lr"));
+    assert!(fails(&["train", "--preset", "nope"]).contains("guide-moons"));
+    assert!(fails(&["train", "--activation", "nope", "--steps", "1"]).contains("elu"));
+    let e = fails(&["train", "--data", "csv:/definitely/not/here.csv", "--steps", "1"]);
+    assert!(e.contains("/definitely/not/here.csv"), "{e}");
+    let e = fails(&["sample", "--checkpoint", "/definitely/not/a/checkpoint"]);
+    assert!(e.contains("/definitely/not/a/checkpoint"), "{e}");
+
+    let dir = temp("bad");
+    ok(&["train", "--steps", "20", "--out", s(&dir), "--quiet", "--sample-n", "50"]);
+    let e = fails(&["sample", "--checkpoint", s(&dir), "--solver", "nope"]);
+    assert!(e.contains("nope") && e.contains("dopri5"), "{e}");
+    assert!(fails(&["sample", "--checkpoint", s(&dir), "--solver", "dopri5", "--rtol", "0"]).contains("rtol"));
+    assert!(fails(&["sample", "--checkpoint", s(&dir), "--steps", "0"]).contains("--steps"));
+    let e = fails(&["sample", "--checkpoint", s(&dir), "--out", s(&dir.join("x.txt"))]);
+    assert!(e.contains(".npy"), "{e}");
+    let e = fails(&["sample", "--checkpoint", s(&dir), "--out", "/proc/forbidden/x.npy"]);
+    assert!(e.contains("/proc/forbidden"), "{e}");
+    let csv = dir.join("bad.csv");
+    std::fs::write(&csv, "a,b\n1,2\n3,oops\n").ok();
+    let e = fails(&["train", "--data", &format!("csv:{}", s(&csv)), "--columns", "a,b", "--steps", "1"]);
+    assert!(e.contains("bad.csv") && e.contains("oops"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
