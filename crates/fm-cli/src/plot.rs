@@ -36,10 +36,33 @@ fn window(points: &[f32]) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
     (x0 - mx..x1 + mx, y0 - my..y1 + my)
 }
 
+/// The data window widened to hold the central 96 % of the source points on each axis,
+/// so trajectories show where they start without a few far outliers squeezing the view.
+fn trajectory_window(
+    data: (std::ops::Range<f64>, std::ops::Range<f64>),
+    sources: &[f32],
+) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+    let quantiles = |axis: usize| {
+        let mut v: Vec<f64> =
+            sources.chunks_exact(2).map(|p| p[axis] as f64).filter(|v| v.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some((at(0.02), at(0.98)))
+    };
+    let widen = |r: std::ops::Range<f64>, q: Option<(f64, f64)>| match q {
+        Some((lo, hi)) => r.start.min(lo)..r.end.max(hi),
+        None => r,
+    };
+    (widen(data.0, quantiles(0)), widen(data.1, quantiles(1)))
+}
+
 /// Draws three panels — data, samples, trajectories — into a PNG.
 ///
 /// `data` and `samples` are row-major `n × 2`; `trajectories` holds the state
-/// of every sample at each grid time (each `n × 2`), of which up to 300 paths are drawn.
+/// of every sample at each grid time (each `n × 2`), of which up to 200 paths are drawn.
 pub fn samples_figure(
     path: &Path,
     title: &str,
@@ -62,14 +85,16 @@ pub fn samples_figure(
     let panels = root.split_evenly((1, 3));
     let data_color = RGBColor(31, 119, 180);
     let sample_color = RGBColor(214, 39, 40);
-    let captions = ["data", "samples", "trajectories (t: 0 → 1)"];
+    let captions = ["data", "samples", "trajectories (black: t = 0 noise, red: t = 1)"];
+    let (txr, tyr) = trajectory_window((xr.clone(), yr.clone()), trajectories.first().map_or(&[], |v| v));
     for (k, panel) in panels.iter().enumerate() {
+        let (px, py) = if k == 2 { (txr.clone(), tyr.clone()) } else { (xr.clone(), yr.clone()) };
         let mut chart = ChartBuilder::on(panel)
             .caption(captions[k], ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(28)
             .y_label_area_size(40)
-            .build_cartesian_2d(xr.clone(), yr.clone())
+            .build_cartesian_2d(px, py)
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
@@ -91,7 +116,7 @@ pub fn samples_figure(
             }
             _ => {
                 let n = samples.len() / 2;
-                let shown = n.min(300);
+                let shown = n.min(200);
                 for i in 0..shown {
                     let line: Vec<(f64, f64)> = trajectories
                         .iter()

@@ -1,4 +1,4 @@
-//! Turning solver flags into an [`OdeSolver`] and a time grid.
+//! Turning solver flags into an `fm_solvers::OdeSolver` and a time grid.
 
 use anyhow::{bail, Context, Result};
 use fm_solvers::{Dopri5, Method, TimeGrid};

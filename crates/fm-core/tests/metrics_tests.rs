@@ -222,8 +222,9 @@ fn sample_metrics_match_the_individual_metrics() -> anyhow::Result<()> {
     assert_eq!(SampleMetrics::compute(&x, &y, 9, 0, 0.9)?.exact_w2, None);
     let w50 = wasserstein2_exact(&x, &y.narrow(0, 0, 50)?)?;
     assert_eq!(SampleMetrics::compute(&x, &y, 9, 1000, 0.9)?.exact_w2, Some(w50));
-    // Reference smaller than min(n, limit): none.
-    assert_eq!(SampleMetrics::compute(&y, &x, 9, 60, 0.9)?.exact_w2, None);
+    // Reference smaller than min(n, limit): the first m = 50 of each.
+    let w_small_ref = wasserstein2_exact(&y.narrow(0, 0, 50)?, &x)?;
+    assert_eq!(SampleMetrics::compute(&y, &x, 9, 60, 0.9)?.exact_w2, Some(w_small_ref));
     // Same seed, same result.
     assert_eq!(SampleMetrics::compute(&x, &y, 9, 30, 0.9)?, m);
     Ok(())

@@ -24,6 +24,9 @@ use crate::plot::samples_figure;
 use crate::record::TrainingRecord;
 use crate::solver::SolverChoice;
 
+/// Points used for the exact W2 after training (an `O(n³)` assignment).
+const EXACT_W2_POINTS: usize = 1000;
+
 /// A named recipe: the defaults it sets.
 struct Preset {
     name: &'static str,
@@ -242,10 +245,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
     write_samples(&samples_path, &gen.samples, a.sample_n, dim, data.columns())?;
     let reference = data.reference(a.sample_n, a.seed)?;
     let n_ref = reference.len() / dim;
-    let s = Tensor::from_vec(gen.samples.clone(), (a.sample_n, dim), &device)?;
-    let rf = Tensor::from_vec(reference.clone(), (n_ref, dim), &device)?;
+    // Metrics on the model's scale (standardized units for CSV data), as `fm eval` reports them.
+    let s = Tensor::from_vec(data.to_model_units(&gen.samples)?, (a.sample_n, dim), &device)?;
+    let rf = Tensor::from_vec(data.to_model_units(&reference)?, (n_ref, dim), &device)?;
     let bandwidth = data.metric_bandwidth();
-    let metrics = SampleMetrics::compute(&s, &rf, a.seed, 1000, bandwidth)?;
+    let exact_n = EXACT_W2_POINTS.min(a.sample_n).min(n_ref);
+    let metrics = SampleMetrics::compute(&s, &rf, a.seed, exact_n, bandwidth)?;
     let mut plot_path = None;
     if dim == 2 {
         let p = r.out.join("plot.png");
@@ -279,7 +284,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         bandwidth,
         metrics.mmd_rbf,
         metrics.sliced_w2,
-        metrics.exact_w2.map(|w| format!("{w:.4} (first 1000 points)")).unwrap_or_else(|| "n/a".into()),
+        metrics.exact_w2.map(|w| format!("{w:.4} (first {exact_n} points)")).unwrap_or_else(|| "n/a".into()),
     ));
     if let Some(p) = &plot_path {
         log(format!("plot: {}", p.display()));

@@ -55,10 +55,9 @@ impl SampleMetrics {
     ///   [`super::median_heuristic_bandwidth`] of the reference data
     ///   against itself, or `1.0` for standardised data).
     /// - `exact_limit` caps the exact W2, which costs `O(k³)`: with
-    ///   `k = min(n, exact_limit)`, it is computed on the first `k` points of
-    ///   each set when both have at least `k` points, and is `None` when
-    ///   `exact_limit == 0` or `m < k`. Only the first points are used, so
-    ///   pass sets in random order.
+    ///   `k = min(n, m, exact_limit)`, it is computed on the first `k` points
+    ///   of each set, and is `None` when `exact_limit == 0`. Only the first
+    ///   points are used, so pass sets in random order.
     ///
     /// # Shapes
     /// - `samples`: `(n, d)`, any float dtype (computed in `f64`)
@@ -79,8 +78,8 @@ impl SampleMetrics {
         let (x, y) = cloud_pair(samples, "samples", reference, "reference")?;
         let (x, y) = (x.points(), y.points());
         let mut rng = SeededRng::new(seed);
-        let k = x.n().min(exact_limit);
-        let exact_w2 = if k > 0 && y.n() >= k { Some(w2_exact_points(x.head(k), y.head(k))?) } else { None };
+        let k = x.n().min(y.n()).min(exact_limit);
+        let exact_w2 = if k > 0 { Some(w2_exact_points(x.head(k), y.head(k))?) } else { None };
         Ok(Self {
             energy_distance: energy_points(x, y),
             mmd_rbf: mmd_points(x, y, bandwidth),
