@@ -18,9 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Train a velocity field by conditional flow matching.
     #[command(
-        after_help = "Examples:\n  fm train                                   # the guide's two-moons recipe\n  fm train --data 8gaussians --steps 5000 --out runs/8g\n  fm train --data csv:faithful.csv --columns eruptions,waiting --out runs/faithful\n  fm train --preset guide-moons --seed 1 --json"
+        after_help = "Examples:\n  fm train                                   # the guide's two-moons recipe\n  fm train --data 8gaussians --steps 5000 --out runs/8g\n  fm train --data csv:faithful.csv --columns eruptions,waiting --out runs/faithful\n  fm train --preset guide-moons --seed 1 --json\n  fm train --config recipe.toml --steps 20000    # flags override the file\n  fm train --resume runs/moons --steps 20000      # continue a run (after Ctrl-C, a crash, or to go further)"
     )]
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Draw samples from a trained checkpoint by solving the ODE from t = 0 to 1.
     #[command(
         after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv"
@@ -33,8 +33,16 @@ pub enum Command {
     Eval(EvalArgs),
 }
 
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct TrainArgs {
+    /// TOML file of training settings; its keys are the long flag names (e.g. `batch-size = 256`),
+    /// and flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Continue the run saved in DIR (by a periodic checkpoint, Ctrl-C or the end of a run):
+    /// the result is bit-identical to an uninterrupted run. `--steps` may raise the total.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// Named recipe setting the defaults below (explicit flags override it): guide-moons.
     #[arg(long)]
     pub preset: Option<String>,
@@ -50,43 +58,47 @@ pub struct TrainArgs {
     /// Train on a fixed set of N points instead of fresh points every step.
     #[arg(long)]
     pub n_train: Option<usize>,
-    /// Number of optimisation steps.
+    /// Number of optimisation steps [default: 10000].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Batch size.
+    /// Batch size [default: 256].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Learning rate of Adam.
+    /// Learning rate of Adam [default: 0.01].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Hidden widths of the MLP, comma separated.
+    /// Hidden widths of the MLP, comma separated [default: 64,64,64].
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
-    /// Activation: elu, silu, selu, relu, tanh.
+    /// Activation: elu, silu, selu, relu, tanh [default: elu].
     #[arg(long)]
     pub activation: Option<String>,
-    /// Probability-path scheduler: cond-ot, cosine, linear-vp, vp, polynomial:N.
+    /// Probability-path scheduler: cond-ot, cosine, linear-vp, vp, polynomial:N [default: cond-ot].
     #[arg(long)]
     pub scheduler: Option<String>,
-    /// Seed for data, initialisation, t and noise: the same seed gives a bit-identical checkpoint.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Output directory for the checkpoint, samples, plot and metrics.
+    /// Seed for data, initialisation, t and noise: the same seed gives a bit-identical checkpoint
+    /// [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory for the checkpoint, samples, plot and metrics [default: runs/PRESET or runs/DATA].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Number of samples drawn after training.
-    #[arg(long, default_value_t = 2000)]
-    pub sample_n: usize,
-    /// Solver for the samples drawn after training.
-    #[arg(long, default_value = "midpoint")]
-    pub sample_solver: String,
-    /// Steps of that solver.
-    #[arg(long, default_value_t = 50)]
-    pub sample_steps: usize,
+    /// Save a resumable checkpoint every N steps; 0 saves only at the end [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+    /// Number of samples drawn after training [default: 2000].
+    #[arg(long)]
+    pub sample_n: Option<usize>,
+    /// Solver for the samples drawn after training [default: midpoint].
+    #[arg(long)]
+    pub sample_solver: Option<String>,
+    /// Steps of that solver [default: 50].
+    #[arg(long)]
+    pub sample_steps: Option<usize>,
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar.
+    /// No progress bar (also hidden when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
 }

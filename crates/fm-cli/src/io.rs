@@ -22,6 +22,22 @@ pub fn npy_bytes(data: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     out
 }
 
+/// Checks, before any work, that samples can be written to `path` (`flag` names
+/// the option in the error): a known extension and a writable directory.
+pub fn check_output(path: &Path, flag: &str) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+    if !matches!(ext.as_deref(), Some("npy" | "csv")) {
+        bail!("{flag} {}: unknown extension; use .npy or .csv", path.display());
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let cannot = || format!("{flag} {}: cannot write to {}", path.display(), dir.display());
+    std::fs::create_dir_all(dir).with_context(cannot)?;
+    let probe = dir.join(format!(".fm-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(cannot)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
 /// Writes samples to `.npy` or `.csv`, chosen by the file's extension.
 pub fn write_samples(path: &Path, data: &[f32], rows: usize, cols: usize, names: &[String]) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());

@@ -215,6 +215,92 @@ fn bad_input_gives_clear_errors() {
     std::fs::write(&csv, "a,b\n1,2\n3,oops\n").ok();
     let e = fails(&["train", "--data", &format!("csv:{}", s(&csv)), "--columns", "a,b", "--steps", "1"]);
     assert!(e.contains("bad.csv") && e.contains("oops"), "{e}");
+    for (name, text, needle) in [
+        ("nan.csv", "a,b\n1,2\nNaN,3\n", "NaN"),
+        ("inf.csv", "a,b\n1,2\n3,inf\n", "inf"),
+        ("empty-cell.csv", "a,b\n1,2\n,3\n", "line 3"),
+        ("short-row.csv", "a,b\n1,2\n3\n", "line 3"),
+    ] {
+        let csv = dir.join(name);
+        std::fs::write(&csv, text).ok();
+        let e = fails(&["train", "--data", &format!("csv:{}", s(&csv)), "--columns", "a,b", "--steps", "1"]);
+        assert!(e.contains(name) && e.contains(needle), "{name}: {e}");
+    }
+    // Unwritable output: refused before any training.
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, "").ok();
+    let e = fails(&["train", "--steps", "1", "--out", s(&blocker.join("sub"))]);
+    assert!(e.contains("--out") && e.contains("a-file"), "{e}");
+    assert!(!e.contains("training MLP"), "the error comes before training: {e}");
+    // Corrupt and truncated checkpoints.
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).ok();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap_or_default();
+    std::fs::write(broken.join("model.safetensors"), &weights[..weights.len() / 2]).ok();
+    let e = fails(&["sample", "--checkpoint", s(&broken)]);
+    assert!(e.contains("broken") && e.contains("model.safetensors"), "{e}");
+    std::fs::write(broken.join("model.safetensors"), b"not a safetensors file").ok();
+    assert!(fails(&["sample", "--checkpoint", s(&broken)]).contains("safetensors"));
+    // Resume: nothing to resume, or a flag that would change the run.
+    let e = fails(&["train", "--resume", s(&dir.join("nothing-here"))]);
+    assert!(e.contains("--resume") && e.contains("nothing-here"), "{e}");
+    let e = fails(&["train", "--resume", s(&dir), "--lr", "0.5"]);
+    assert!(e.contains("--lr"), "{e}");
+    // Config files: unknown keys and bad values name the file and the key.
+    let cfg = dir.join("recipe.toml");
+    std::fs::write(&cfg, "batch-sise = 3\n").ok();
+    let e = fails(&["train", "--config", s(&cfg)]);
+    assert!(e.contains("recipe.toml") && e.contains("batch-sise"), "{e}");
+    std::fs::write(&cfg, "steps = -3\n").ok();
+    let e = fails(&["train", "--config", s(&cfg)]);
+    assert!(e.contains("recipe.toml") && e.contains("steps = -3"), "{e}");
+    // Nonsensical numbers.
+    let e = fails(&["sample", "--checkpoint", s(&dir), "--solver", "dopri5", "--rtol", "0"]);
+    assert!(e.contains("rtol"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn diverging_training_stops_and_keeps_the_last_checkpoint() {
+    let dir = temp("diverge");
+    let e = fails(&[
+        "train",
+        "--lr",
+        "1e30",
+        "--steps",
+        "50",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        s(&dir),
+        "--quiet",
+    ]);
+    assert!(e.contains("diverged at step 2") && e.contains("step 1") && e.contains("intact"), "{e}");
+    // The checkpoint of step 1 still loads.
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
+    assert!(config.contains("\"step\": 1"), "{config}");
+    ok(&["sample", "--checkpoint", s(&dir), "--n", "5", "--out", s(&dir.join("s.npy"))]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn config_file_sets_defaults_and_flags_override_it() {
+    let dir = temp("config");
+    std::fs::create_dir_all(&dir).ok();
+    let cfg = dir.join("recipe.toml");
+    std::fs::write(
+        &cfg,
+        "data = \"circles\"\nsteps = 40\nbatch-size = 32\nhidden = [16, 16]\nout = \"run\"\nsample-n = 50\n",
+    )
+    .ok();
+    let j = last_json(&ok(&["train", "--config", s(&cfg), "--steps", "30", "--quiet", "--json"]));
+    assert_eq!(j["steps"].as_u64(), Some(30), "the flag wins");
+    let out = dir.join("run"); // relative to the config file
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap_or_default();
+    let c: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    assert_eq!(c["training"]["data"], "circles");
+    assert_eq!(c["training"]["batch_size"], 32);
+    assert_eq!(c["model"]["hidden"], serde_json::json!([16, 16]));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -250,4 +336,106 @@ fn guide_moons_recipe_reproduces() {
         "midpoint-8 {midpoint8} should match euler-100 {euler100}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Tensor bytes of a safetensors file (after its header, which records the command line).
+fn tensor_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let header = bytes.get(..8).map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])));
+    bytes.get(8 + header.unwrap_or(0) as usize..).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// Starts `fm train` in the background and waits until it has saved a checkpoint past `step`.
+/// The caller owns the child and waits for it.
+#[allow(clippy::zombie_processes)]
+fn spawn_until_step(args: &[&str], dir: &Path, step: u64) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fm"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fm starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let saved = std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|j| j["training"]["step"].as_u64())
+            .unwrap_or(0);
+        if saved >= step {
+            return child;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no checkpoint past step {step} in time");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killed_or_interrupted_runs_resume_bit_identically() {
+    let (full, killed, stopped) = (temp("resume-full"), temp("resume-killed"), temp("resume-int"));
+    let args = |d: &Path| -> Vec<String> {
+        [
+            "train",
+            "--steps",
+            "3000",
+            "--checkpoint-every",
+            "250",
+            "--seed",
+            "3",
+            "--quiet",
+            "--sample-n",
+            "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--out".to_string(), s(d).to_string()])
+        .collect()
+    };
+    ok(&strs(&args(&full)));
+    let reference = tensor_bytes(&full.join("model.safetensors"));
+    assert!(!reference.is_empty());
+
+    // SIGKILL mid-run: what is on disk always loads, and resuming gives the same weights.
+    let mut child = spawn_until_step(&strs(&args(&killed)), &killed, 1000);
+    child.kill().expect("kill");
+    let _ = child.wait();
+    ok(&["sample", "--checkpoint", s(&killed), "--n", "10", "--out", s(&killed.join("s.csv"))]);
+    ok(&["train", "--resume", s(&killed), "--quiet", "--sample-n", "100"]);
+    assert_eq!(tensor_bytes(&killed.join("model.safetensors")), reference, "resumed after SIGKILL");
+
+    // Ctrl-C (SIGINT): saves, exits with 130 and says how to resume.
+    let mut child = spawn_until_step(&strs(&args(&stopped)), &stopped, 500);
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().map(|s| s.success()).unwrap_or(false);
+    if sent {
+        let out = child.wait_with_output().expect("fm exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(130) {
+            assert!(stderr.contains("--resume"), "{stderr}");
+        } else {
+            // The run may have finished before the signal arrived.
+            assert!(out.status.success(), "{stderr}");
+        }
+        ok(&["train", "--resume", s(&stopped), "--quiet", "--sample-n", "100"]);
+        assert_eq!(tensor_bytes(&stopped.join("model.safetensors")), reference, "resumed after Ctrl-C");
+        let a = std::fs::read_to_string(full.join("metrics.json")).unwrap_or_default();
+        let b = std::fs::read_to_string(stopped.join("metrics.json")).unwrap_or_default();
+        let loss =
+            |t: &str| serde_json::from_str::<serde_json::Value>(t).ok().and_then(|j| j["loss"].as_f64());
+        assert_eq!(loss(&a), loss(&b), "the reported loss survives the interruption");
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for d in [full, killed, stopped] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

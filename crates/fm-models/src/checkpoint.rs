@@ -80,7 +80,7 @@ impl CheckpointConfig {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |io| Error::Io { path: path.to_path_buf(), io }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same

@@ -14,12 +14,12 @@ pub enum Error {
     Core(#[from] fm_core::Error),
 
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {io}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        io: std::io::Error,
     },
 
     /// A checkpoint is missing, corrupt or does not fit the model.
@@ -39,6 +39,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// Optimiser settings or saved optimiser state are invalid.
+    #[error("optimizer: {0}")]
+    Optimizer(String),
 }
 
 /// The crate's result type.

@@ -2,6 +2,8 @@
 //!
 //! - [`VelocityMlp`]: the MLP velocity field `u_θ(x, t)` on `concat(t, x)`,
 //!   with seeded, reproducible initialisation.
+//! - [`optim::Adam`]: Adam whose state can be saved, for bit-identical resumes;
+//!   [`resume`]: the checkpoint file a run resumes from.
 //! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
 //!   configuration.
 //!
@@ -30,6 +32,8 @@ mod activation;
 pub mod checkpoint;
 mod error;
 mod mlp;
+pub mod optim;
+pub mod resume;
 
 pub use activation::Activation;
 pub use checkpoint::{CheckpointConfig, ModelConfig};

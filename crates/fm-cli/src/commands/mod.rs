@@ -9,9 +9,11 @@ mod eval;
 mod sample;
 mod train;
 
+pub use train::Interrupted;
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::common::{generate, load_model};
 use crate::cli::SampleArgs;
 use crate::data::TrainingData;
-use crate::io::{print_json, write_samples};
+use crate::io::{check_output, print_json, write_samples};
 use crate::plot::samples_figure;
 use crate::solver::SolverChoice;
 
@@ -18,6 +18,12 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let choice = SolverChoice::from_args(&a.solver)?;
     let m = load_model(&a.checkpoint, &device)?;
     let out = a.out.clone().unwrap_or_else(|| m.dir.join("samples.npy"));
+    check_output(&out, "--out")?;
+    if let Some(p) = &a.plot {
+        if p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() != Some("png") {
+            anyhow::bail!("--plot {}: the plot is a PNG; give a path ending in .png", p.display());
+        }
+    }
     let start = Instant::now();
     let keep = a.plot.is_some() && m.dim() == 2;
     let gen = generate(&m, a.n, a.seed, &choice, keep, &device)?;

@@ -1,0 +1,221 @@
+//! A training session: model, optimiser, data and random streams, which can be
+//! saved at any step and resumed bit-identically.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use fm_core::loss::cfm_train_step;
+use fm_core::path::AffinePath;
+use fm_core::scheduler::SchedulerKind;
+use fm_core::SeededRng;
+use fm_models::checkpoint::{self, varmap_tensors};
+use fm_models::optim::{Adam, AdamParams};
+use fm_models::{resume, CheckpointConfig, MlpConfig, ModelConfig, VelocityMlp};
+use serde::{Deserialize, Serialize};
+
+use super::settings::{validate_numbers, Resolved};
+use crate::data::TrainingData;
+use crate::record::TrainingRecord;
+
+/// The window over which the reported `loss` is averaged.
+pub const LOSS_WINDOW: usize = 500;
+
+/// Fails early, before any training, if the output directory cannot be written.
+fn check_writable(dir: &Path) -> Result<()> {
+    let cannot = || format!("--out {}: cannot write there", dir.display());
+    std::fs::create_dir_all(dir).with_context(cannot)?;
+    let probe = dir.join(format!(".fm-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(cannot)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The loop's own state, stored in the resume file.
+#[derive(Debug, Serialize, Deserialize)]
+struct LoopState {
+    step: usize,
+    /// RNG positions as decimal strings (they are 128-bit).
+    data_rng: String,
+    train_rng: String,
+    /// The last (up to) [`LOSS_WINDOW`] batch losses.
+    recent_losses: Vec<f64>,
+}
+
+pub struct Session {
+    pub settings: Resolved,
+    pub model: VelocityMlp,
+    pub mlp: MlpConfig,
+    varmap: VarMap,
+    opt: Adam,
+    path: AffinePath<SchedulerKind>,
+    pub data: TrainingData,
+    data_rng: SeededRng,
+    train_rng: SeededRng,
+    /// Steps completed.
+    pub step: usize,
+    recent: VecDeque<f64>,
+    /// Step of the last checkpoint written by this session (or resumed from).
+    pub last_saved: Option<usize>,
+}
+
+impl Session {
+    /// A new run from its settings.
+    pub fn new(r: Resolved, device: &Device) -> Result<Self> {
+        check_writable(&r.out)?;
+        let data =
+            TrainingData::prepare(&r.data, &r.columns, r.noise, r.n_train, r.seed).context("--data")?;
+        let mlp = MlpConfig { dim: data.dim(), hidden: r.hidden.clone(), activation: r.activation };
+        let mut init_rng = SeededRng::for_stream(r.seed, "init");
+        let (model, varmap) = VelocityMlp::init(&mlp, &mut init_rng, DType::F32, device)?;
+        let opt = Adam::new(&varmap, AdamParams::with_lr(r.lr))?;
+        Ok(Self {
+            path: AffinePath::new(r.scheduler),
+            data_rng: SeededRng::for_stream(r.seed, "data"),
+            train_rng: SeededRng::for_stream(r.seed, "train"),
+            settings: r,
+            model,
+            mlp,
+            varmap,
+            opt,
+            data,
+            step: 0,
+            recent: VecDeque::with_capacity(LOSS_WINDOW),
+            last_saved: None,
+        })
+    }
+
+    /// Continues the run saved in `dir`, optionally to a new total of `steps`.
+    pub fn resume(dir: &Path, steps: Option<usize>, device: &Device) -> Result<Self> {
+        let point = resume::load(dir, device).context("--resume")?;
+        let record: TrainingRecord = serde_json::from_value(point.config.training.clone())
+            .with_context(|| format!("--resume {}: the training record is invalid", dir.display()))?;
+        let state: LoopState = serde_json::from_str(&point.state)
+            .with_context(|| format!("--resume {}: the loop state is invalid", dir.display()))?;
+        let mlp = match &point.config.model {
+            ModelConfig::Mlp(c) => c.clone(),
+            #[allow(unreachable_patterns)]
+            other => bail!("--resume {}: cannot resume training a {other:?} model", dir.display()),
+        };
+        let total = steps.unwrap_or(record.steps);
+        if total < state.step {
+            bail!("--steps {total} is below the {} steps this run has already done", state.step);
+        }
+        let settings = Resolved {
+            preset: record.preset.clone(),
+            data: record.data.clone(),
+            columns: record.columns.clone(),
+            noise: record.noise,
+            n_train: record.n_train,
+            steps: total,
+            batch_size: record.batch_size,
+            lr: record.lr,
+            hidden: mlp.hidden.clone(),
+            activation: mlp.activation,
+            scheduler: record.scheduler,
+            seed: record.seed,
+            out: dir.to_path_buf(),
+        };
+        validate_numbers(settings.steps, settings.batch_size, settings.lr)?;
+        let mut s = Self::new(settings, device)?;
+        // The same variables, now holding the saved weights.
+        {
+            let vars = s.varmap.data().lock().map_err(|_| anyhow::anyhow!("variable map poisoned"))?;
+            for (name, var) in vars.iter() {
+                let t = point
+                    .weights
+                    .get(name)
+                    .with_context(|| format!("--resume {}: no weight `{name}`", dir.display()))?;
+                var.set(t)?;
+            }
+        }
+        s.opt.load_state(&point.optimizer).with_context(|| format!("--resume {}", dir.display()))?;
+        let pos = |p: &str, name: &str| -> Result<u128> {
+            p.parse().with_context(|| format!("--resume {}: bad {name} position `{p}`", dir.display()))
+        };
+        s.data_rng.set_position(pos(&state.data_rng, "data RNG")?);
+        s.train_rng.set_position(pos(&state.train_rng, "train RNG")?);
+        s.step = state.step;
+        s.recent = state.recent_losses.into_iter().collect();
+        s.last_saved = Some(state.step);
+        Ok(s)
+    }
+
+    /// One optimisation step; the loss of its batch.
+    pub fn train_step(&mut self) -> Result<f64> {
+        let x1: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
+        let loss = cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?;
+        self.step += 1;
+        if self.recent.len() == LOSS_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(loss);
+        Ok(loss)
+    }
+
+    /// Mean loss over the last `n` steps (at most [`LOSS_WINDOW`]).
+    pub fn mean_loss(&self, n: usize) -> f64 {
+        let k = n.min(self.recent.len()).max(1);
+        self.recent.iter().rev().take(k).sum::<f64>() / k as f64
+    }
+
+    /// Steps the reported loss is averaged over.
+    pub fn loss_window(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// The checkpoint configuration at the current step.
+    fn checkpoint_config(&self) -> Result<CheckpointConfig> {
+        let r = &self.settings;
+        let record = TrainingRecord {
+            data: r.data.clone(),
+            columns: self.data.columns().to_vec(),
+            noise: r.noise,
+            n_train: r.n_train,
+            scheduler: r.scheduler,
+            objective: "cfm".into(),
+            optimizer: "adam(beta1=0.9, beta2=0.999, eps=1e-8)".into(),
+            lr: r.lr,
+            batch_size: r.batch_size,
+            steps: r.steps,
+            step: self.step,
+            seed: r.seed,
+            preset: r.preset.clone(),
+            loss: (!self.recent.is_empty()).then(|| self.mean_loss(LOSS_WINDOW)),
+            transform: self.data.transform().cloned(),
+            command: std::env::args().collect(),
+        };
+        let mut ckpt = CheckpointConfig::new(ModelConfig::Mlp(self.mlp.clone()));
+        ckpt.training = serde_json::to_value(&record)?;
+        Ok(ckpt)
+    }
+
+    /// Writes the resume file, then the weights and config.json, each atomically.
+    pub fn save(&mut self) -> Result<PathBuf> {
+        let dir = self.settings.out.clone();
+        let config = self.checkpoint_config()?;
+        let weights = varmap_tensors(&self.varmap)?;
+        let state = LoopState {
+            step: self.step,
+            data_rng: self.data_rng.position().to_string(),
+            train_rng: self.train_rng.position().to_string(),
+            recent_losses: self.recent.iter().copied().collect(),
+        };
+        let write = || -> Result<()> {
+            resume::save(
+                &dir,
+                &config,
+                &weights,
+                &self.opt.state_tensors()?,
+                &serde_json::to_string(&state)?,
+            )?;
+            checkpoint::save(&dir, &config, &weights)?;
+            Ok(())
+        };
+        write().with_context(|| format!("--out {}: cannot write the checkpoint", dir.display()))?;
+        self.last_saved = Some(self.step);
+        Ok(dir)
+    }
+}

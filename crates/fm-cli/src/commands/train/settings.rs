@@ -1,0 +1,299 @@
+//! Training settings: presets, the TOML config file, flags, and their validation.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use fm_core::scheduler::SchedulerKind;
+use fm_models::Activation;
+use serde::Deserialize;
+
+use crate::cli::TrainArgs;
+
+/// A named recipe: the defaults it sets.
+pub struct Preset {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub data: &'static str,
+    pub noise: Option<f64>,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub hidden: &'static [usize],
+    pub activation: Activation,
+}
+
+pub const PRESETS: &[Preset] = &[Preset {
+    name: "guide-moons",
+    about: "Lipman et al.'s guide, Code 1: MLP 3-64-64-64-2 ELU, Adam 1e-2, batch 256, 10k steps, fresh moons (noise 0.05)",
+    data: "moons",
+    noise: Some(0.05),
+    steps: 10_000,
+    batch_size: 256,
+    lr: 1e-2,
+    hidden: &[64, 64, 64],
+    activation: Activation::Elu,
+}];
+
+/// Default period of resumable checkpoints, in steps.
+pub const DEFAULT_CHECKPOINT_EVERY: usize = 1000;
+
+/// Training settings after the config file, presets and flags are merged.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub preset: Option<String>,
+    pub data: String,
+    pub columns: Vec<String>,
+    pub noise: Option<f64>,
+    pub n_train: Option<usize>,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    pub scheduler: SchedulerKind,
+    pub seed: u64,
+    pub out: PathBuf,
+}
+
+/// What the run does after training.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub checkpoint_every: usize,
+    pub sample_n: usize,
+    pub sample_solver: String,
+    pub sample_steps: usize,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+/// The keys a `--config` TOML file may hold: the long flag names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    preset: Option<String>,
+    data: Option<String>,
+    columns: Option<Vec<String>>,
+    noise: Option<f64>,
+    n_train: Option<usize>,
+    steps: Option<usize>,
+    batch_size: Option<usize>,
+    lr: Option<f64>,
+    hidden: Option<Vec<usize>>,
+    activation: Option<String>,
+    scheduler: Option<String>,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    checkpoint_every: Option<usize>,
+    sample_n: Option<usize>,
+    sample_solver: Option<String>,
+    sample_steps: Option<usize>,
+    json: Option<bool>,
+    quiet: Option<bool>,
+}
+
+/// Fills every flag not given on the command line from the `--config` file.
+pub fn merge_config_file(mut a: TrainArgs) -> Result<TrainArgs> {
+    let Some(path) = a.config.clone() else { return Ok(a) };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--config {}: cannot read the file", path.display()))?;
+    let f: ConfigFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
+    // Relative paths in the file are relative to the file, as users expect of config files.
+    let base = path.parent().unwrap_or(Path::new(""));
+    let rel = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    a.preset = a.preset.or(f.preset);
+    a.data = a.data.or(f.data.map(|d| match d.strip_prefix("csv:") {
+        Some(p) => format!("csv:{}", rel(PathBuf::from(p)).display()),
+        None => d,
+    }));
+    a.columns = a.columns.or(f.columns);
+    a.noise = a.noise.or(f.noise);
+    a.n_train = a.n_train.or(f.n_train);
+    a.steps = a.steps.or(f.steps);
+    a.batch_size = a.batch_size.or(f.batch_size);
+    a.lr = a.lr.or(f.lr);
+    a.hidden = a.hidden.or(f.hidden);
+    a.activation = a.activation.or(f.activation);
+    a.scheduler = a.scheduler.or(f.scheduler);
+    a.seed = a.seed.or(f.seed);
+    a.out = a.out.or(f.out.map(rel));
+    a.checkpoint_every = a.checkpoint_every.or(f.checkpoint_every);
+    a.sample_n = a.sample_n.or(f.sample_n);
+    a.sample_solver = a.sample_solver.or(f.sample_solver);
+    a.sample_steps = a.sample_steps.or(f.sample_steps);
+    a.json |= f.json.unwrap_or(false);
+    a.quiet |= f.quiet.unwrap_or(false);
+    Ok(a)
+}
+
+fn find_preset(name: &str) -> Result<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name).with_context(|| {
+        let list: Vec<String> = PRESETS.iter().map(|p| format!("{} ({})", p.name, p.about)).collect();
+        format!("--preset: unknown preset `{name}`; valid: {}", list.join(", "))
+    })
+}
+
+/// Checks the numbers every run needs, whatever set them.
+pub fn validate_numbers(steps: usize, batch_size: usize, lr: f64) -> Result<()> {
+    if steps == 0 {
+        bail!("--steps must be at least 1, got 0");
+    }
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1, got 0");
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        bail!("--lr must be a positive number, got {lr}");
+    }
+    Ok(())
+}
+
+/// The settings of a new run.
+pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
+    let preset = a.preset.as_deref().map(find_preset).transpose()?;
+    // Without a preset the defaults are the guide's recipe.
+    let base = preset.unwrap_or(&PRESETS[0]);
+    let data = a.data.clone().unwrap_or_else(|| base.data.to_string());
+    let same_data = data == base.data;
+    let noise = a.noise.or(if same_data { base.noise } else { None });
+    let steps = a.steps.unwrap_or(base.steps);
+    let batch_size = a.batch_size.unwrap_or(base.batch_size);
+    let lr = a.lr.unwrap_or(base.lr);
+    validate_numbers(steps, batch_size, lr)?;
+    if let Some(n) = noise {
+        if !(n.is_finite() && n >= 0.0) {
+            bail!("--noise must be a non-negative number, got {n}");
+        }
+    }
+    if a.n_train == Some(0) {
+        bail!("--n-train must be at least 1, got 0");
+    }
+    let hidden = a.hidden.clone().unwrap_or_else(|| base.hidden.to_vec());
+    if hidden.is_empty() || hidden.contains(&0) {
+        bail!("--hidden needs positive widths, e.g. 64,64,64; got {hidden:?}");
+    }
+    let activation = match &a.activation {
+        Some(s) => s.parse().context("--activation")?,
+        None => base.activation,
+    };
+    let scheduler = match &a.scheduler {
+        Some(s) => s.parse().context("--scheduler")?,
+        None => SchedulerKind::CondOt,
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        let stem = a
+            .preset
+            .clone()
+            .unwrap_or_else(|| data.trim_start_matches("csv:").replace(['/', '\\', '.'], "_"));
+        PathBuf::from("runs").join(stem)
+    });
+    Ok(Resolved {
+        preset: a.preset.clone(),
+        data,
+        columns: a.columns.clone().unwrap_or_default(),
+        noise,
+        n_train: a.n_train,
+        steps,
+        batch_size,
+        lr,
+        hidden,
+        activation,
+        scheduler,
+        seed: a.seed.unwrap_or(0),
+        out,
+    })
+}
+
+/// With `--resume`, the flags that would change the run are refused: the
+/// checkpoint fixes them. Only `--steps` (to go further) and the output options may be given.
+pub fn check_resume_flags(a: &TrainArgs) -> Result<()> {
+    let fixed = [
+        ("--preset", a.preset.is_some()),
+        ("--data", a.data.is_some()),
+        ("--columns", a.columns.is_some()),
+        ("--noise", a.noise.is_some()),
+        ("--n-train", a.n_train.is_some()),
+        ("--batch-size", a.batch_size.is_some()),
+        ("--lr", a.lr.is_some()),
+        ("--hidden", a.hidden.is_some()),
+        ("--activation", a.activation.is_some()),
+        ("--scheduler", a.scheduler.is_some()),
+        ("--seed", a.seed.is_some()),
+        ("--out", a.out.is_some()),
+    ];
+    let given: Vec<&str> = fixed.iter().filter(|(_, g)| *g).map(|(n, _)| *n).collect();
+    if !given.is_empty() {
+        bail!(
+            "--resume continues a run with its own settings; {} cannot be changed (only --steps, \
+             --checkpoint-every and the sampling/output flags can)",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The post-training options, with their defaults.
+pub fn run_options(a: &TrainArgs) -> Result<RunOptions> {
+    let o = RunOptions {
+        checkpoint_every: a.checkpoint_every.unwrap_or(DEFAULT_CHECKPOINT_EVERY),
+        sample_n: a.sample_n.unwrap_or(2000),
+        sample_solver: a.sample_solver.clone().unwrap_or_else(|| "midpoint".into()),
+        sample_steps: a.sample_steps.unwrap_or(50),
+        json: a.json,
+        quiet: a.quiet,
+    };
+    if o.sample_n == 0 {
+        bail!("--sample-n must be at least 1, got 0");
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("fm-settings-{name}-{}.toml", std::process::id()));
+        std::fs::write(&p, text).expect("temp file");
+        p
+    }
+
+    #[test]
+    fn flags_override_the_config_file() -> Result<()> {
+        let p = write("ok", "steps = 123\nbatch-size = 64\nhidden = [32, 32]\nlr = 0.005\n");
+        let a = TrainArgs { config: Some(p.clone()), steps: Some(7), ..Default::default() };
+        let r = resolve(&merge_config_file(a)?)?;
+        assert_eq!((r.steps, r.batch_size, r.hidden.clone(), r.lr), (7, 64, vec![32, 32], 0.005));
+        std::fs::remove_file(p)?;
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_key() {
+        let p = write("bad", "stepz = 3\n");
+        let e = merge_config_file(TrainArgs { config: Some(p.clone()), ..Default::default() })
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("stepz") && e.contains(&p.display().to_string()), "{e}");
+        let q = write("type", "steps = \"many\"\n");
+        let e = merge_config_file(TrainArgs { config: Some(q.clone()), ..Default::default() })
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(e.contains("steps") || e.contains("integer"), "{e}");
+        let _ = std::fs::remove_file(p);
+        let _ = std::fs::remove_file(q);
+    }
+
+    #[test]
+    fn resume_refuses_flags_that_change_the_run() {
+        let a = TrainArgs { lr: Some(0.1), seed: Some(3), steps: Some(10), ..Default::default() };
+        let e = check_resume_flags(&a).err().map(|e| e.to_string()).unwrap_or_default();
+        let refused = e.split("cannot be changed").next().unwrap_or("");
+        assert!(
+            refused.contains("--lr") && refused.contains("--seed") && !refused.contains("--steps"),
+            "{e}"
+        );
+        assert!(check_resume_flags(&TrainArgs { steps: Some(10), ..Default::default() }).is_ok());
+    }
+}
