@@ -167,6 +167,15 @@ pub enum Error {
         got: usize,
     },
 
+    /// A binary or image file is truncated, corrupt or not in the expected format.
+    #[error("{}: {reason}", .path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what was expected.
+        reason: String,
+    },
+
     /// Data, shapes or dimensions do not agree.
     #[error("shape mismatch: {0}")]
     Shape(String),

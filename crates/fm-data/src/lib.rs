@@ -8,6 +8,10 @@
 //!   likelihoods reported in data units;
 //! * [`DataSpec`]: the `--data` command-line specification (`moons`,
 //!   `csv:PATH`);
+//! * [`images`]: MNIST / Fashion-MNIST (IDX, plain or gzip), CIFAR-10
+//!   (binary), scikit-learn's digits and PNG folders as an
+//!   [`images::ImageSet`], and [`images::ImageBatcher`] for shuffled,
+//!   flipped, dequantized batches in `[−1, 1]`;
 //! * [`FiniteSet`] and [`Sampler`]: minibatches from a fixed training set or
 //!   straight from a toy.
 //!
@@ -43,6 +47,7 @@
 pub mod batch;
 pub mod csv;
 pub mod error;
+pub mod images;
 pub mod spec;
 pub mod standardize;
 pub mod toy;
