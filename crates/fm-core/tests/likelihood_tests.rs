@@ -394,3 +394,49 @@ fn bits_per_dim_hand_computations() -> Result<()> {
     assert!(dequantize(&Tensor::new(&[1.5f64], &Device::Cpu)?, &mut SeededRng::new(0)).is_err());
     Ok(())
 }
+
+/// The probes are drawn once per solve: for the exact Gaussian field,
+/// `J = A(t)` does not depend on `x`, so with one probe `ε` per row the
+/// integrated estimate is exactly `εᵀ (∫₀¹ A dt) ε = ½ εᵀ log(Σ) ε`.
+/// Fresh probes at every step would not give this.
+#[test]
+fn hutchinson_probes_are_reused_at_every_step() -> Result<()> {
+    // log Σ by the spectral projectors of the 2×2 matrix.
+    let (a, b, c) = (SIGMA[0], SIGMA[1], SIGMA[3]);
+    let (m, r) = ((a + c) / 2.0, (((a - c) / 2.0).powi(2) + b * b).sqrt());
+    let (l1, l2) = (m + r, m - r);
+    let p1 = [(a - l2) / (l1 - l2), b / (l1 - l2), b / (l1 - l2), (c - l2) / (l1 - l2)];
+    let log_sigma: Vec<f64> =
+        (0..4).map(|k| l1.ln() * p1[k] + l2.ln() * ([1.0, 0.0, 0.0, 1.0][k] - p1[k])).collect();
+    let n = 6;
+    let x1 = SeededRng::new(8).normal((n, 2), DType::F64, &Device::Cpu)?;
+    let grid = TimeGrid::uniform(1.0, 0.0, 100)?;
+    for probe in [Probe::Rademacher, Probe::Gaussian] {
+        let div = Divergence::hutchinson(probe, 1);
+        let res = log_likelihood(&GaussField, &x1, div, &Rk4, &grid, &mut SeededRng::new(31))?;
+        let est = div.estimator(n, 2, DType::F64, &Device::Cpu, &mut SeededRng::new(31))?;
+        let eps = to_f64_vec(&est.probes()[0])?;
+        let got = to_f64_vec(&res.divergence_integral)?;
+        for r in 0..n {
+            let e = [eps[2 * r], eps[2 * r + 1]];
+            let q = e[0] * (log_sigma[0] * e[0] + log_sigma[1] * e[1])
+                + e[1] * (log_sigma[2] * e[0] + log_sigma[3] * e[1]);
+            assert!((got[r] - 0.5 * q).abs() < 1e-6, "{} row {r}: {} vs {}", probe.name(), got[r], 0.5 * q);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn f32_data_gives_f32_likelihoods() -> Result<()> {
+    let o = oracle()?;
+    let x1 = o.sample_data(4, &mut SeededRng::new(1), DType::F32, &Device::Cpu)?;
+    let want = o.log_density_rows(&to_f64_vec(&x1)?, 1.0)?;
+    let grid = TimeGrid::uniform(1.0, 0.0, 50)?;
+    let res = log_likelihood(&GaussField, &x1, Divergence::Exact, &Rk4, &grid, &mut SeededRng::new(0))?;
+    assert_eq!(res.log_p.dtype(), DType::F32);
+    assert_eq!(res.x0.dtype(), DType::F32);
+    let err = max_abs_diff(&res.log_p_vec()?, &want);
+    assert!(err < 1e-4, "{err}");
+    Ok(())
+}
