@@ -27,12 +27,35 @@ pub enum Error {
     /// A matrix that must be symmetric positive definite is not.
     #[error("matrix is not symmetric positive definite: {0}")]
     NotPositiveDefinite(String),
+
+    /// A computation failed; `context` says which one (e.g. "backward
+    /// likelihood solve") and `source` is the underlying error.
+    #[error("{context}: {source}")]
+    Context {
+        /// What was being computed.
+        context: String,
+        /// The underlying error.
+        source: Box<Error>,
+    },
 }
 
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument { name, reason: reason.into() }
+    }
+
+    /// Wraps `self` in [`Error::Context`].
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Error::Context { context: context.into(), source: Box::new(self) }
+    }
+
+    /// The innermost error under any [`Error::Context`] layers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            other => other,
+        }
     }
 }
 

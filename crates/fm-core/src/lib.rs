@@ -11,6 +11,13 @@
 //! - [`loss`]: the CFM loss and a training step for any [`VelocityField`].
 //! - [`gaussian`]: exact oracles for Gaussian data (velocity, flow map,
 //!   divergence, log-density, the exact W2 of any solver's output).
+//! - [`divergence`]: the divergence of a velocity field by autograd, exact
+//!   or by Hutchinson's estimator (Rademacher or Gaussian probes).
+//! - [`likelihood`]: exact log-likelihoods by the instantaneous change of
+//!   variables (backward from data, or forward while sampling) with any
+//!   `fm-solvers` method, and a differentiable CNF maximum-likelihood loss.
+//! - [`dequantization`]: bits per dimension of 8-bit data, with
+//!   dequantization and affine/logit pre-processing.
 //! - [`metrics`]: sample-quality metrics between point clouds; [`assignment`]:
 //!   an exact linear-assignment solver.
 //! - [`rng`]: [`SeededRng`], the only source of randomness (candle's CPU RNG
@@ -31,9 +38,12 @@
 //! # }
 //! ```
 pub mod assignment;
+pub mod dequantization;
+pub mod divergence;
 mod error;
 mod field;
 pub mod gaussian;
+pub mod likelihood;
 pub mod linalg;
 pub mod loss;
 pub mod metrics;
