@@ -30,7 +30,7 @@ use crate::{to_f64_vec, Error, Result, SeededRng, VelocityField};
 
 /// The EFM regression target `û*_M` for the pairs `(x₀, x₁)` at times `t`.
 ///
-/// Draws `b · (m − 1)` training indices from `rng`.
+/// Draws `b · (m − 1)` training indices from `rng`. Memory is `O(b · M · D)`.
 ///
 /// # Shapes
 /// - `x0`, `x1`: `(b, ...)`, each row with `D` elements
@@ -160,6 +160,41 @@ where
     let x_t = path.sample(x0, x1, t)?.x_t;
     let u = field.velocity(&x_t, t)?;
     Ok((u - target)?.sqr()?.mean_all()?)
+}
+
+/// One EFM optimisation step on the data batch `x1` (rows of `train_set`):
+/// draws `t` and `x₀` from `rng` as [`crate::loss::draw_source_and_time`]
+/// does, then the `M − 1` extra references, takes one optimiser step and
+/// returns the batch loss.
+///
+/// Fails with [`Error::InvalidArgument`] if the loss is NaN or infinite,
+/// before the optimiser touches the weights.
+#[allow(clippy::too_many_arguments)]
+pub fn efm_train_step<V, S, O>(
+    field: &V,
+    path: &AffinePath<S>,
+    opt: &mut O,
+    x1: &Tensor,
+    train_set: &Tensor,
+    m: usize,
+    rng: &mut SeededRng,
+) -> Result<f64>
+where
+    V: VelocityField + ?Sized,
+    S: Scheduler,
+    O: candle_nn::Optimizer,
+{
+    let (x0, t) = crate::loss::draw_source_and_time(x1, rng)?;
+    let loss = efm_loss(field, path, &x0, x1, &t, train_set, m, rng)?;
+    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !value.is_finite() {
+        return Err(Error::invalid(
+            "loss",
+            format!("the training loss became {value}; lower the learning rate"),
+        ));
+    }
+    opt.backward_step(&loss)?;
+    Ok(value)
 }
 
 /// Total variance `Σ_k Var[v_k]` over the rows of `samples` (`(N, ...)`), in `f64`:
