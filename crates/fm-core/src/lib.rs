@@ -9,6 +9,13 @@
 //! - [`path`]: [`path::AffinePath`] samples `x_t` and its target velocity, and
 //!   converts between velocity, noise and data predictions.
 //! - [`loss`]: the CFM loss and a training step for any [`VelocityField`].
+//! - [`closed_form`]: [`closed_form::EmpiricalVelocity`], the exact CFM
+//!   minimiser `û*` for an empirical (training-set) distribution, streamed
+//!   over chunks (GEMM + log-sum-exp), with its posterior-mean denoiser.
+//! - [`efm`]: the empirical flow matching target `û*_M` and loss (unbiased,
+//!   lower variance than CFM's).
+//! - [`alignment`]: cosine alignment of a field with `x₁ − x₀`, aligned
+//!   fractions on a time grid and their crossing time.
 //! - [`gaussian`]: exact oracles for Gaussian data (velocity, flow map,
 //!   divergence, log-density, the exact W2 of any solver's output).
 //! - [`divergence`]: the divergence of a velocity field by autograd, exact
@@ -37,9 +44,12 @@
 //! # Ok(())
 //! # }
 //! ```
+pub mod alignment;
 pub mod assignment;
+pub mod closed_form;
 pub mod dequantization;
 pub mod divergence;
+pub mod efm;
 mod error;
 mod field;
 pub mod gaussian;
