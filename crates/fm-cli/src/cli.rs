@@ -31,6 +31,98 @@ pub enum Command {
         after_help = "Examples:\n  fm eval --checkpoint runs/moons\n  fm eval --checkpoint runs/moons --solvers euler:8,midpoint:8,euler:100 --json"
     )]
     Eval(EvalArgs),
+    /// Log-likelihood of data under a checkpoint (instantaneous change of variables, t = 1 → 0).
+    #[command(
+        after_help = "Examples:\n  fm likelihood --checkpoint runs/moons                       # 2000 fresh test points, exact divergence\n  fm likelihood --checkpoint runs/moons --hutchinson 4 --solver dopri5 --json\n  fm likelihood --checkpoint runs/faithful --data csv:faithful.csv --columns eruptions,waiting"
+    )]
+    Likelihood(LikelihoodArgs),
+    /// Figures from a checkpoint.
+    #[command(subcommand)]
+    Plot(PlotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlotCommand {
+    /// The model's density on a grid as a heat map, beside a histogram of the data (2-D).
+    #[command(
+        after_help = "Examples:\n  fm plot density --checkpoint runs/checkerboard\n  fm plot density --checkpoint runs/moons --grid 150 --out density.png"
+    )]
+    Density(DensityArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LikelihoodSolverArgs {
+    /// ODE solver of the backward solve: euler, midpoint, heun, heun3, rk4, rk4-3/8, dopri5.
+    #[arg(long, default_value = "rk4")]
+    pub solver: String,
+    /// Number of steps of a fixed-step solver (uniform grid from t = 1 to 0).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Relative tolerance of dopri5.
+    #[arg(long, default_value_t = 1e-5)]
+    pub rtol: f64,
+    /// Absolute tolerance of dopri5.
+    #[arg(long, default_value_t = 1e-5)]
+    pub atol: f64,
+    /// Exact divergence (one backward pass per dimension) — the default.
+    #[arg(long, conflicts_with = "hutchinson")]
+    pub exact: bool,
+    /// Hutchinson's trace estimator with K probes (drawn once per solve).
+    #[arg(long, value_name = "K")]
+    pub hutchinson: Option<usize>,
+    /// Probe distribution of the Hutchinson estimator: rademacher or gaussian.
+    #[arg(long, default_value = "rademacher")]
+    pub probe: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LikelihoodArgs {
+    /// Checkpoint directory written by `fm train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Data to evaluate: a toy name or csv:PATH. Default: the checkpoint's own data
+    /// (fresh test points for toys, the whole file for CSV).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Columns of a CSV dataset (default: the checkpoint's).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Number of points (toys: fresh test points; CSV: at most this many rows).
+    #[arg(long, default_value_t = 2000)]
+    pub n: usize,
+    #[command(flatten)]
+    pub solver: LikelihoodSolverArgs,
+    /// Points per batch of the solve (memory).
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Seed of the test points and the probes.
+    #[arg(long, default_value_t = 777)]
+    pub seed: u64,
+    /// Print one JSON object (`nll`, `nll_stderr`, ...) as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DensityArgs {
+    /// Checkpoint directory written by `fm train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Grid points per axis.
+    #[arg(long, default_value_t = 100)]
+    pub grid: usize,
+    /// Plot window `xmin,xmax,ymin,ymax` in data units (default: the data's range plus a margin).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub range: Option<Vec<f64>>,
+    /// Steps of the RK4 backward solve at every grid point.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Output PNG. Default: CHECKPOINT/density.png.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object with the figure's numbers as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -11,6 +11,7 @@ mod commands;
 mod data;
 mod io;
 mod plot;
+mod plot_density;
 mod record;
 mod solver;
 

@@ -59,7 +59,13 @@ impl SolverChoice {
         Self::new(name, steps, 1e-5, 1e-5).with_context(|| format!("--solvers: `{spec}`"))
     }
 
+    /// The sampling grid, `0 → 1`.
     pub fn grid(&self) -> Result<TimeGrid> {
         Ok(TimeGrid::uniform(0.0, 1.0, self.steps)?)
+    }
+
+    /// The likelihood grid, `1 → 0` (from data back to noise).
+    pub fn backward_grid(&self) -> Result<TimeGrid> {
+        Ok(TimeGrid::uniform(1.0, 0.0, self.steps)?)
     }
 }

@@ -2,10 +2,12 @@
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PlotCommand};
 
 mod common;
+mod density;
 mod eval;
+mod likelihood;
 mod sample;
 mod train;
 
@@ -16,5 +18,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Likelihood(a) => likelihood::run(a),
+        Command::Plot(PlotCommand::Density(a)) => density::run(a),
     }
 }
