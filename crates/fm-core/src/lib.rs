@@ -13,6 +13,8 @@
 //!   divergence, log-density, the exact W2 of any solver's output).
 //! - [`metrics`]: sample-quality metrics between point clouds; [`assignment`]:
 //!   an exact linear-assignment solver.
+//! - [`energy`]: Rezende & Mohamed's 2-D test energies U1–U4 with their
+//!   `log Z`, targets for reverse-KL training of normalizing flows.
 //! - [`rng`]: [`SeededRng`], the only source of randomness (candle's CPU RNG
 //!   cannot be seeded).
 //!
@@ -31,6 +33,7 @@
 //! # }
 //! ```
 pub mod assignment;
+pub mod energy;
 mod error;
 mod field;
 pub mod gaussian;

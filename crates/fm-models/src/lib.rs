@@ -2,6 +2,8 @@
 //!
 //! - [`VelocityMlp`]: the MLP velocity field `u_θ(x, t)` on `concat(t, x)`,
 //!   with seeded, reproducible initialisation.
+//! - [`flows`]: discrete normalizing flows (planar, RealNVP coupling,
+//!   ActNorm) over a standard normal base, with forward- and reverse-KL losses.
 //! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
 //!   configuration.
 //!
@@ -29,6 +31,7 @@
 mod activation;
 pub mod checkpoint;
 mod error;
+pub mod flows;
 mod mlp;
 
 pub use activation::Activation;
