@@ -7,7 +7,7 @@
 //! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
 //!   configuration.
 //!
-//! Every model implements [`fm_core::VelocityField`], so all of fm-core's
+//! Every velocity model implements [`fm_core::VelocityField`], so all of fm-core's
 //! losses, solvers and likelihoods accept it. Time convention: `t = 0` is
 //! noise, `t = 1` is data.
 //!
@@ -37,4 +37,5 @@ mod mlp;
 pub use activation::Activation;
 pub use checkpoint::{CheckpointConfig, ModelConfig};
 pub use error::{Error, Result};
+pub use flows::NormalizingFlow;
 pub use mlp::{MlpConfig, VelocityMlp};

@@ -308,6 +308,11 @@ fn rejects_bad_shapes_and_configs() -> Result<()> {
     assert!(flow.sample(0, &mut SeededRng::new(0)).is_err());
     let an = ActNorm::from_tensors(Tensor::zeros(3, DType::F32, &DEV)?, Tensor::zeros(2, DType::F32, &DEV)?);
     assert!(an.is_err());
+    // The planar layer's numerical inverse reports a failed root find as a typed error.
+    let (planar, _) = NormalizingFlow::planar(2, 1, &mut SeededRng::new(0), DType::F64, &DEV)?;
+    let nan = Tensor::new(&[[f64::NAN, 0.0]], &DEV)?;
+    assert!(matches!(planar.layers()[0].inverse(&nan), Err(fm_models::Error::NotInvertible(_))));
+    assert!(!planar.layers()[0].has_analytic_inverse() && flow.layers()[0].has_analytic_inverse());
     Ok(())
 }
 

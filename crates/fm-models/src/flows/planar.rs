@@ -55,8 +55,9 @@ impl PlanarConfig {
 /// invertible: `û = u + (m(wᵀu) − wᵀu) w/‖w‖²` with `m(a) = −1 + softplus(a)`,
 /// hence `wᵀû = m(wᵀu) > −1` for every `u`, `w` (math.md §8). The log-det is
 /// `log|1 + ûᵀψ(z)|` with `ψ(z) = tanh'(wᵀz + b) w`; it is computed as
-/// `log(1 + m(wᵀu) tanh'(wᵀz + b))`, which is `≥ log(1 − tanh') ≥ −∞` even when
-/// `softplus` underflows.
+/// `log(1 + m(wᵀu) tanh'(wᵀz + b))` from the scalar `m` rather than the dot
+/// product `ûᵀw` (which loses digits to cancellation when `u ≈ −k w`); since
+/// `m ≥ −1` holds exactly in floating point, the argument is `≥ 1 − tanh' ≥ 0`.
 ///
 /// # Inverse (numerical)
 ///
