@@ -27,6 +27,8 @@
 //!   dequantization and affine/logit pre-processing.
 //! - [`metrics`]: sample-quality metrics between point clouds; [`assignment`]:
 //!   an exact linear-assignment solver.
+//! - [`energy`]: Rezende & Mohamed's 2-D test energies U1–U4 with their
+//!   `log Z`, targets for reverse-KL training of normalizing flows.
 //! - [`rng`]: [`SeededRng`], the only source of randomness (candle's CPU RNG
 //!   cannot be seeded).
 //!
@@ -50,6 +52,7 @@ pub mod closed_form;
 pub mod dequantization;
 pub mod divergence;
 pub mod efm;
+pub mod energy;
 mod error;
 mod field;
 pub mod gaussian;

@@ -16,6 +16,7 @@ use candle::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use crate::flows::{PlanarConfig, RealNvpConfig};
 use crate::{Error, MlpConfig, Result};
 
 /// The weights file inside a checkpoint directory.
@@ -34,6 +35,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum ModelConfig {
     /// A [`crate::VelocityMlp`].
     Mlp(MlpConfig),
+    /// A planar [`crate::flows::NormalizingFlow`] (`"kind": "planar"`).
+    Planar(PlanarConfig),
+    /// A RealNVP [`crate::flows::NormalizingFlow`] (`"kind": "real-nvp"`).
+    RealNvp(RealNvpConfig),
 }
 
 impl ModelConfig {
@@ -41,6 +46,8 @@ impl ModelConfig {
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
         match self {
             ModelConfig::Mlp(c) => c.parameter_shapes(),
+            ModelConfig::Planar(c) => c.parameter_shapes(),
+            ModelConfig::RealNvp(c) => c.parameter_shapes(),
         }
     }
 
@@ -48,6 +55,8 @@ impl ModelConfig {
     pub fn dim(&self) -> usize {
         match self {
             ModelConfig::Mlp(c) => c.dim,
+            ModelConfig::Planar(c) => c.dim,
+            ModelConfig::RealNvp(c) => c.dim,
         }
     }
 }

@@ -43,6 +43,14 @@ pub enum Error {
     /// Optimiser settings or saved optimiser state are invalid.
     #[error("optimizer: {0}")]
     Optimizer(String),
+
+    /// Tensor shapes do not fit the model.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+
+    /// A layer cannot be inverted (no analytic inverse, or a numerical one failed).
+    #[error("not invertible: {0}")]
+    NotInvertible(String),
 }
 
 /// The crate's result type.

@@ -4,10 +4,12 @@
 //!   with seeded, reproducible initialisation.
 //! - [`optim::Adam`]: Adam whose state can be saved, for bit-identical resumes;
 //!   [`resume`]: the checkpoint file a run resumes from.
+//! - [`flows`]: discrete normalizing flows (planar, RealNVP coupling,
+//!   ActNorm) over a standard normal base, with forward- and reverse-KL losses.
 //! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
 //!   configuration.
 //!
-//! Every model implements [`fm_core::VelocityField`], so all of fm-core's
+//! Every velocity model implements [`fm_core::VelocityField`], so all of fm-core's
 //! losses, solvers and likelihoods accept it. Time convention: `t = 0` is
 //! noise, `t = 1` is data.
 //!
@@ -31,6 +33,7 @@
 mod activation;
 pub mod checkpoint;
 mod error;
+pub mod flows;
 mod mlp;
 pub mod optim;
 pub mod resume;
@@ -38,4 +41,5 @@ pub mod resume;
 pub use activation::Activation;
 pub use checkpoint::{CheckpointConfig, ModelConfig};
 pub use error::{Error, Result};
+pub use flows::NormalizingFlow;
 pub use mlp::{MlpConfig, VelocityMlp};
