@@ -165,6 +165,13 @@ pub struct TrainArgs {
     /// Activation: elu, silu, selu, relu, tanh [default: elu].
     #[arg(long)]
     pub activation: Option<String>,
+    /// Training objective: cfm (flow matching, regression on x1 − x0) or likelihood (a CNF trained
+    /// by maximum likelihood through the ODE solver, the pre-flow-matching way) [default: cfm].
+    #[arg(long)]
+    pub objective: Option<String>,
+    /// RK4 steps of the likelihood solve with --objective likelihood [default: 10].
+    #[arg(long, value_name = "N")]
+    pub cnf_steps: Option<usize>,
     /// Probability-path scheduler: cond-ot, cosine, linear-vp, vp, polynomial:N [default: cond-ot].
     #[arg(long)]
     pub scheduler: Option<String>,

@@ -19,8 +19,11 @@ pub struct TrainingRecord {
     pub n_train: Option<usize>,
     /// The probability path's scheduler.
     pub scheduler: SchedulerKind,
-    /// Objective (`cfm`).
+    /// Objective: `cfm` or `likelihood`.
     pub objective: String,
+    /// RK4 steps of the likelihood solve (objective `likelihood`).
+    #[serde(default)]
+    pub cnf_steps: Option<usize>,
     /// Optimizer and its settings.
     pub optimizer: String,
     /// Learning rate.

@@ -30,6 +30,27 @@ impl<V: VelocityField + ?Sized> VelocityField for Box<V> {
     }
 }
 
+/// A velocity field that computes its own exact divergence, differentiably
+/// and with first-order operations only (closed forms, or forward-mode
+/// tangents as `fm_models::VelocityMlp` does).
+///
+/// Likelihood training through [`crate::likelihood::cnf_nll_loss_exact`]
+/// then needs no second-order autograd.
+///
+/// # Shapes
+/// - `x`: `(batch, d)`, `t`: `(batch,)`
+/// - returns `(u (batch, d), ∇·u (batch,))`
+pub trait DivergenceField: VelocityField {
+    /// The velocity and its divergence at `(x, t)`.
+    fn velocity_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)>;
+}
+
+impl<V: DivergenceField + ?Sized> DivergenceField for &V {
+    fn velocity_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
+        (**self).velocity_and_divergence(x, t)
+    }
+}
+
 /// Builds the `(batch,)` time tensor for a scalar `t`, matching `x`'s dtype and device.
 pub fn time_like(x: &Tensor, t: f64) -> Result<Tensor> {
     let b = x.dim(0)?;

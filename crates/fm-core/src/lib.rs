@@ -65,5 +65,5 @@ pub mod rng;
 pub mod scheduler;
 
 pub use error::{Error, Result};
-pub use field::{time_like, to_f64_vec, AsOde, VelocityField};
+pub use field::{time_like, to_f64_vec, AsOde, DivergenceField, VelocityField};
 pub use rng::SeededRng;

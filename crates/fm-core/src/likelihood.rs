@@ -58,7 +58,7 @@ use candle::{DType, Device, Tensor, Var};
 use fm_solvers::{OdeSolver, Rk4, TimeGrid};
 
 use crate::divergence::Divergence;
-use crate::{time_like, to_f64_vec, Error, Result, SeededRng, VelocityField};
+use crate::{time_like, to_f64_vec, DivergenceField, Error, Result, SeededRng, VelocityField};
 
 /// The result of a backward likelihood solve ([`log_likelihood`]).
 ///
@@ -384,6 +384,47 @@ pub fn enable_second_order_gradients() -> Result<()> {
              the variable before the program starts",
         ))
     }
+}
+
+/// The negative mean log-likelihood of `x1` under the CNF `field`, through
+/// `steps` RK4 steps from `t = 1` to `0`, for a field with its own exact,
+/// first-order divergence ([`DivergenceField`]): differentiable with plain
+/// (first-order) backpropagation, so it needs no `CANDLE_GRAD_DO_NOT_DETACH`.
+///
+/// # Shapes
+/// - `x1`: `(b, d)`; returns a scalar
+///
+/// # Errors
+/// As [`cnf_nll_loss`], without the second-order requirement.
+pub fn cnf_nll_loss_exact<F: DivergenceField + ?Sized>(
+    field: &F,
+    x1: &Tensor,
+    steps: usize,
+) -> Result<Tensor> {
+    check_points("x1", x1)?;
+    if steps == 0 {
+        return Err(Error::invalid("steps", "the likelihood solve needs at least 1 step"));
+    }
+    let grid = TimeGrid::uniform(1.0, 0.0, steps)?;
+    let res = backward(&|x, t| field.velocity_and_divergence(x, t), x1, &Rk4, &grid)?;
+    Ok(res.log_p.mean_all()?.neg()?)
+}
+
+/// [`log_likelihood`] for a field that computes its own exact divergence
+/// ([`DivergenceField`]), e.g. `fm_models::VelocityMlp` by forward-mode
+/// tangents: usually much cheaper than autograd's one backward pass per dimension.
+///
+/// # Errors
+/// As [`log_likelihood`].
+pub fn log_likelihood_exact<F: DivergenceField + ?Sized>(
+    field: &F,
+    x1: &Tensor,
+    solver: &dyn OdeSolver,
+    grid: &TimeGrid,
+) -> Result<LikelihoodResult> {
+    check_points("x1", x1)?;
+    check_grid(grid, 1.0, 0.0, "the backward likelihood solve")?;
+    backward(&|x, t| field.velocity_and_divergence(x, t), x1, solver, grid)
 }
 
 /// The differentiable negative mean log-likelihood `−(1/b) Σ log p₁(x₁)` of

@@ -32,6 +32,30 @@ impl Activation {
     /// The names [`FromStr`] accepts.
     pub const NAMES: &'static [&'static str] = &["elu", "silu", "selu", "relu", "tanh"];
 
+    /// The derivative `σ'(x)`, elementwise, built from differentiable ops (so
+    /// gradients flow through it to `x`; the kinks of ReLU/ELU get derivative 0).
+    pub fn derivative(&self, x: &Tensor) -> Result<Tensor> {
+        // Which side of 0: a constant mask (no gradient through the comparison).
+        let positive = || -> Result<Tensor> { Ok(x.detach().gt(0.0)?.to_dtype(x.dtype())?) };
+        Ok(match self {
+            Activation::Elu => {
+                let m = positive()?;
+                (&m + ((1.0 - &m)? * x.minimum(0.0)?.exp()?)?)?
+            }
+            Activation::Selu => {
+                let m = positive()?;
+                ((&m + ((1.0 - &m)? * (x.minimum(0.0)?.exp()? * SELU_ALPHA)?)?)? * SELU_SCALE)?
+            }
+            Activation::Silu => {
+                let s = candle_nn::ops::sigmoid(x)?;
+                // σ + x σ (1 − σ)
+                (&s + ((x * &s)? * (1.0 - &s)?)?)?
+            }
+            Activation::Relu => positive()?,
+            Activation::Tanh => (1.0 - x.tanh()?.sqr()?)?,
+        })
+    }
+
     /// Applies the activation.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {

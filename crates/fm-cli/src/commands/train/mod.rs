@@ -72,12 +72,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let r = s.settings.clone();
     let log = |s: String| if o.json { eprintln!("{s}") } else { println!("{s}") };
     log(format!(
-        "{} MLP {}-{}-{} ({} parameters) on {} for {} steps{}, batch {}, Adam lr {}, {} path, seed {}",
+        "{} MLP {}-{}-{} ({} parameters) by {} on {} for {} steps{}, batch {}, Adam lr {}, {} path, seed {}",
         if a.resume.is_some() { "resuming" } else { "training" },
         s.mlp.dim + 1,
         r.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
         s.mlp.dim,
         s.mlp.num_parameters(),
+        match r.objective {
+            settings::Objective::Cfm => "flow matching".to_string(),
+            settings::Objective::Likelihood { steps } => format!("maximum likelihood (RK4-{steps})"),
+        },
         s.data.describe(),
         r.steps,
         if s.step > 0 { format!(" (from step {})", s.step) } else { String::new() },
@@ -126,7 +130,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         r.out.display()
     ));
 
-    let title = format!("{} — CFM, {} steps", r.data, r.steps);
+    let title = format!("{} — {}, {} steps", r.data, r.objective.name().to_uppercase(), r.steps);
     let (fields, lines) = report::samples_plot_metrics(&r.out, &o, &choice, r.seed, &title, &device)?;
     let mut report = json!({
         "loss": final_loss,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use fm_core::likelihood::cnf_nll_loss_exact;
 use fm_core::loss::cfm_train_step;
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
@@ -16,7 +17,7 @@ use fm_models::optim::{Adam, AdamParams};
 use fm_models::{resume, CheckpointConfig, MlpConfig, ModelConfig, VelocityMlp};
 use serde::{Deserialize, Serialize};
 
-use super::settings::{validate_numbers, Resolved};
+use super::settings::{validate_numbers, Objective, Resolved};
 use crate::data::TrainingData;
 use crate::record::TrainingRecord;
 
@@ -115,6 +116,8 @@ impl Session {
             hidden: mlp.hidden.clone(),
             activation: mlp.activation,
             scheduler: record.scheduler,
+            objective: Objective::parse(Some(&record.objective), record.cnf_steps)
+                .with_context(|| format!("--resume {}: the recorded objective", dir.display()))?,
             seed: record.seed,
             out: dir.to_path_buf(),
         };
@@ -146,7 +149,21 @@ impl Session {
     /// One optimisation step; the loss of its batch.
     pub fn train_step(&mut self) -> Result<f64> {
         let x1: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
-        let loss = cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?;
+        let loss = match self.settings.objective {
+            Objective::Cfm => {
+                cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?
+            }
+            Objective::Likelihood { steps } => {
+                // Forward-mode exact divergence: first-order autograd only.
+                let loss = cnf_nll_loss_exact(&self.model, &x1, steps)?;
+                let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if !value.is_finite() {
+                    bail!("the training loss (NLL) became {value}; lower the learning rate");
+                }
+                self.opt.backward_step(&loss)?;
+                value
+            }
+        };
         self.step += 1;
         if self.recent.len() == LOSS_WINDOW {
             self.recent.pop_front();
@@ -175,7 +192,11 @@ impl Session {
             noise: r.noise,
             n_train: r.n_train,
             scheduler: r.scheduler,
-            objective: "cfm".into(),
+            objective: r.objective.name().into(),
+            cnf_steps: match r.objective {
+                Objective::Likelihood { steps } => Some(steps),
+                Objective::Cfm => None,
+            },
             optimizer: "adam(beta1=0.9, beta2=0.999, eps=1e-8)".into(),
             lr: r.lr,
             batch_size: r.batch_size,

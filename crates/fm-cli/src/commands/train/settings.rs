@@ -34,6 +34,45 @@ pub const PRESETS: &[Preset] = &[Preset {
     activation: Activation::Elu,
 }];
 
+/// What the network is trained to minimise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// Conditional flow matching: regression of `u_θ(x_t, t)` on `x1 − x0`.
+    Cfm,
+    /// Maximum likelihood of a CNF: the NLL by an RK4 solve of `steps` steps
+    /// with the exact divergence, backpropagated through the solver.
+    Likelihood { steps: usize },
+}
+
+impl Objective {
+    /// The name stored in checkpoints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::Cfm => "cfm",
+            Objective::Likelihood { .. } => "likelihood",
+        }
+    }
+
+    /// Parses `--objective` and `--cnf-steps`.
+    pub fn parse(name: Option<&str>, cnf_steps: Option<usize>) -> Result<Self> {
+        let o = match name.unwrap_or("cfm").to_ascii_lowercase().as_str() {
+            "cfm" | "fm" => Objective::Cfm,
+            "likelihood" | "ml" | "cnf" => {
+                let steps = cnf_steps.unwrap_or(10);
+                if steps == 0 {
+                    bail!("--cnf-steps must be at least 1, got 0");
+                }
+                Objective::Likelihood { steps }
+            }
+            other => bail!("--objective: unknown objective `{other}`; valid: cfm, likelihood"),
+        };
+        if cnf_steps.is_some() && o == Objective::Cfm {
+            bail!("--cnf-steps only applies to --objective likelihood");
+        }
+        Ok(o)
+    }
+}
+
 /// Default period of resumable checkpoints, in steps.
 pub const DEFAULT_CHECKPOINT_EVERY: usize = 1000;
 
@@ -51,6 +90,7 @@ pub struct Resolved {
     pub hidden: Vec<usize>,
     pub activation: Activation,
     pub scheduler: SchedulerKind,
+    pub objective: Objective,
     pub seed: u64,
     pub out: PathBuf,
 }
@@ -81,6 +121,8 @@ struct ConfigFile {
     hidden: Option<Vec<usize>>,
     activation: Option<String>,
     scheduler: Option<String>,
+    objective: Option<String>,
+    cnf_steps: Option<usize>,
     seed: Option<u64>,
     out: Option<PathBuf>,
     checkpoint_every: Option<usize>,
@@ -115,6 +157,8 @@ pub fn merge_config_file(mut a: TrainArgs) -> Result<TrainArgs> {
     a.hidden = a.hidden.or(f.hidden);
     a.activation = a.activation.or(f.activation);
     a.scheduler = a.scheduler.or(f.scheduler);
+    a.objective = a.objective.or(f.objective);
+    a.cnf_steps = a.cnf_steps.or(f.cnf_steps);
     a.seed = a.seed.or(f.seed);
     a.out = a.out.or(f.out.map(rel));
     a.checkpoint_every = a.checkpoint_every.or(f.checkpoint_every);
@@ -179,6 +223,7 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         Some(s) => s.parse().context("--scheduler")?,
         None => SchedulerKind::CondOt,
     };
+    let objective = Objective::parse(a.objective.as_deref(), a.cnf_steps)?;
     let out = a.out.clone().unwrap_or_else(|| {
         let stem = a
             .preset
@@ -198,6 +243,7 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         hidden,
         activation,
         scheduler,
+        objective,
         seed: a.seed.unwrap_or(0),
         out,
     })
@@ -217,6 +263,8 @@ pub fn check_resume_flags(a: &TrainArgs) -> Result<()> {
         ("--hidden", a.hidden.is_some()),
         ("--activation", a.activation.is_some()),
         ("--scheduler", a.scheduler.is_some()),
+        ("--objective", a.objective.is_some()),
+        ("--cnf-steps", a.cnf_steps.is_some()),
         ("--seed", a.seed.is_some()),
         ("--out", a.out.is_some()),
     ];

@@ -1,0 +1,157 @@
+//! `fm likelihood`, `fm plot density` and `fm train --objective likelihood`, end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fm(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let (ok, stdout, stderr) = fm(args);
+    assert!(ok, "fm {args:?} failed: {stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fm-lik-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn likelihood_exact_and_hutchinson_agree_and_density_has_unit_mass() {
+    let dir = temp("moons");
+    ok_json(&["train", "--steps", "400", "--out", s(&dir), "--quiet", "--sample-n", "100", "--json"]);
+    let exact = ok_json(&["likelihood", "--checkpoint", s(&dir), "--n", "400", "--steps", "20", "--json"]);
+    let nll = exact["nll"].as_f64().unwrap_or(f64::NAN);
+    let se = exact["nll_stderr"].as_f64().unwrap_or(f64::NAN);
+    // Far better than a standard normal on moons (≈ 2.2 nats) and not below a sane floor.
+    assert!(nll.is_finite() && nll < 2.0 && nll > -1.0, "{exact}");
+    assert!(se > 0.0 && se < 0.2, "{exact}");
+    let hutch = ok_json(&[
+        "likelihood",
+        "--checkpoint",
+        s(&dir),
+        "--n",
+        "400",
+        "--steps",
+        "20",
+        "--hutchinson",
+        "4",
+        "--json",
+    ]);
+    let h = hutch["nll"].as_f64().unwrap_or(f64::NAN);
+    // The same points: the estimator is unbiased for log p, so the means agree within a few errors.
+    assert!((h - nll).abs() < 4.0 * se + 0.05, "exact {nll} vs Hutchinson {h}");
+
+    let d = ok_json(&[
+        "plot",
+        "density",
+        "--checkpoint",
+        s(&dir),
+        "--grid",
+        "60",
+        "--range=-3,4,-3,3",
+        "--steps",
+        "10",
+        "--json",
+    ]);
+    let mass = d["mass"].as_f64().unwrap_or(f64::NAN);
+    assert!((mass - 1.0).abs() < 0.03, "the density integrates to ≈ 1 on a wide window: {d}");
+    assert!(dir.join("density.png").is_file());
+
+    // Wrong dimension: a 3-column CSV against a 2-D model.
+    let csv = dir.join("three.csv");
+    std::fs::write(&csv, "a,b,c\n1,2,3\n4,5,6\n7,8,9\n").ok();
+    let data = format!("csv:{}", s(&csv));
+    let (ok, _, e) = fm(&["likelihood", "--checkpoint", s(&dir), "--data", &data, "--columns", "a,b,c"]);
+    assert!(!ok && e.contains("3 dimensions") && e.contains("models 2"), "{e}");
+    let (ok, _, e) = fm(&["likelihood", "--checkpoint", s(&dir), "--hutchinson", "0"]);
+    assert!(!ok && e.contains("--hutchinson"), "{e}");
+    let (ok, _, e) = fm(&["likelihood", "--checkpoint", s(&dir), "--solver", "dopri5", "--rtol=-1"]);
+    assert!(!ok && e.contains("rtol"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn csv_likelihood_is_reported_in_data_units() {
+    let dir = temp("csv");
+    std::fs::create_dir_all(&dir).ok();
+    // Two columns with very different scales: the standardization log-Jacobian matters.
+    let mut text = String::from("a,b\n");
+    for i in 0..300 {
+        let u = (i as f64 * 0.618_033_988_75).fract();
+        let v = (i as f64 * 0.414_213_562_37).fract();
+        text.push_str(&format!("{},{}\n", 1000.0 + 100.0 * u, 0.01 * v));
+    }
+    let csv = dir.join("pts.csv");
+    std::fs::write(&csv, text).ok();
+    let ckpt = dir.join("ckpt");
+    let data = format!("csv:{}", s(&csv));
+    ok_json(&[
+        "train",
+        "--data",
+        &data,
+        "--columns",
+        "a,b",
+        "--steps",
+        "200",
+        "--out",
+        s(&ckpt),
+        "--quiet",
+        "--sample-n",
+        "100",
+        "--json",
+    ]);
+    let j = ok_json(&["likelihood", "--checkpoint", s(&ckpt), "--steps", "10", "--json"]);
+    let jac = j["log_det_jacobian"].as_f64().unwrap_or(f64::NAN);
+    // −Σ log std: std(a) ≈ 100/√12, std(b) ≈ 0.01/√12.
+    let expect = -((100.0f64 / 12f64.sqrt()).ln() + (0.01f64 / 12f64.sqrt()).ln());
+    assert!((jac - expect).abs() < 0.1, "log-Jacobian {jac} vs {expect}");
+    assert_eq!(j["n"].as_u64(), Some(300), "the whole file by default");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cnf_trained_by_likelihood_improves_its_likelihood_and_resumes() {
+    let dir = temp("cnf");
+    let j = ok_json(&[
+        "train",
+        "--objective",
+        "likelihood",
+        "--cnf-steps",
+        "4",
+        "--steps",
+        "30",
+        "--batch-size",
+        "128",
+        "--out",
+        s(&dir),
+        "--quiet",
+        "--sample-n",
+        "100",
+        "--json",
+    ]);
+    let loss = j["loss"].as_f64().unwrap_or(f64::NAN);
+    assert!(loss.is_finite() && loss < 2.6, "the NLL falls below the initial ≈ 2.8: {j}");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
+    assert!(
+        config.contains("\"objective\": \"likelihood\"") && config.contains("\"cnf_steps\": 4"),
+        "{config}"
+    );
+    let (ok, _, e) = fm(&["train", "--objective", "nope", "--steps", "1"]);
+    assert!(!ok && e.contains("cfm") && e.contains("likelihood"), "{e}");
+    let (ok, _, e) = fm(&["train", "--cnf-steps", "3", "--steps", "1"]);
+    assert!(!ok && e.contains("--objective likelihood"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
