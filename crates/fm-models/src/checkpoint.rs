@@ -174,40 +174,55 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
         });
     }
     let bytes = fs::read(&weights).map_err(io_err(&weights))?;
+    let fallback = || {
+        let cfg = dir.join(CONFIG_FILE);
+        fs::read_to_string(&cfg).map_err(|e| Error::Checkpoint {
+            path: weights.clone(),
+            reason: format!(
+                "no fm configuration in the weights' header and none readable in {}: {e}",
+                cfg.display()
+            ),
+        })
+    };
+    let (config, tensors) = parse_weights(&bytes, &weights, fallback, device)?;
+    Ok(Checkpoint { dir, config, tensors })
+}
+
+/// Parses the bytes of a weights file: its configuration (from the header's
+/// `fm` metadata, else from `fallback`), the format version and the tensors,
+/// checked against the model's expected parameters. `weights` only names the
+/// file in errors. Never panics on malformed input (fuzzed).
+pub fn parse_weights(
+    bytes: &[u8],
+    weights: &Path,
+    fallback: impl FnOnce() -> Result<String>,
+    device: &Device,
+) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
     let corrupt = |e: &dyn std::fmt::Display| Error::Checkpoint {
-        path: weights.clone(),
+        path: weights.to_path_buf(),
         reason: format!("not a valid safetensors file ({e})"),
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(&e))?;
     let json = match meta.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) {
         Some(j) => j.clone(),
-        None => {
-            let cfg = dir.join(CONFIG_FILE);
-            fs::read_to_string(&cfg).map_err(|e| Error::Checkpoint {
-                path: weights.clone(),
-                reason: format!(
-                    "no fm configuration in the weights' header and none readable in {}: {e}",
-                    cfg.display()
-                ),
-            })?
-        }
+        None => fallback()?,
     };
     let config: CheckpointConfig = serde_json::from_str(&json).map_err(|e| Error::Checkpoint {
-        path: weights.clone(),
+        path: weights.to_path_buf(),
         reason: format!("invalid configuration: {e}"),
     })?;
     if config.format_version > FORMAT_VERSION {
         return Err(Error::Checkpoint {
-            path: weights,
+            path: weights.to_path_buf(),
             reason: format!(
                 "written in format {} by fm {}; this fm reads format {FORMAT_VERSION} and older",
                 config.format_version, config.fm_version
             ),
         });
     }
-    let tensors = candle::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(&e))?;
-    check_parameters(&weights, &config.model.parameter_shapes(), &tensors)?;
-    Ok(Checkpoint { dir, config, tensors })
+    let tensors = candle::safetensors::load_buffer(bytes, device).map_err(|e| corrupt(&e))?;
+    check_parameters(weights, &config.model.parameter_shapes(), &tensors)?;
+    Ok((config, tensors))
 }
 
 /// Checks that `found` holds exactly the expected parameters with the expected

@@ -8,13 +8,26 @@ use crate::{Error, Result};
 const SIDE: usize = 32;
 const RECORD: usize = 1 + 3 * SIDE * SIDE;
 
+/// Parses one CIFAR-10 binary batch (`path` only names it in errors).
+pub fn parse_cifar10_batch(bytes: &[u8], path: &Path) -> Result<ImageSet> {
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    let n = parse_cifar_batch(bytes, path, &mut pixels, &mut labels)?;
+    let set = ImageSet {
+        pixels,
+        labels: Some(labels),
+        n,
+        channels: 3,
+        height: SIDE,
+        width: SIDE,
+        levels: 256,
+        source: path.display().to_string(),
+    };
+    set.validate()?;
+    Ok(set)
+}
+
 /// Parses the records of one CIFAR-10 binary batch file, appending to `pixels` and `labels`.
-pub(crate) fn parse_cifar_batch(
-    bytes: &[u8],
-    path: &Path,
-    pixels: &mut Vec<u8>,
-    labels: &mut Vec<u8>,
-) -> Result<usize> {
+fn parse_cifar_batch(bytes: &[u8], path: &Path, pixels: &mut Vec<u8>, labels: &mut Vec<u8>) -> Result<usize> {
     let bad = |reason: String| Error::Format { path: path.to_path_buf(), reason };
     if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(bad(format!(

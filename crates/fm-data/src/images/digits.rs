@@ -5,8 +5,8 @@ use std::path::Path;
 use super::{read_maybe_gz, ImageSet};
 use crate::{Error, Result};
 
-/// Parses the digits CSV text (no header; 65 integers per row).
-pub(crate) fn parse_digits(text: &str, path: &Path) -> Result<ImageSet> {
+/// Parses the digits CSV text (no header; 65 integers per row); `path` only names it in errors.
+pub fn parse_digits(text: &str, path: &Path) -> Result<ImageSet> {
     let bad = |line: usize, reason: String| Error::Format {
         path: path.to_path_buf(),
         reason: format!("line {line}: {reason}"),

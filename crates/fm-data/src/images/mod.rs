@@ -13,10 +13,11 @@ mod folder;
 mod idx;
 
 pub use batch::{ImageBatch, ImageBatcher};
-pub use cifar::load_cifar10_dir;
-pub use digits::load_digits_csv;
+pub use cifar::{load_cifar10_dir, parse_cifar10_batch};
+pub use digits::{load_digits_csv, parse_digits};
 pub use folder::load_png_folder;
-pub use idx::{load_mnist_dir, read_idx, IdxArray};
+
+pub use idx::{load_mnist_dir, parse_idx, read_idx, IdxArray};
 
 use candle::{Device, Tensor};
 
@@ -163,8 +164,13 @@ impl ImageSet {
 
 /// Reads a whole file, decompressing it if it is gzip (by its magic bytes, whatever its name).
 pub(crate) fn read_maybe_gz(path: &std::path::Path) -> Result<Vec<u8>> {
-    use std::io::Read;
     let raw = std::fs::read(path).map_err(|io| Error::Io { path: path.to_path_buf(), io })?;
+    maybe_gunzip(raw, path)
+}
+
+/// Decompresses `raw` if it starts with the gzip magic bytes (`path` only names it in errors).
+pub fn maybe_gunzip(raw: Vec<u8>, path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| Error::Format {
