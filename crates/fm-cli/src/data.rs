@@ -1,11 +1,13 @@
 //! Training data for the CLI: toy generators (fresh every step or a fixed
-//! set) and CSV point clouds (standardized, with the transform kept).
+//! set), CSV point clouds (standardized, with the transform kept) and image
+//! datasets (flattened, dequantized, in `[−1, 1]`).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use fm_core::SeededRng;
+use fm_data::images::{ImageBatcher, ImageSet, Split};
 use fm_data::{load_csv_columns, DataSpec, Standardizer, Toy2d};
 
 use crate::record::TrainingRecord;
@@ -15,6 +17,18 @@ enum Source {
     Fresh(Toy2d),
     /// A fixed set (model units), row-major.
     Fixed(Vec<f32>),
+    /// Images: batches drawn uniformly (with replacement) from the training split,
+    /// dequantized, flattened to `(b, c·h·w)` in `[−1, 1]`; the test split for references.
+    Images { train: Box<ImageBatcher>, test: Box<ImageBatcher> },
+}
+
+/// Shape and quantization of image data: `(channels, height, width, levels)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub levels: u16,
 }
 
 /// Where training batches come from, in model units.
@@ -65,6 +79,35 @@ impl TrainingData {
                     bail!("--noise only applies to toy datasets, not to csv:{}", path.display());
                 }
                 Self::from_csv(path, columns, n_train, seed)
+            }
+            DataSpec::Images { format, path } => {
+                if noise.is_some() || !columns.is_empty() {
+                    bail!("--noise and --columns do not apply to image data ({format}:{})", path.display());
+                }
+                let mut train = format.load(&path, Split::Train)?;
+                if let Some(n) = n_train {
+                    if n > train.n {
+                        bail!(
+                            "--n-train {n} is larger than the {} training images of {}",
+                            train.n,
+                            path.display()
+                        );
+                    }
+                    train = train.take(n);
+                }
+                let test = format.load(&path, Split::Test)?;
+                let dim = train.dim();
+                Ok(Self {
+                    spec: DataSpec::Images { format, path },
+                    source: Source::Images {
+                        train: Box::new(ImageBatcher::new(train, seed)?.with_dequantization(true)),
+                        test: Box::new(ImageBatcher::new(test, seed)?),
+                    },
+                    dim,
+                    columns: vec![],
+                    transform: None,
+                    csv_points: None,
+                })
             }
             #[allow(unreachable_patterns)]
             other => bail!("`{other}` cannot be used for training 2-D models yet"),
@@ -125,12 +168,47 @@ impl TrainingData {
         match &self.source {
             Source::Fresh(toy) => format!("{toy} (fresh points every step)"),
             Source::Fixed(v) => format!("{} ({} points)", self.spec, v.len() / self.dim),
+            Source::Images { train, .. } => {
+                let s = train.set();
+                format!(
+                    "{} ({} images of {}×{}×{}, dequantized, in [−1, 1])",
+                    self.spec, s.n, s.channels, s.height, s.width
+                )
+            }
         }
     }
 
-    /// The MMD bandwidth for metrics on the model's scale.
+    /// Shape and levels of image data, `None` for points.
+    pub fn image_info(&self) -> Option<ImageInfo> {
+        match &self.source {
+            Source::Images { train, .. } => {
+                let s: &ImageSet = train.set();
+                Some(ImageInfo { channels: s.channels, height: s.height, width: s.width, levels: s.levels })
+            }
+            _ => None,
+        }
+    }
+
+    /// The MMD bandwidth for metrics on the model's scale (0.5 for 2-D data,
+    /// growing like √d so that the kernel stays informative in high dimension).
     pub fn metric_bandwidth(&self) -> f64 {
-        0.5
+        0.5 * (self.dim as f64 / 2.0).sqrt().max(1.0)
+    }
+
+    /// Points for likelihoods, in data units: dequantized test images (uniform
+    /// noise within each pixel's bin, as bits/dim assume), else [`Self::reference`].
+    pub fn likelihood_points(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        match &self.source {
+            Source::Images { test, .. } => {
+                let m = n.min(test.set().n);
+                let idx = SeededRng::for_stream(seed, "reference").permutation(test.set().n);
+                let deq = test.as_ref().clone().with_dequantization(true);
+                let mut rng = SeededRng::for_stream(seed, "dequantization");
+                let b = deq.batch_of(&idx[..m], rng.rng(), &Device::Cpu)?;
+                Ok(b.images.flatten_all()?.to_vec1::<f32>()?)
+            }
+            _ => self.reference(n, seed),
+        }
     }
 
     /// A training batch `(b, d)` in model units.
@@ -145,6 +223,12 @@ impl TrainingData {
                     out.extend_from_slice(&points[i..i + self.dim]);
                 }
                 out
+            }
+            Source::Images { train, .. } => {
+                let n = train.set().n;
+                let idx: Vec<usize> = (0..b).map(|_| rand::Rng::random_range(rng.rng(), 0..n)).collect();
+                let batch = train.batch_of(&idx, rng.rng(), &Device::Cpu)?;
+                return Ok(batch.images.reshape((b, self.dim))?);
             }
         };
         Ok(Tensor::from_vec(v, (b, self.dim), &Device::Cpu)?)
@@ -162,6 +246,12 @@ impl TrainingData {
                 .take(n)
                 .flat_map(|&i| points[i * self.dim..(i + 1) * self.dim].to_vec())
                 .collect());
+        }
+        if let Source::Images { test, .. } = &self.source {
+            // Test images at their bins' centres, shuffled by seed.
+            let idx = rng.permutation(test.set().n);
+            let m = n.min(idx.len());
+            return Ok(test.set().tensor(&idx[..m], &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?);
         }
         match &self.spec {
             DataSpec::Toy(toy) => Ok(toy.sample(n, &mut rng)),

@@ -12,6 +12,7 @@ mod data;
 mod io;
 mod plot;
 mod plot_density;
+mod plot_images;
 mod record;
 mod solver;
 

@@ -140,7 +140,7 @@ pub enum Error {
 
     /// An unparsable dataset specification.
     #[error(
-        "unknown dataset {spec:?}; expected one of the toys ({}) or csv:PATH",
+        "unknown dataset {spec:?}; expected one of the toys ({}), csv:PATH, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, digits:FILE or png:DIR",
         crate::toy::Toy2d::NAMES.join(", ")
     )]
     UnknownDataSpec {

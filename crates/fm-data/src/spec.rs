@@ -12,7 +12,7 @@ use crate::toy::Toy2d;
 /// Which dataset to train or evaluate on.
 ///
 /// Parsed from a string: a toy name (see [`Toy2d::NAMES`] and its aliases) or
-/// `csv:PATH`. CSV columns are chosen separately with
+/// `csv:PATH`, or an image dataset (`mnist:DIR`, `digits:FILE`, …). CSV columns are chosen separately with
 /// [`DataSpec::with_columns`]. New kinds of datasets may be added later,
 /// hence `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +20,14 @@ use crate::toy::Toy2d;
 pub enum DataSpec {
     /// A 2D toy distribution (infinite data).
     Toy(Toy2d),
+    /// An image dataset: `mnist:DIR`, `fashion-mnist:DIR`, `cifar10:DIR`,
+    /// `digits:FILE` (scikit-learn's 8 × 8 digits) or `png:DIR`.
+    Images {
+        /// The file format.
+        format: crate::images::ImageFormat,
+        /// The directory or file.
+        path: PathBuf,
+    },
     /// Numeric columns of a CSV file (see [`crate::csv::load_csv_columns`]).
     Csv {
         /// The file.
@@ -63,6 +71,8 @@ impl DataSpec {
             DataSpec::Toy(_) => Toy2d::DIM,
             DataSpec::Csv { columns, .. } if columns.is_empty() => 2,
             DataSpec::Csv { columns, .. } => columns.len(),
+            // Known once the images are loaded.
+            DataSpec::Images { .. } => 0,
         }
     }
 }
@@ -85,6 +95,14 @@ impl FromStr for DataSpec {
             }
             return Ok(DataSpec::Csv { path: PathBuf::from(path), columns: Vec::new() });
         }
+        if let Some((prefix, path)) = trimmed.split_once(':') {
+            if let Ok(format) = prefix.parse::<crate::images::ImageFormat>() {
+                if path.is_empty() {
+                    return Err(Error::UnknownDataSpec { spec: s.to_string() });
+                }
+                return Ok(DataSpec::Images { format, path: PathBuf::from(path) });
+            }
+        }
         trimmed
             .parse::<Toy2d>()
             .map(DataSpec::Toy)
@@ -99,6 +117,7 @@ impl fmt::Display for DataSpec {
         match self {
             DataSpec::Toy(toy) => write!(f, "{toy}"),
             DataSpec::Csv { path, .. } => write!(f, "{}{}", Self::CSV_PREFIX, path.display()),
+            DataSpec::Images { format, path } => write!(f, "{format}:{}", path.display()),
         }
     }
 }

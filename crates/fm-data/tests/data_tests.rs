@@ -606,7 +606,14 @@ fn data_spec_parsing() -> Result<()> {
     ensure!(toy.clone().with_columns(cols(&["x"])) == toy && toy.dim() == 2);
     ensure!(DataSpec::from(Toy2d::EightGaussians).to_string() == "8gaussians");
 
-    for bad in ["mnist:/data", "galaxy", "csv:", ""] {
+    // Image datasets by prefix.
+    let mnist: DataSpec = "mnist:/data/mnist".parse()?;
+    ensure!(
+        matches!(&mnist, DataSpec::Images { format: fm_data::images::ImageFormat::Mnist, path } if path == Path::new("/data/mnist"))
+    );
+    ensure!(mnist.to_string() == "mnist:/data/mnist");
+    ensure!("digits:d.csv.gz".parse::<DataSpec>()?.to_string() == "digits:d.csv.gz");
+    for bad in ["mnist:", "galaxy", "csv:", "", "svhn:/x"] {
         let err = bad.parse::<DataSpec>().map(|_| ()).unwrap_err();
         let msg = err.to_string();
         ensure!(matches!(err, Error::UnknownDataSpec { .. }), "{bad}: {err:?}");

@@ -111,8 +111,9 @@ fn evaluation_points(m: &LoadedModel, a: &LikelihoodArgs) -> Result<(Vec<f32>, S
             m.dim()
         );
     }
-    // Toys: fresh test points from a stream the training never used.
-    Ok((data.reference(a.n, a.seed)?, label))
+    // Toys: fresh test points from a stream the training never used; images: the
+    // dequantized test split.
+    Ok((data.likelihood_points(a.n, a.seed)?, label))
 }
 
 pub fn run(a: LikelihoodArgs) -> Result<()> {
@@ -137,6 +138,12 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
             format!("Hutchinson, {num_probes} {} probe(s)", probe.name())
         }
     };
+    // Bits per dimension for images: the model's density is over z = 2y − 1 with
+    // y = (pixel + u)/L, so log P(pixels) ≥ E_u[log p_z(z)] + D log(2/L).
+    let bits_per_dim = TrainingData::from_record(&m.record)?.image_info().map(|info| {
+        let d = m.dim() as f64;
+        (mean - d * (2.0 / info.levels as f64).ln()) / (d * std::f64::consts::LN_2)
+    });
     let log = |t: String| if a.json { eprintln!("{t}") } else { println!("{t}") };
     log(format!("{n} points of {label}; {}, {div_label}; {} NFE in {seconds:.1} s", choice.label, lp.nfe));
     log(format!(
@@ -147,8 +154,12 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
             String::new()
         }
     ));
+    if let Some(bpd) = bits_per_dim {
+        log(format!("{bpd:.4} bits/dim (dequantized test images; [−1, 1] scaling accounted for)"));
+    }
     if a.json {
         print_json(&json!({
+            "bits_per_dim": bits_per_dim,
             "nll": mean,
             "nll_stderr": se,
             "n": n,

@@ -23,6 +23,65 @@ use candle::{Device, Tensor};
 
 use crate::{Error, Result};
 
+/// The on-disk format of an image dataset (the prefix of `--data FORMAT:PATH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFormat {
+    /// MNIST IDX files in a directory.
+    Mnist,
+    /// Fashion-MNIST IDX files in a directory.
+    FashionMnist,
+    /// CIFAR-10 binary batches in a directory.
+    Cifar10,
+    /// scikit-learn's digits CSV (optionally gzip).
+    Digits,
+    /// A folder of PNGs (sub-folders are classes).
+    Png,
+}
+
+impl ImageFormat {
+    /// The prefixes accepted by [`std::str::FromStr`].
+    pub const NAMES: &'static [&'static str] = &["mnist", "fashion-mnist", "cifar10", "digits", "png"];
+
+    /// Loads a split. Datasets without a test split (digits, PNG folders) use the
+    /// first 90 % of a seeded shuffle for training and the rest for testing.
+    pub fn load(&self, path: &std::path::Path, split: Split) -> Result<ImageSet> {
+        match self {
+            ImageFormat::Mnist | ImageFormat::FashionMnist => load_mnist_dir(path, split),
+            ImageFormat::Cifar10 => load_cifar10_dir(path, split),
+            ImageFormat::Digits | ImageFormat::Png => {
+                let all = if *self == ImageFormat::Digits {
+                    load_digits_csv(path)?
+                } else {
+                    load_png_folder(path)?
+                };
+                Ok(all.split_holdout(split, 0.1, 0x5eed))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for ImageFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "mnist" => ImageFormat::Mnist,
+            "fashion-mnist" | "fashion_mnist" | "fashionmnist" => ImageFormat::FashionMnist,
+            "cifar10" | "cifar-10" => ImageFormat::Cifar10,
+            "digits" => ImageFormat::Digits,
+            "png" => ImageFormat::Png,
+            _ => return Err(Error::UnknownDataSpec { spec: s.to_string() }),
+        })
+    }
+}
+
+impl std::fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = *self as usize;
+        f.write_str(Self::NAMES[i])
+    }
+}
+
 /// Which part of a dataset to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -97,6 +156,31 @@ impl ImageSet {
             )));
         }
         Ok(())
+    }
+
+    /// A seeded train/test split of a set without one: a permutation from `seed`,
+    /// the last `fraction` of it is the test split.
+    pub fn split_holdout(&self, split: Split, fraction: f64, seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut order: Vec<usize> = (0..self.n).collect();
+        for i in (1..self.n).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        let n_test = ((self.n as f64 * fraction).round() as usize).min(self.n.saturating_sub(1));
+        let chosen = match split {
+            Split::Train => &order[..self.n - n_test],
+            Split::Test => &order[self.n - n_test..],
+        };
+        let d = self.dim();
+        Self {
+            pixels: chosen.iter().flat_map(|&i| self.pixels[i * d..(i + 1) * d].iter().copied()).collect(),
+            labels: self.labels.as_ref().map(|l| chosen.iter().map(|&i| l[i]).collect()),
+            n: chosen.len(),
+            source: format!("{} ({:?} split)", self.source, split),
+            ..self.clone()
+        }
     }
 
     /// The first `n` images (all if fewer).

@@ -42,7 +42,12 @@ pub fn samples_plot_metrics(
     let exact_n = EXACT_W2_POINTS.min(o.sample_n).min(n_ref);
     let metrics = SampleMetrics::compute(&s, &rf, seed, exact_n, bandwidth)?;
     let mut plot_path = None;
-    if dim == 2 {
+    if let Some(info) = data.image_info() {
+        let p = dir.join("samples.png");
+        let k = o.sample_n.min(100);
+        crate::plot_images::image_grid(&p, &gen.samples[..k * dim], info, 10, 4)?;
+        plot_path = Some(p);
+    } else if dim == 2 {
         let p = dir.join("plot.png");
         samples_figure(
             &p,
