@@ -10,7 +10,7 @@ use plotters::style::FontStyle;
 static FONT: Once = Once::new();
 
 /// Registers the embedded DejaVu Sans as plotters' "sans-serif" (no system fonts needed).
-fn ensure_font() {
+pub(crate) fn ensure_font() {
     FONT.call_once(|| {
         // The font is compiled in; registering it cannot fail for valid bytes.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());

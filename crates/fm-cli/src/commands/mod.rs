@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 
+pub mod analyze;
 mod common;
 mod eval;
 mod sample;
@@ -16,5 +17,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Analyze(a) => analyze::run(a),
     }
 }
