@@ -164,6 +164,7 @@ fn crossing_time_decreases_with_dimension() {
     let tc = |k: &str| j["crossing_t"][k].as_f64().unwrap_or(1.0);
     assert!(j["crossing_t"].get("d2").is_some() && j["crossing_t"].get("d32").is_some(), "{j}");
     assert!(tc("d2") > tc("d8") && tc("d8") > tc("d32"), "{j}");
+    assert!(j["collapse_t"].get("d8").is_some(), "{j}");
     assert!(out.join("alignment.csv").is_file());
     assert!(is_png(&out.join("alignment.png")));
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
-use fm_core::alignment::alignment_curve;
+use fm_core::alignment::{alignment_curve, crossing_time};
 use fm_core::closed_form::EmpiricalVelocity;
 use fm_core::path::AffinePath;
 use fm_core::scheduler::CondOtScheduler;
@@ -37,7 +37,7 @@ fn gaussian_sets(a: &AlignmentArgs, device: &Device) -> Result<Vec<Dataset>> {
         .collect()
 }
 
-fn mnist_sets(dir: &std::path::Path, n: usize, device: &Device) -> Result<Vec<Dataset>> {
+fn mnist_sets(dir: &std::path::Path, n: usize, center: bool, device: &Device) -> Result<Vec<Dataset>> {
     let set =
         load_mnist_dir(dir, Split::Train).with_context(|| format!("--mnist {}", dir.display()))?.take(n);
     let idx: Vec<usize> = (0..set.n).collect();
@@ -46,7 +46,10 @@ fn mnist_sets(dir: &std::path::Path, n: usize, device: &Device) -> Result<Vec<Da
         .map(|(factor, side)| {
             let small =
                 set.downsample(factor).with_context(|| format!("--mnist: downsampling by {factor}"))?;
-            let t = small.tensor(&idx, device)?.flatten_from(1)?.to_dtype(DType::F64)?;
+            let mut t = small.tensor(&idx, device)?.flatten_from(1)?.to_dtype(DType::F64)?;
+            if center {
+                t = t.broadcast_sub(&t.mean_keepdim(0)?)?;
+            }
             Ok(Dataset { name: format!("mnist{side}"), train: t })
         })
         .collect()
@@ -74,7 +77,7 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
     let log = logger(a.json);
     let mut sets = gaussian_sets(&a, &device)?;
     if let Some(m) = &a.mnist {
-        sets.extend(mnist_sets(m, a.n, &device)?);
+        sets.extend(mnist_sets(m, a.n, a.center, &device)?);
     }
     let path = AffinePath::new(CondOtScheduler);
     log(format!(
@@ -82,12 +85,14 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
         a.pairs, a.threshold, a.n
     ));
     log(format!(
-        "{:<9} {:>6}  {}",
+        "{:<9} {:>6} {:>6}  {}",
         "dataset",
         "t_cross",
+        "t_coll",
         a.times.iter().map(|t| format!("{t:>5}")).collect::<Vec<_>>().join(" ")
     ));
     let mut crossing = BTreeMap::new();
+    let mut collapses = BTreeMap::new();
     let mut ordered = Vec::new();
     let mut rows = Vec::new();
     let mut heat = Heatmap { rows: vec![], columns: a.times.clone(), values: vec![], x_label: "t".into() };
@@ -101,10 +106,18 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
         let x0 = rng.normal((pairs, d), DType::F64, &device)?;
         let curve = alignment_curve(&field, &path, &x0, &x1, &a.times, a.threshold)?;
         let tc = curve.crossing_time(a.level)?;
+        // Collapse time: the first crossing at or after the curve's minimum. It equals the
+        // crossing time for curves that start below the level (centred Gaussians), and still
+        // orders datasets whose fraction starts high (MNIST in [−1, 1]) by when they re-collapse.
+        let k_min =
+            (0..curve.fractions.len())
+                .fold(0, |k, j| if curve.fractions[j] < curve.fractions[k] { j } else { k });
+        let collapse = crossing_time(&curve.times[k_min..], &curve.fractions[k_min..], a.level)?;
         log(format!(
-            "{:<9} {:>6}  {}",
+            "{:<9} {:>6} {:>6}  {}",
             set.name,
             tc.map_or("-".into(), |t| format!("{t:.3}")),
+            collapse.map_or("-".into(), |t| format!("{t:.3}")),
             curve.fractions.iter().map(|f| format!("{f:>5.2}")).collect::<Vec<_>>().join(" ")
         ));
         for ((t, f), c) in curve.times.iter().zip(&curve.fractions).zip(&curve.mean_cosines) {
@@ -118,6 +131,7 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
             ]);
         }
         crossing.insert(set.name.clone(), tc);
+        collapses.insert(set.name.clone(), collapse);
         ordered.push((set.name.clone(), d, tc));
         heat.rows.push(set.name.clone());
         heat.values.push(curve.fractions);
@@ -137,10 +151,12 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
             "pairs": a.pairs,
             "threshold": a.threshold,
             "level": a.level,
+            "center": a.center,
             "times": a.times,
             "datasets": ordered.iter().map(|(name, d, _)| json!({"name": name, "dim": d})).collect::<Vec<_>>(),
             "fractions": heat.values,
             "crossing_t": crossing,
+            "collapse_t": collapses,
             "csv": csv,
             "plot": png,
         }))?;

@@ -127,6 +127,10 @@ pub struct AlignmentArgs {
     /// Directory with MNIST's IDX files: adds MNIST at 7×7, 14×14 and 28×28 (first --n training images).
     #[arg(long, value_name = "DIR")]
     pub mnist: Option<PathBuf>,
+    /// Subtract the per-pixel mean of the MNIST subset. In [−1, 1] the mostly-black images lie far
+    /// from the origin, so û* ≈ x̄ − x0 already points along x1 − x0 at t = 0 and the fraction starts near 1.
+    #[arg(long)]
+    pub center: bool,
     /// Seed of the data, the pairs' noise and the Gaussian datasets.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
