@@ -23,7 +23,7 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Draw samples from a trained checkpoint by solving the ODE from t = 0 to 1.
     #[command(
-        after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv"
+        after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv\n  fm sample --checkpoint runs/moons-n500 --hybrid 0.3 --out hybrid.npy   # û* on [0, 0.3], the model after"
     )]
     Sample(SampleArgs),
     /// Evaluate sample quality of a checkpoint for several solvers against fresh data.
@@ -39,6 +39,9 @@ pub enum Command {
     /// Figures from a checkpoint.
     #[command(subcommand)]
     Plot(PlotCommand),
+    /// Closed-form analyses: memorization, hybrid τ, cosine alignment, Gaussian solver error.
+    #[command(subcommand)]
+    Analyze(crate::commands::analyze::AnalyzeCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +240,10 @@ pub struct SampleArgs {
     /// Also write a PNG of the samples and their trajectories (2-D data).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Follow the closed-form velocity û* of the checkpoint's training set on [0, TAU]
+    /// and the model on [TAU, 1] (TAU in [0, 1]; needs a checkpoint trained with --n-train or CSV data).
+    #[arg(long, value_name = "TAU")]
+    pub hybrid: Option<f64>,
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,

@@ -152,6 +152,29 @@ impl TrainingData {
         Ok(d)
     }
 
+    /// Rebuilds a checkpoint's data with its finite training set: the recorded
+    /// `--n-train` set (or all CSV rows), or, when `n_train` is given, a set of
+    /// that many points drawn from the seed exactly as `fm train --n-train` would.
+    pub fn training_set_of_record(r: &TrainingRecord, n_train: Option<usize>) -> Result<Self> {
+        let mut d = Self::prepare(&r.data, &r.columns, r.noise, n_train.or(r.n_train), r.seed).with_context(
+            || format!("cannot rebuild the training data `{}` recorded in the checkpoint", r.data),
+        )?;
+        if r.transform.is_some() {
+            d.transform = r.transform.clone();
+        }
+        Ok(d)
+    }
+
+    /// The fixed training points `(n · d values, row-major)` in model units, or
+    /// `None` when training drew fresh points every step.
+    pub fn fixed_points(&self) -> Option<&[f32]> {
+        match &self.source {
+            Source::Fixed(v) => Some(v),
+            // Image training sets are not exposed as points yet (closed-form analyses are 2-D/CSV).
+            Source::Fresh(_) | Source::Images { .. } => None,
+        }
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }

@@ -9,6 +9,7 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod data;
+mod figures;
 mod io;
 mod plot;
 mod plot_density;

@@ -245,20 +245,8 @@ impl GaussianOracle {
     /// Returns the W2 and the solver's NFE for one solve.
     pub fn sampling_w2(&self, solver: &dyn OdeSolver, grid: &TimeGrid) -> Result<(f64, usize)> {
         let d = self.dim();
-        let mut pts = vec![0.0; (d + 1) * d];
-        for i in 0..d {
-            pts[(i + 1) * d + i] = 1.0;
-        }
-        let x0 = Tensor::from_vec(pts, (d + 1, d), &Device::Cpu)?;
-        let sol = solver.solve(&AsOde(self), &x0, grid)?;
-        let out = to_f64_vec(&sol.state)?;
-        let c = &out[..d];
-        let mut a = vec![0.0; d * d]; // a[i*d + j] = A_ij = (solve(e_j) - c)_i
-        for j in 0..d {
-            for i in 0..d {
-                a[i * d + j] = out[(j + 1) * d + i] - c[i];
-            }
-        }
+        let (c, a, nfe) = self.solve_affine(solver, grid)?;
+        let c = &c[..];
         // B = Uᵀ A U; its diagonal gives the amplification per eigen-direction.
         let u = &self.eigen.vectors;
         let au = crate::linalg::matmul(&a, u, d, d, d);
@@ -277,7 +265,44 @@ impl GaussianOracle {
             let cov = crate::linalg::matmul(&a, &crate::linalg::transpose(&a, d, d), d, d, d);
             crate::linalg::gaussian_w2(c, &cov, &self.mean, &self.covariance())?
         };
-        Ok((w2, sol.stats.nfe))
+        Ok((w2, nfe))
+    }
+
+    /// Runs `solver` on `grid` with `u*` from the `d + 1` points `0, e₁, …, e_d`
+    /// (in `f64`) and reads off the affine map `x₀ ↦ A x₀ + c`. Returns `c`,
+    /// `A` row-major and the NFE of one solve.
+    fn solve_affine(&self, solver: &dyn OdeSolver, grid: &TimeGrid) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+        let d = self.dim();
+        let mut pts = vec![0.0; (d + 1) * d];
+        for i in 0..d {
+            pts[(i + 1) * d + i] = 1.0;
+        }
+        let x0 = Tensor::from_vec(pts, (d + 1, d), &Device::Cpu)?;
+        let sol = solver.solve(&AsOde(self), &x0, grid)?;
+        let out = to_f64_vec(&sol.state)?;
+        let c = out[..d].to_vec();
+        let mut a = vec![0.0; d * d]; // a[i*d + j] = A_ij = (solve(e_j) - c)_i
+        for j in 0..d {
+            for i in 0..d {
+                a[i * d + j] = out[(j + 1) * d + i] - c[i];
+            }
+        }
+        Ok((c, a, sol.stats.nfe))
+    }
+
+    /// The Gaussian that `solver` produces from `N(0, I)` on `grid` with `u*`
+    /// as the field: its mean `c` and covariance `A Aᵀ` (row-major), exactly
+    /// (the solve is affine in `x₀`; see [`Self::sampling_w2`]), and the NFE.
+    /// Compare it with any other Gaussian with [`crate::linalg::gaussian_w2`].
+    pub fn sampled_gaussian(
+        &self,
+        solver: &dyn OdeSolver,
+        grid: &TimeGrid,
+    ) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+        let d = self.dim();
+        let (c, a, nfe) = self.solve_affine(solver, grid)?;
+        let cov = crate::linalg::matmul(&a, &crate::linalg::transpose(&a, d, d), d, d, d);
+        Ok((c, cov, nfe))
     }
 
     fn apply_tensor(

@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command, PlotCommand};
 
+pub mod analyze;
 mod common;
 mod density;
 mod eval;
@@ -20,5 +21,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Likelihood(a) => likelihood::run(a),
         Command::Plot(PlotCommand::Density(a)) => density::run(a),
+        Command::Analyze(a) => analyze::run(a),
     }
 }

@@ -2,11 +2,12 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle::Device;
+use fm_core::VelocityField;
 use serde_json::json;
 
-use super::common::{generate, load_model};
+use super::common::{closed_form_field, generate_hybrid, load_model, training_points};
 use crate::cli::SampleArgs;
 use crate::data::TrainingData;
 use crate::io::{check_output, print_json, write_samples};
@@ -14,6 +15,9 @@ use crate::plot::samples_figure;
 use crate::solver::SolverChoice;
 
 pub fn run(a: SampleArgs) -> Result<()> {
+    if let Some(tau) = a.hybrid.filter(|t| !(0.0..=1.0).contains(t)) {
+        bail!("--hybrid must lie in [0, 1], got {tau}");
+    }
     let device = Device::Cpu;
     let choice = SolverChoice::from_args(&a.solver)?;
     let m = load_model(&a.checkpoint, &device)?;
@@ -24,19 +28,25 @@ pub fn run(a: SampleArgs) -> Result<()> {
             anyhow::bail!("--plot {}: the plot is a PNG; give a path ending in .png", p.display());
         }
     }
+    let closed = match a.hybrid {
+        Some(_) => {
+            let points = training_points(&m, None, &device).context("--hybrid needs the training set")?;
+            Some(closed_form_field(&m, &points)?)
+        }
+        None => None,
+    };
     let start = Instant::now();
     let keep = a.plot.is_some() && m.dim() == 2;
-    let gen = generate(&m, a.n, a.seed, &choice, keep, &device)?;
+    let hybrid = a.hybrid.zip(closed.as_ref().map(|c| c as &dyn VelocityField));
+    let gen = generate_hybrid(&m, a.n, a.seed, &choice, keep, &device, hybrid)?;
     let seconds = start.elapsed().as_secs_f64();
     write_samples(&out, &gen.samples, a.n, m.dim(), &m.record.columns)?;
     let log = |s: String| if a.json { eprintln!("{s}") } else { println!("{s}") };
-    log(format!(
-        "{} samples with {} in {seconds:.2} s, NFE {}: {}",
-        a.n,
-        choice.label,
-        gen.nfe,
-        out.display()
-    ));
+    let label = match a.hybrid {
+        Some(tau) => format!("{} (û* on [0, {tau}], the model after)", choice.label),
+        None => choice.label.clone(),
+    };
+    log(format!("{} samples with {} in {seconds:.2} s, NFE {}: {}", a.n, label, gen.nfe, out.display()));
     if let Some(p) = &a.plot {
         let data = TrainingData::from_record(&m.record)?;
         let reference = data.reference(a.n, a.seed)?;
@@ -57,6 +67,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
             "nfe": gen.nfe,
             "seconds": seconds,
             "plot": a.plot,
+            "hybrid": a.hybrid,
         }))?;
     }
     Ok(())

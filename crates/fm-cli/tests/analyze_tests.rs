@@ -1,0 +1,258 @@
+//! End-to-end tests of `fm analyze` and `fm sample --hybrid`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn fm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = fm(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fm {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = fm(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "fm {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "fm {args:?} panicked: {stderr}");
+    stderr
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {line}"))
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fm-analyze-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+fn is_png(p: &Path) -> bool {
+    std::fs::read(p).map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n")).unwrap_or(false)
+}
+
+/// One small checkpoint trained on a fixed set of 200 moons, shared by the tests.
+fn moons_200() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = temp("moons200");
+        ok(&[
+            "train",
+            "--n-train",
+            "200",
+            "--steps",
+            "300",
+            "--out",
+            s(&dir),
+            "--quiet",
+            "--sample-n",
+            "200",
+        ]);
+        dir
+    })
+}
+
+#[test]
+fn closed_form_memorizes_and_the_model_does_not() {
+    let ck = moons_200();
+    let out = temp("mem");
+    let j = last_json(&ok(&[
+        "analyze",
+        "memorization",
+        "--checkpoint",
+        s(ck),
+        "--closed-form",
+        "--n",
+        "300",
+        "--out",
+        s(&out),
+        "--json",
+    ]));
+    let model = j["median_nn_distance"].as_f64().expect("median_nn_distance");
+    let closed = j["closed_form"]["median_nn_distance"].as_f64().expect("closed_form.median_nn_distance");
+    assert!(closed < 1e-2, "{j}");
+    assert!(model > closed, "{j}");
+    assert!(j["closed_form"]["fraction_below_threshold"].as_f64().is_some_and(|f| f > 0.5), "{j}");
+    assert!(j["fraction_below_threshold"].as_f64().is_some(), "{j}");
+    assert_eq!(j["n_train"], 200);
+    assert!(out.join("memorization.csv").is_file());
+    assert!(is_png(&out.join("memorization.png")));
+}
+
+#[test]
+fn hybrid_sweep_goes_to_the_training_set() {
+    let ck = moons_200();
+    let out = temp("hybrid");
+    let j = last_json(&ok(&[
+        "analyze",
+        "hybrid",
+        "--checkpoint",
+        s(ck),
+        "--taus",
+        "0,0.5,1",
+        "--n",
+        "200",
+        "--steps",
+        "20",
+        "--out",
+        s(&out),
+        "--json",
+    ]));
+    let med: Vec<f64> = j["median_nn_distance"]
+        .as_array()
+        .expect("median_nn_distance")
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    assert_eq!(j["taus"].as_array().map(Vec::len), Some(3), "{j}");
+    assert_eq!(med.len(), 3, "{j}");
+    assert!(med[2] < med[0], "{j}");
+    assert!(j.get("knee").is_some(), "{j}");
+    assert!(out.join("hybrid.csv").is_file());
+    assert!(is_png(&out.join("hybrid.png")));
+
+    // `fm sample --hybrid 1` follows û* all the way: samples land on training points.
+    let f = out.join("h.csv");
+    let j = last_json(&ok(&[
+        "sample",
+        "--checkpoint",
+        s(ck),
+        "--hybrid",
+        "1",
+        "--n",
+        "50",
+        "--out",
+        s(&f),
+        "--json",
+    ]));
+    assert_eq!(j["hybrid"], 1.0);
+    assert!(f.is_file());
+}
+
+#[test]
+fn crossing_time_decreases_with_dimension() {
+    let out = temp("align");
+    let j = last_json(&ok(&[
+        "analyze",
+        "alignment",
+        "--dims",
+        "2,8,32",
+        "--n",
+        "300",
+        "--pairs",
+        "100",
+        "--out",
+        s(&out),
+        "--json",
+    ]));
+    // A dataset that never crosses counts as crossing at t = 1.
+    let tc = |k: &str| j["crossing_t"][k].as_f64().unwrap_or(1.0);
+    assert!(j["crossing_t"].get("d2").is_some() && j["crossing_t"].get("d32").is_some(), "{j}");
+    assert!(tc("d2") > tc("d8") && tc("d8") > tc("d32"), "{j}");
+    assert!(j["collapse_t"].get("d8").is_some(), "{j}");
+    assert!(out.join("alignment.csv").is_file());
+    assert!(is_png(&out.join("alignment.png")));
+}
+
+#[test]
+fn gaussian_w2_falls_with_steps_and_with_n() {
+    let out = temp("gauss");
+    let j = last_json(&ok(&[
+        "analyze",
+        "gaussian",
+        "--dim",
+        "4",
+        "--n",
+        "10,100,1000,10000",
+        "--solvers",
+        "euler,rk4",
+        "--steps",
+        "1,2,4,32",
+        "--out",
+        s(&out),
+        "--json",
+    ]));
+    let rows = j["results"].as_array().expect("results");
+    let w2 = |n: u64, solver: &str, steps: u64| -> f64 {
+        rows.iter()
+            .find(|r| r["n"] == n && r["solver"] == solver && r["steps"] == steps)
+            .and_then(|r| r["w2"].as_f64())
+            .unwrap_or_else(|| panic!("no row n={n} {solver} {steps}: {j}"))
+    };
+    assert!(w2(10000, "rk4", 1) > w2(10000, "rk4", 2) && w2(10000, "rk4", 2) > w2(10000, "rk4", 4), "{j}");
+    assert!(w2(10000, "euler", 1) > w2(10000, "euler", 32), "{j}");
+    for (a, b) in [(10, 100), (100, 1000), (1000, 10000)] {
+        assert!(w2(a, "rk4", 32) > w2(b, "rk4", 32), "n = {a} vs {b}: {j}");
+    }
+    assert!(out.join("gaussian.csv").is_file());
+    assert!(is_png(&out.join("gaussian.png")));
+}
+
+#[test]
+fn bad_inputs_name_the_flag() {
+    let ck = moons_200();
+    let e = fails(&["sample", "--checkpoint", s(ck), "--hybrid", "1.5"]);
+    assert!(e.contains("--hybrid"), "{e}");
+    let e = fails(&["analyze", "hybrid", "--checkpoint", s(ck), "--taus", "0,1.5"]);
+    assert!(e.contains("--taus"), "{e}");
+    let e = fails(&["analyze", "memorization", "--checkpoint", s(ck), "--solver", "leapfrog"]);
+    assert!(e.contains("--solver"), "{e}");
+    let e = fails(&["analyze", "gaussian", "--solvers", "euler,leapfrog"]);
+    assert!(e.contains("--solvers"), "{e}");
+    let missing = temp("missing");
+    let e = fails(&["analyze", "memorization", "--checkpoint", s(&missing)]);
+    assert!(e.contains("--checkpoint"), "{e}");
+    let e = fails(&["analyze", "hybrid", "--checkpoint", s(&missing)]);
+    assert!(e.contains("--checkpoint"), "{e}");
+    let e = fails(&["analyze", "gaussian", "--dim", "8", "--n", "5"]);
+    assert!(e.contains("--n"), "{e}");
+    let e = fails(&["analyze", "alignment", "--times", "0,1"]);
+    assert!(e.contains("--times"), "{e}");
+}
+
+#[test]
+fn fresh_data_checkpoint_needs_n_train() {
+    let dir = temp("fresh");
+    ok(&["train", "--steps", "50", "--out", s(&dir), "--quiet", "--sample-n", "100"]);
+    let e = fails(&["analyze", "memorization", "--checkpoint", s(&dir), "--n", "50"]);
+    assert!(e.contains("--n-train") && e.contains("fresh"), "{e}");
+    let e = fails(&["sample", "--checkpoint", s(&dir), "--hybrid", "0.5", "--n", "10"]);
+    assert!(e.contains("--hybrid"), "{e}");
+    let j = last_json(&ok(&[
+        "analyze",
+        "memorization",
+        "--checkpoint",
+        s(&dir),
+        "--n-train",
+        "100",
+        "--n",
+        "50",
+        "--steps",
+        "10",
+        "--out",
+        s(&dir.join("mem")),
+        "--json",
+    ]));
+    assert_eq!(j["n_train"], 100);
+    for k in ["--help"] {
+        for sub in ["memorization", "hybrid", "alignment", "gaussian"] {
+            let h = ok(&["analyze", sub, k]);
+            assert!(h.contains("Examples:"), "{sub}: {h}");
+        }
+    }
+}
