@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command, PlotCommand};
 mod common;
 mod density;
 mod eval;
+mod flow;
 mod likelihood;
 mod sample;
 mod train;
@@ -20,5 +21,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Likelihood(a) => likelihood::run(a),
         Command::Plot(PlotCommand::Density(a)) => density::run(a),
+        Command::Energies(a) => flow::energies::run(a),
     }
 }

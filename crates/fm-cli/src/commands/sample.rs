@@ -14,6 +14,9 @@ use crate::plot::samples_figure;
 use crate::solver::SolverChoice;
 
 pub fn run(a: SampleArgs) -> Result<()> {
+    if super::flow::is_flow_checkpoint(&a.checkpoint) {
+        return super::flow::eval::sample(a);
+    }
     let device = Device::Cpu;
     let choice = SolverChoice::from_args(&a.solver)?;
     let m = load_model(&a.checkpoint, &device)?;
