@@ -269,3 +269,44 @@ fn bad_flow_inputs_name_the_flag() {
     let (ok, _, e) = fm(&["energies", "--energies", "u9"]);
     assert!(!ok && e.contains("--energies") && e.contains("u4"), "{e}");
 }
+
+#[test]
+fn realnvp_on_csv_reports_the_nll_in_data_units() {
+    let dir = temp("csv");
+    std::fs::create_dir_all(&dir).ok();
+    // x ~ N(100, 10²), y = 50 + 0.3 (x − 100) + N(0, 1): the entropy is log(2πe · 10 · 1) ≈ 5.14 nats.
+    let mut rng = SeededRng::new(5);
+    let z = rng.normal_vec(800);
+    let mut text = String::from("a,b\n");
+    for p in z.chunks_exact(2) {
+        text.push_str(&format!("{},{}\n", 100.0 + 10.0 * p[0], 50.0 + 3.0 * p[0] + p[1]));
+    }
+    let csv = dir.join("d.csv");
+    std::fs::write(&csv, text).ok();
+    let data = format!("csv:{}", s(&csv));
+    let out = dir.join("run");
+    let r = ok_json(&[
+        "train",
+        "--model",
+        "realnvp",
+        "--layers",
+        "4",
+        "--data",
+        &data,
+        "--columns",
+        "a,b",
+        "--steps",
+        "200",
+        "--out",
+        s(&out),
+        "--quiet",
+        "--sample-n",
+        "200",
+        "--json",
+    ]);
+    assert!(num(&r, "log_det_jacobian") < -2.0, "the standardization's log-Jacobian is included: {r}");
+    assert!((num(&r, "nll") - 5.14).abs() < 0.5, "{r}");
+    let l = ok_json(&["likelihood", "--checkpoint", s(&out), "--json"]);
+    assert!((num(&l, "nll") - num(&r, "nll")).abs() < 1e-6, "{l} vs {r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
