@@ -16,9 +16,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train a velocity field by conditional flow matching.
+    /// Train a velocity field by conditional flow matching, or (--model planar|realnvp) a discrete
+    /// normalizing flow by maximum likelihood.
     #[command(
-        after_help = "Examples:\n  fm train                                   # the guide's two-moons recipe\n  fm train --data 8gaussians --steps 5000 --out runs/8g\n  fm train --data csv:faithful.csv --columns eruptions,waiting --out runs/faithful\n  fm train --preset guide-moons --seed 1 --json\n  fm train --config recipe.toml --steps 20000    # flags override the file\n  fm train --resume runs/moons --steps 20000      # continue a run (after Ctrl-C, a crash, or to go further)"
+        after_help = "Examples:\n  fm train                                   # the guide's two-moons recipe\n  fm train --data 8gaussians --steps 5000 --out runs/8g\n  fm train --data csv:faithful.csv --columns eruptions,waiting --out runs/faithful\n  fm train --preset guide-moons --seed 1 --json\n  fm train --config recipe.toml --steps 20000    # flags override the file\n  fm train --resume runs/moons --steps 20000      # continue a run (after Ctrl-C, a crash, or to go further)\n  fm train --model realnvp --layers 8 --hidden 64,64 --out runs/moons-nvp   # a discrete flow, maximum likelihood\n  fm train --model planar --layers 16 --steps 3000 --out runs/moons-planar"
     )]
     Train(Box<TrainArgs>),
     /// Draw samples from a trained checkpoint by solving the ODE from t = 0 to 1.
@@ -33,7 +34,7 @@ pub enum Command {
     Eval(EvalArgs),
     /// Log-likelihood of data under a checkpoint (instantaneous change of variables, t = 1 → 0).
     #[command(
-        after_help = "Examples:\n  fm likelihood --checkpoint runs/moons                       # 2000 fresh test points, exact divergence\n  fm likelihood --checkpoint runs/moons --hutchinson 4 --solver dopri5 --json\n  fm likelihood --checkpoint runs/faithful --data csv:faithful.csv --columns eruptions,waiting"
+        after_help = "Examples:\n  fm likelihood --checkpoint runs/moons                       # 2000 fresh test points, exact divergence\n  fm likelihood --checkpoint runs/moons --hutchinson 4 --solver dopri5 --json\n  fm likelihood --checkpoint runs/faithful --data csv:faithful.csv --columns eruptions,waiting\n  fm likelihood --checkpoint runs/moons-nvp --json            # a planar/RealNVP flow: exact, no ODE"
     )]
     Likelihood(LikelihoodArgs),
     /// Figures from a checkpoint.
@@ -42,13 +43,59 @@ pub enum Command {
     /// Closed-form analyses: memorization, hybrid τ, cosine alignment, Gaussian solver error.
     #[command(subcommand)]
     Analyze(crate::commands::analyze::AnalyzeCommand),
+    /// Fit planar flows by reverse KL to the test energies U1–U4 (Rezende & Mohamed 2015, Fig. 3).
+    #[command(
+        after_help = "Examples:\n  fm energies                                          # U1–U4 × K = 2, 8, 32, 3000 steps each\n  fm energies --layers 2,8,32 --energies u1,u3 --steps 10000 --out runs/energies\n  fm energies --steps 20000 --anneal-steps 10000      # the paper's schedule, β_t = min(1, 0.01 + t/10⁴)\n\nReported: for U1 (normalisable on ℝ²) KL(q‖p) = E_q[log q + U] + log Z₁ (1.8775). U2–U4 do not\nconfine z₁, so their target is p restricted to the box [−4,4]² (trained with a soft wall outside\nthe box) and the reported KL is KL(q_box‖p_box) = E_q[log q + U | box] − log q(box) + log Z_box\n(2.0821 / 2.6417 / 2.6846), where q_box is q conditioned on the box, together with the mass of q\noutside the box (`mass_outside_box`)."
+    )]
+    Energies(EnergiesArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EnergiesArgs {
+    /// Numbers of planar layers K, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
+    pub layers: Vec<usize>,
+    /// Energies, comma separated: u1, u2, u3, u4.
+    #[arg(long, value_delimiter = ',', default_value = "u1,u2,u3,u4")]
+    pub energies: Vec<String>,
+    /// Adam steps per fit (the paper trains far longer; 3000 keeps a default run to a few minutes).
+    #[arg(long, default_value_t = 3000)]
+    pub steps: usize,
+    /// Steps over which β rises from 0.01 to 1: β_t = min(1, 0.01 + t/N). Default: 10⁴ (the
+    /// paper's) when --steps ≥ 2·10⁴, else --steps/2 so that the last half of the run is at β = 1.
+    #[arg(long, value_name = "N")]
+    pub anneal_steps: Option<usize>,
+    /// Samples per step.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Learning rate of Adam.
+    #[arg(long, default_value_t = 1e-2)]
+    pub lr: f64,
+    /// Samples of the final KL estimate.
+    #[arg(long, default_value_t = 20_000)]
+    pub eval_n: usize,
+    /// Grid points per axis of the density figure.
+    #[arg(long, default_value_t = 80)]
+    pub grid: usize,
+    /// Seed of the initialisation and the noise (each fit uses its own stream).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory for results.csv and densities.png.
+    #[arg(long, default_value = "runs/energies")]
+    pub out: PathBuf,
+    /// Print one JSON object (`results`: energy, layers, kl, mass_outside_box, ...) as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PlotCommand {
     /// The model's density on a grid as a heat map, beside a histogram of the data (2-D).
     #[command(
-        after_help = "Examples:\n  fm plot density --checkpoint runs/checkerboard\n  fm plot density --checkpoint runs/moons --grid 150 --out density.png"
+        after_help = "Examples:\n  fm plot density --checkpoint runs/checkerboard\n  fm plot density --checkpoint runs/moons --grid 150 --out density.png\n  fm plot density --checkpoint runs/moons-nvp       # a planar/RealNVP flow: exact density, no ODE"
     )]
     Density(DensityArgs),
 }
@@ -159,10 +206,18 @@ pub struct TrainArgs {
     /// Batch size [default: 256].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Learning rate of Adam [default: 0.01].
+    /// Learning rate of Adam [default: 0.01; flows: 0.001].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Hidden widths of the MLP, comma separated [default: 64,64,64].
+    /// Model: mlp (a velocity field trained by flow matching), planar or realnvp (discrete
+    /// normalizing flows trained by maximum likelihood) [default: mlp].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Number of flow layers with --model planar|realnvp [default: planar 16, realnvp 8].
+    #[arg(long, value_name = "K")]
+    pub layers: Option<usize>,
+    /// Hidden widths of the MLP (or of RealNVP's conditioners), comma separated [default: 64,64,64;
+    /// realnvp: 64,64].
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
     /// Activation: elu, silu, selu, relu, tanh [default: elu].

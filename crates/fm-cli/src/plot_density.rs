@@ -26,7 +26,7 @@ fn viridis(v: f64) -> RGBColor {
 }
 
 /// A heat map of `values` (`g × g`, row `i` at `y = ys[i]`, column `j` at `x = xs[j]`).
-fn heat_panel(
+pub(crate) fn heat_panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     caption: &str,
     xr: &Range<f64>,

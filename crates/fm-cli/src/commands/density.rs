@@ -27,6 +27,9 @@ fn default_window(points: &[f32]) -> (f64, f64, f64, f64) {
 }
 
 pub fn run(a: DensityArgs) -> Result<()> {
+    if super::flow::is_flow_checkpoint(&a.checkpoint) {
+        return super::flow::eval::density(a);
+    }
     let device = Device::Cpu;
     if a.grid < 2 {
         bail!("--grid must be at least 2, got {}", a.grid);

@@ -14,6 +14,13 @@ use crate::io::print_json;
 use crate::solver::SolverChoice;
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if super::flow::is_flow_checkpoint(&a.checkpoint) {
+        anyhow::bail!(
+            "--checkpoint {}: a planar/RealNVP flow has no ODE solvers to compare; its sample metrics are in \
+             metrics.json after `fm train`, and `fm sample`/`fm likelihood` work on it",
+            a.checkpoint.display()
+        );
+    }
     if a.n < 2 {
         bail!("--n must be at least 2, got {}", a.n);
     }

@@ -117,6 +117,9 @@ fn evaluation_points(m: &LoadedModel, a: &LikelihoodArgs) -> Result<(Vec<f32>, S
 }
 
 pub fn run(a: LikelihoodArgs) -> Result<()> {
+    if super::flow::is_flow_checkpoint(&a.checkpoint) {
+        return super::flow::eval::likelihood(a);
+    }
     let device = Device::Cpu;
     let s = &a.solver;
     let choice = SolverChoice::new(&s.solver, s.steps, s.rtol, s.atol)?;

@@ -8,6 +8,7 @@ pub mod analyze;
 mod common;
 mod density;
 mod eval;
+mod flow;
 mod likelihood;
 mod sample;
 mod train;
@@ -22,5 +23,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Likelihood(a) => likelihood::run(a),
         Command::Plot(PlotCommand::Density(a)) => density::run(a),
         Command::Analyze(a) => analyze::run(a),
+        Command::Energies(a) => flow::energies::run(a),
     }
 }

@@ -18,6 +18,9 @@ pub fn run(a: SampleArgs) -> Result<()> {
     if let Some(tau) = a.hybrid.filter(|t| !(0.0..=1.0).contains(t)) {
         bail!("--hybrid must lie in [0, 1], got {tau}");
     }
+    if super::flow::is_flow_checkpoint(&a.checkpoint) {
+        return super::flow::eval::sample(a);
+    }
     let device = Device::Cpu;
     let choice = SolverChoice::from_args(&a.solver)?;
     let m = load_model(&a.checkpoint, &device)?;

@@ -43,7 +43,7 @@ fn progress(steps: usize, done: usize, quiet: bool) -> ProgressBar {
 }
 
 /// A flag raised by Ctrl-C; a second Ctrl-C exits at once.
-fn interrupt_flag() -> Arc<AtomicBool> {
+pub(crate) fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     // Failing to install the handler (e.g. one is already set in tests) only loses the graceful stop.
@@ -57,6 +57,10 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let a = settings::merge_config_file(a)?;
+    // `--model planar|realnvp` (or `--resume` of a flow checkpoint): discrete flows, in commands/flow.
+    if crate::commands::flow::train::is_flow_run(&a)? {
+        return crate::commands::flow::train::run(a);
+    }
     let o = settings::run_options(&a)?;
     let device = Device::Cpu;
     // Validate the sampling settings before spending minutes on training.

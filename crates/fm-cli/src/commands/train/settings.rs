@@ -118,6 +118,8 @@ struct ConfigFile {
     steps: Option<usize>,
     batch_size: Option<usize>,
     lr: Option<f64>,
+    model: Option<String>,
+    layers: Option<usize>,
     hidden: Option<Vec<usize>>,
     activation: Option<String>,
     scheduler: Option<String>,
@@ -154,6 +156,8 @@ pub fn merge_config_file(mut a: TrainArgs) -> Result<TrainArgs> {
     a.steps = a.steps.or(f.steps);
     a.batch_size = a.batch_size.or(f.batch_size);
     a.lr = a.lr.or(f.lr);
+    a.model = a.model.or(f.model);
+    a.layers = a.layers.or(f.layers);
     a.hidden = a.hidden.or(f.hidden);
     a.activation = a.activation.or(f.activation);
     a.scheduler = a.scheduler.or(f.scheduler);
