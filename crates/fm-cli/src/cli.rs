@@ -233,6 +233,17 @@ pub struct TrainArgs {
     /// Probability-path scheduler: cond-ot, cosine, linear-vp, vp, polynomial:N [default: cond-ot].
     #[arg(long)]
     pub scheduler: Option<String>,
+    /// torchcfm matcher: icfm, otcfm (exact minibatch OT), sbcfm (Schrödinger bridge), fm (Lipman's
+    /// target FM), si (variance-preserving interpolant) [default: none, plain CFM on --scheduler].
+    #[arg(long)]
+    pub matcher: Option<String>,
+    /// Minibatch coupling: independent, ot (exact permutation), sinkhorn or sinkhorn:REG
+    /// [default: the matcher's; implies --matcher icfm when given alone].
+    #[arg(long)]
+    pub coupling: Option<String>,
+    /// The matcher's noise level σ [default: 1 for sbcfm, 0 otherwise; implies --matcher icfm].
+    #[arg(long)]
+    pub sigma: Option<f64>,
     /// Seed for data, initialisation, t and noise: the same seed gives a bit-identical checkpoint
     /// [default: 0].
     #[arg(long)]

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use fm_core::coupling::Coupling;
 use fm_core::scheduler::SchedulerKind;
 use fm_data::Standardizer;
 
@@ -24,6 +25,15 @@ pub struct TrainingRecord {
     /// RK4 steps of the likelihood solve (objective `likelihood`).
     #[serde(default)]
     pub cnf_steps: Option<usize>,
+    /// The torchcfm matcher (`icfm`, `otcfm`, `sbcfm`, `fm`, `si`), absent for plain CFM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<String>,
+    /// The matcher's σ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<f64>,
+    /// The matcher's minibatch coupling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupling: Option<Coupling>,
     /// Optimizer and its settings.
     pub optimizer: String,
     /// Learning rate.

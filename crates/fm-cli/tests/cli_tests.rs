@@ -439,3 +439,46 @@ fn killed_or_interrupted_runs_resume_bit_identically() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn train_with_a_matcher_records_it_and_resumes() {
+    let dir = temp("otcfm");
+    let args = ["train", "--matcher", "otcfm", "--steps", "50", "--out", s(&dir), "--json", "--quiet"];
+    let j = last_json(&ok(&[&args[..], &["--sample-n", "100"]].concat()));
+    assert!(j["loss"].as_f64().is_some_and(|l| l.is_finite()), "{j}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    let t = &config["training"];
+    assert_eq!(t["matcher"], "otcfm", "{t}");
+    assert_eq!(t["coupling"], "exact-ot", "{t}");
+    assert_eq!(t["sigma"].as_f64(), Some(0.0), "{t}");
+    assert!(fails(&["train", "--resume", s(&dir), "--matcher", "icfm"]).contains("--matcher"));
+    ok(&["train", "--resume", s(&dir), "--steps", "60", "--quiet", "--sample-n", "50"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plain_runs_record_no_matcher_and_bad_matcher_names_list_the_valid_ones() {
+    let dir = temp("nomatcher");
+    ok(&["train", "--steps", "5", "--out", s(&dir), "--quiet", "--sample-n", "20"]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    let t = &config["training"];
+    assert!(t.get("objective").is_some(), "{t}");
+    for key in ["matcher", "coupling", "sigma"] {
+        assert!(t.get(key).is_none(), "plain runs keep the old record: {t}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = fails(&["train", "--matcher", "nope", "--steps", "1"]);
+    for name in ["icfm", "otcfm", "sbcfm", "fm", "si"] {
+        assert!(e.contains(name), "{e}");
+    }
+    let e = fails(&["train", "--coupling", "nope", "--steps", "1"]);
+    assert!(e.contains("--coupling") && e.contains("independent") && e.contains("sinkhorn"), "{e}");
+    assert!(fails(&["train", "--matcher", "sbcfm", "--sigma", "0", "--steps", "1"]).contains("--sigma"));
+    assert!(fails(&["train", "--matcher", "fm", "--coupling", "ot", "--steps", "1"]).contains("--coupling"));
+    assert!(fails(&["train", "--matcher", "icfm", "--scheduler", "cosine", "--steps", "1"])
+        .contains("--scheduler"));
+}

@@ -9,6 +9,11 @@
 //! - [`path`]: [`path::AffinePath`] samples `x_t` and its target velocity, and
 //!   converts between velocity, noise and data predictions.
 //! - [`loss`]: the CFM loss and a training step for any [`VelocityField`].
+//! - [`coupling`]: minibatch couplings — independent, exact OT (a true
+//!   permutation) and log-domain Sinkhorn, optionally within classes.
+//! - [`matcher`]: torchcfm's matchers (I-CFM, OT-CFM, SB-CFM, Lipman's
+//!   target FM, the VP stochastic interpolant) with a loss and training step.
+//! - [`straightness`]: how far a field's ODE trajectories are from straight lines.
 //! - [`closed_form`]: [`closed_form::EmpiricalVelocity`], the exact CFM
 //!   minimiser `û*` for an empirical (training-set) distribution, streamed
 //!   over chunks (GEMM + log-sum-exp), with its posterior-mean denoiser.
@@ -49,6 +54,7 @@
 pub mod alignment;
 pub mod assignment;
 pub mod closed_form;
+pub mod coupling;
 pub mod dequantization;
 pub mod divergence;
 pub mod efm;
@@ -59,10 +65,12 @@ pub mod gaussian;
 pub mod likelihood;
 pub mod linalg;
 pub mod loss;
+pub mod matcher;
 pub mod metrics;
 pub mod path;
 pub mod rng;
 pub mod scheduler;
+pub mod straightness;
 
 pub use error::{Error, Result};
 pub use field::{time_like, to_f64_vec, AsOde, DivergenceField, VelocityField};

@@ -83,7 +83,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         s.mlp.dim,
         s.mlp.num_parameters(),
         match r.objective {
-            settings::Objective::Cfm => "flow matching".to_string(),
+            settings::Objective::Cfm => match &r.matcher {
+                Some(m) => format!("flow matching with the {m} matcher"),
+                None => "flow matching".to_string(),
+            },
             settings::Objective::Likelihood { steps } => format!("maximum likelihood (RK4-{steps})"),
         },
         s.data.describe(),

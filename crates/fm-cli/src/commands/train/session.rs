@@ -9,6 +9,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fm_core::likelihood::cnf_nll_loss_exact;
 use fm_core::loss::cfm_train_step;
+use fm_core::matcher::{matcher_train_step, Matcher};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
@@ -118,6 +119,19 @@ impl Session {
             scheduler: record.scheduler,
             objective: Objective::parse(Some(&record.objective), record.cnf_steps)
                 .with_context(|| format!("--resume {}: the recorded objective", dir.display()))?,
+            matcher: match &record.matcher {
+                Some(name) => {
+                    let kind = name
+                        .parse()
+                        .with_context(|| format!("--resume {}: the recorded matcher", dir.display()))?;
+                    let m = Matcher::new(kind, record.sigma.unwrap_or(kind.default_sigma()))?;
+                    Some(match record.coupling {
+                        Some(c) => m.with_coupling(c)?,
+                        None => m,
+                    })
+                }
+                None => None,
+            },
             seed: record.seed,
             out: dir.to_path_buf(),
         };
@@ -150,9 +164,10 @@ impl Session {
     pub fn train_step(&mut self) -> Result<f64> {
         let x1: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
         let loss = match self.settings.objective {
-            Objective::Cfm => {
-                cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?
-            }
+            Objective::Cfm => match &self.settings.matcher {
+                Some(m) => matcher_train_step(&self.model, m, &mut self.opt, &x1, &mut self.train_rng)?,
+                None => cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
+            },
             Objective::Likelihood { steps } => {
                 // Forward-mode exact divergence: first-order autograd only.
                 let loss = cnf_nll_loss_exact(&self.model, &x1, steps)?;
@@ -197,6 +212,9 @@ impl Session {
                 Objective::Likelihood { steps } => Some(steps),
                 Objective::Cfm => None,
             },
+            matcher: r.matcher.map(|m| m.kind.name().to_string()),
+            sigma: r.matcher.map(|m| m.sigma),
+            coupling: r.matcher.map(|m| m.coupling()),
             optimizer: "adam(beta1=0.9, beta2=0.999, eps=1e-8)".into(),
             lr: r.lr,
             batch_size: r.batch_size,

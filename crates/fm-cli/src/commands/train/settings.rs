@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use fm_core::coupling::Coupling;
+use fm_core::matcher::{Matcher, MatcherKind};
 use fm_core::scheduler::SchedulerKind;
 use fm_models::Activation;
 use serde::Deserialize;
@@ -91,6 +93,8 @@ pub struct Resolved {
     pub activation: Activation,
     pub scheduler: SchedulerKind,
     pub objective: Objective,
+    /// A torchcfm matcher, replacing the scheduler path (`--matcher/--coupling/--sigma`).
+    pub matcher: Option<Matcher>,
     pub seed: u64,
     pub out: PathBuf,
 }
@@ -125,6 +129,9 @@ struct ConfigFile {
     scheduler: Option<String>,
     objective: Option<String>,
     cnf_steps: Option<usize>,
+    matcher: Option<String>,
+    coupling: Option<String>,
+    sigma: Option<f64>,
     seed: Option<u64>,
     out: Option<PathBuf>,
     checkpoint_every: Option<usize>,
@@ -163,6 +170,9 @@ pub fn merge_config_file(mut a: TrainArgs) -> Result<TrainArgs> {
     a.scheduler = a.scheduler.or(f.scheduler);
     a.objective = a.objective.or(f.objective);
     a.cnf_steps = a.cnf_steps.or(f.cnf_steps);
+    a.matcher = a.matcher.or(f.matcher);
+    a.coupling = a.coupling.or(f.coupling);
+    a.sigma = a.sigma.or(f.sigma);
     a.seed = a.seed.or(f.seed);
     a.out = a.out.or(f.out.map(rel));
     a.checkpoint_every = a.checkpoint_every.or(f.checkpoint_every);
@@ -228,6 +238,15 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         None => SchedulerKind::CondOt,
     };
     let objective = Objective::parse(a.objective.as_deref(), a.cnf_steps)?;
+    let matcher = parse_matcher(a.matcher.as_deref(), a.coupling.as_deref(), a.sigma)?;
+    if matcher.is_some() {
+        if objective != Objective::Cfm {
+            bail!("--matcher/--coupling/--sigma apply to --objective cfm only");
+        }
+        if a.scheduler.is_some() {
+            bail!("--matcher defines its own path; --scheduler applies only without --matcher/--coupling/--sigma");
+        }
+    }
     let out = a.out.clone().unwrap_or_else(|| {
         let stem = a
             .preset
@@ -248,9 +267,31 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         activation,
         scheduler,
         objective,
+        matcher,
         seed: a.seed.unwrap_or(0),
         out,
     })
+}
+
+/// The matcher of `--matcher`, `--coupling` and `--sigma`; `None` (plain
+/// CFM on the scheduler path, the historical behaviour) when none is given.
+/// `--coupling` or `--sigma` alone select I-CFM.
+pub fn parse_matcher(
+    name: Option<&str>,
+    coupling: Option<&str>,
+    sigma: Option<f64>,
+) -> Result<Option<Matcher>> {
+    if name.is_none() && coupling.is_none() && sigma.is_none() {
+        return Ok(None);
+    }
+    let kind: MatcherKind = name.unwrap_or("icfm").parse().context("--matcher")?;
+    let sigma = sigma.unwrap_or(kind.default_sigma());
+    let mut m = Matcher::new(kind, sigma).context("--sigma")?;
+    if let Some(c) = coupling {
+        let c: Coupling = c.parse().context("--coupling")?;
+        m = m.with_coupling(c).context("--coupling")?;
+    }
+    Ok(Some(m))
 }
 
 /// With `--resume`, the flags that would change the run are refused: the
@@ -269,6 +310,9 @@ pub fn check_resume_flags(a: &TrainArgs) -> Result<()> {
         ("--scheduler", a.scheduler.is_some()),
         ("--objective", a.objective.is_some()),
         ("--cnf-steps", a.cnf_steps.is_some()),
+        ("--matcher", a.matcher.is_some()),
+        ("--coupling", a.coupling.is_some()),
+        ("--sigma", a.sigma.is_some()),
         ("--seed", a.seed.is_some()),
         ("--out", a.out.is_some()),
     ];

@@ -1,0 +1,418 @@
+//! Minibatch couplings of source and data samples (Tong et al., arXiv 2302.00482;
+//! Pooladian et al., arXiv 2304.14772).
+//!
+//! A [`Coupling`] re-pairs a minibatch `(x₀⁽ⁱ⁾, x₁⁽ⁱ⁾)` before the flow
+//! matching loss is taken. The source rows keep their order; the data rows
+//! (and their labels) are re-indexed: the output is
+//! `(x₀, x₁[σ], labels[σ])` for an index map `σ` chosen by the coupling.
+//!
+//! - [`Coupling::Independent`]: `σ = id` (plain CFM).
+//! - [`Coupling::ExactOt`]: `σ` is the **permutation** minimising
+//!   `Σᵢ ‖x₀⁽ⁱ⁾ − x₁⁽σ⁽ⁱ⁾⁾‖²` on flattened inputs, solved exactly by
+//!   [`crate::assignment::linear_sum_assignment`]. Every data row is used
+//!   exactly once. (torchcfm's `OTPlanSampler` instead samples `b` pairs
+//!   from the plan *with replacement*, so rows can repeat or go missing,
+//!   its issue #142; the exact optimal plan is a permutation, so this
+//!   returns it directly.)
+//! - [`Coupling::Sinkhorn`]: the entropic plan `π` of [`sinkhorn_plan`],
+//!   then for each source row `i` one data index drawn from row `i` of
+//!   `π` (normalised). This samples **with replacement**, as torchcfm
+//!   does: a data row can be used twice, another not at all. Use
+//!   [`Coupling::ExactOt`] when a permutation is wanted.
+//!
+//! With `class_conditional = true` (and labels), rows are only paired
+//! within a class: `labels[i]` is the class of data row `i` and also the
+//! class source row `i` is meant to generate, so the coupling is solved
+//! separately on each class's rows and `labels[σ] == labels`.
+//!
+//! ```
+//! use candle::{Device, Tensor};
+//! use fm_core::{coupling::Coupling, SeededRng};
+//!
+//! # fn main() -> fm_core::Result<()> {
+//! let x0 = Tensor::new(&[[0.0f64, 0.0], [10.0, 0.0]], &Device::Cpu)?;
+//! let x1 = Tensor::new(&[[9.0f64, 1.0], [1.0, 1.0]], &Device::Cpu)?;
+//! let c = Coupling::ExactOt.couple(&x0, &x1, None, false, &mut SeededRng::new(0))?;
+//! // Each source point is paired with the data point nearest to it.
+//! assert_eq!(c.x1.to_vec2::<f64>()?, vec![vec![1.0, 1.0], vec![9.0, 1.0]]);
+//! assert_eq!(c.index, vec![1, 0]);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use candle::{DType, Tensor};
+
+use crate::assignment::linear_sum_assignment;
+use crate::{to_f64_vec, Error, Result, SeededRng};
+
+/// Default entropic regularisation of `--coupling sinkhorn` (torchcfm's
+/// `OTPlanSampler` default `reg = 0.05`), on the max-normalised cost.
+pub const DEFAULT_SINKHORN_REG: f64 = 0.05;
+
+/// Default maximum number of Sinkhorn iterations.
+pub const DEFAULT_SINKHORN_ITERS: usize = 200;
+
+/// Sinkhorn stops early once the L1 error of the row marginals is below
+/// this (POT's default `stopThr = 1e-9`).
+pub const SINKHORN_TOL: f64 = 1e-9;
+
+/// How a minibatch of source and data samples is paired.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Coupling {
+    /// Keep the pairs as drawn (independent coupling, plain CFM).
+    #[default]
+    Independent,
+    /// The exact minibatch optimal transport permutation for the squared
+    /// Euclidean cost.
+    ExactOt,
+    /// Entropic OT by log-domain Sinkhorn, then one data index sampled per
+    /// source row from the plan (with replacement).
+    Sinkhorn {
+        /// Entropic regularisation `ε > 0` (on the normalised cost when
+        /// `normalize_cost`).
+        reg: f64,
+        /// Maximum number of iterations (it stops early at [`SINKHORN_TOL`]).
+        iters: usize,
+        /// Divide the cost by its maximum first (torchcfm's
+        /// `OTPlanSampler(normalize_cost=True)`; its default is `False`, and
+        /// SB-CFM, whose `ε = 2σ²` is in data units, uses the raw cost).
+        normalize_cost: bool,
+    },
+}
+
+/// A coupled minibatch.
+#[derive(Debug, Clone)]
+pub struct Coupled {
+    /// The source rows, unchanged: `(b, ...)`.
+    pub x0: Tensor,
+    /// The data rows re-indexed, `x1[index]`: `(b, ...)`.
+    pub x1: Tensor,
+    /// The labels re-indexed, `labels[index]`: `(b,)`.
+    pub labels: Option<Tensor>,
+    /// `index[i]` is the data row paired with source row `i`.
+    pub index: Vec<usize>,
+}
+
+impl Coupling {
+    /// The Sinkhorn coupling of `--coupling sinkhorn`: `ε = 0.05` on the
+    /// max-normalised cost, as torchcfm's `OTPlanSampler(method="sinkhorn",
+    /// normalize_cost=True)`.
+    pub fn sinkhorn_default() -> Self {
+        Coupling::Sinkhorn { reg: DEFAULT_SINKHORN_REG, iters: DEFAULT_SINKHORN_ITERS, normalize_cost: true }
+    }
+
+    /// The short name (`independent`, `ot`, `sinkhorn`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Coupling::Independent => "independent",
+            Coupling::ExactOt => "ot",
+            Coupling::Sinkhorn { .. } => "sinkhorn",
+        }
+    }
+
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<()> {
+        if let Coupling::Sinkhorn { reg, iters, .. } = *self {
+            if !(reg.is_finite() && reg > 0.0) {
+                return Err(Error::invalid("reg", format!("must be a positive number, got {reg}")));
+            }
+            if iters == 0 {
+                return Err(Error::invalid("iters", "Sinkhorn needs at least 1 iteration"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The data index paired with each source row, for a square `n × n`
+    /// row-major cost matrix (`cost[i * n + j]` between source `i` and data `j`).
+    ///
+    /// Draws from `rng` only for [`Coupling::Sinkhorn`] (one uniform per row).
+    pub fn pair_indices(&self, cost: &[f64], n: usize, rng: &mut SeededRng) -> Result<Vec<usize>> {
+        self.validate()?;
+        if cost.len() != n * n {
+            return Err(Error::invalid("cost", format!("has {} entries, expected {n} × {n}", cost.len())));
+        }
+        match *self {
+            Coupling::Independent => Ok((0..n).collect()),
+            Coupling::ExactOt => Ok(linear_sum_assignment(cost, n, n)?.row_to_col),
+            Coupling::Sinkhorn { reg, iters, normalize_cost } => {
+                let max = cost.iter().copied().fold(0.0f64, f64::max);
+                let plan = if normalize_cost && max > 0.0 {
+                    let c: Vec<f64> = cost.iter().map(|c| c / max).collect();
+                    sinkhorn_plan(&c, n, n, reg, iters)?
+                } else {
+                    sinkhorn_plan(cost, n, n, reg, iters)?
+                };
+                let u = rng.uniform_vec(n, 0.0, 1.0);
+                Ok((0..n).map(|i| sample_row(&plan[i * n..(i + 1) * n], u[i])).collect())
+            }
+        }
+    }
+
+    /// Re-pairs a minibatch (see the module documentation).
+    ///
+    /// # Shapes
+    /// - `x0`, `x1`: `(b, ...)`, equal shapes
+    /// - `labels`: `(b,)`, integer or float class ids (needed when `class_conditional`)
+    /// - returns `x0 (b, ...)`, `x1[σ] (b, ...)`, `labels[σ] (b,)`
+    ///
+    /// # Errors
+    /// [`Error::Shape`] on mismatched shapes; [`Error::InvalidArgument`] for
+    /// `class_conditional` without labels, bad Sinkhorn parameters, or
+    /// non-finite inputs.
+    pub fn couple(
+        &self,
+        x0: &Tensor,
+        x1: &Tensor,
+        labels: Option<&Tensor>,
+        class_conditional: bool,
+        rng: &mut SeededRng,
+    ) -> Result<Coupled> {
+        if x0.dims() != x1.dims() || x0.rank() == 0 {
+            return Err(Error::Shape(format!(
+                "x0 {:?} and x1 {:?} must have equal shapes (b, ...)",
+                x0.dims(),
+                x1.dims()
+            )));
+        }
+        let b = x0.dim(0)?;
+        let classes = match labels {
+            Some(l) => {
+                if l.dims() != [b] {
+                    return Err(Error::Shape(format!("labels {:?} must be ({b},)", l.dims())));
+                }
+                Some(l.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+            }
+            None => None,
+        };
+        if class_conditional && classes.is_none() {
+            return Err(Error::invalid("labels", "class-conditional coupling needs labels"));
+        }
+        if *self == Coupling::Independent {
+            self.validate()?;
+            return Ok(Coupled {
+                x0: x0.clone(),
+                x1: x1.clone(),
+                labels: labels.cloned(),
+                index: (0..b).collect(),
+            });
+        }
+        let d = x0.elem_count().checked_div(b).unwrap_or(0);
+        let a = to_f64_vec(x0)?;
+        let c = to_f64_vec(x1)?;
+        if let Some(k) = a.iter().chain(&c).position(|v| !v.is_finite()) {
+            return Err(Error::invalid("x0/x1", format!("value {k} is not finite")));
+        }
+        let groups: Vec<Vec<usize>> = match (&classes, class_conditional) {
+            (Some(cl), true) => {
+                let mut by: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+                for (i, y) in cl.iter().enumerate() {
+                    by.entry(y.to_bits()).or_default().push(i);
+                }
+                by.into_values().collect()
+            }
+            _ => vec![(0..b).collect()],
+        };
+        let mut index = vec![0usize; b];
+        for rows in &groups {
+            let n = rows.len();
+            let mut cost = vec![0.0f64; n * n];
+            for (p, &i) in rows.iter().enumerate() {
+                let xi = &a[i * d..(i + 1) * d];
+                for (q, &j) in rows.iter().enumerate() {
+                    let yj = &c[j * d..(j + 1) * d];
+                    cost[p * n + q] = xi.iter().zip(yj).map(|(u, v)| (u - v) * (u - v)).sum();
+                }
+            }
+            let local = self.pair_indices(&cost, n, rng)?;
+            for (p, &q) in local.iter().enumerate() {
+                index[rows[p]] = rows[q];
+            }
+        }
+        let idx = Tensor::from_vec(index.iter().map(|&i| i as u32).collect::<Vec<_>>(), b, x1.device())?;
+        let labels = match labels {
+            Some(l) => Some(l.index_select(&idx, 0)?),
+            None => None,
+        };
+        Ok(Coupled { x0: x0.clone(), x1: x1.index_select(&idx, 0)?, labels, index })
+    }
+}
+
+/// Index `j` with `Σ_{k<j} w_k ≤ u·Σw < Σ_{k≤j} w_k`; uniform if `w` is degenerate
+/// (torchcfm falls back to the uniform plan in that case too).
+fn sample_row(w: &[f64], u: f64) -> usize {
+    let total: f64 = w.iter().sum();
+    let n = w.len();
+    if !(total.is_finite() && total > 0.0) {
+        return ((u * n as f64) as usize).min(n - 1);
+    }
+    let target = u * total;
+    let mut acc = 0.0;
+    for (j, wj) in w.iter().enumerate() {
+        acc += wj;
+        if target < acc {
+            return j;
+        }
+    }
+    // Rounding left `target` at the very end: the last positive weight.
+    w.iter().rposition(|&x| x > 0.0).unwrap_or(n - 1)
+}
+
+/// `log Σ exp(v)` of a slice (−∞ for an empty or all −∞ slice).
+fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + v.map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+/// The entropic OT plan between uniform weights, by log-domain Sinkhorn.
+///
+/// Solves `min_π ⟨π, C⟩ − ε H(π)` subject to `π 1 = 1/n_rows`,
+/// `πᵀ 1 = 1/n_cols`: `π = diag(u) K diag(v)`, `K = e^{−C/ε}`, with the
+/// scalings kept as log-potentials `f = ε log u`, `g = ε log v` and updated
+/// by log-sum-exp (`f ← ε log a − ε LSE_j((g_j − C_ij)/ε)`, then the same
+/// for `g`), so small `ε` does not underflow. The cost is used as given (no
+/// normalisation here; [`Coupling::Sinkhorn`] can divide it by its max).
+///
+/// Runs at most `iters` iterations and stops when the row marginals are
+/// within [`SINKHORN_TOL`] in L1; the column marginals are exact (up to
+/// rounding) after every iteration.
+///
+/// # Shapes
+/// - `cost`: `n_rows * n_cols`, row-major
+/// - returns the plan, `n_rows * n_cols`, row-major, summing to 1
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a wrong length, an empty matrix, `reg ≤ 0`,
+/// `iters == 0`, or non-finite costs.
+///
+/// ```
+/// use fm_core::coupling::sinkhorn_plan;
+///
+/// # fn main() -> fm_core::Result<()> {
+/// let plan = sinkhorn_plan(&[0.0, 1.0, 1.0, 0.0], 2, 2, 0.1, 100)?;
+/// // Mass concentrates on the cheap diagonal; marginals are 1/2.
+/// assert!(plan[0] > 0.49 && plan[1] < 0.01);
+/// assert!((plan[0] + plan[1] - 0.5).abs() < 1e-9);
+/// # Ok(())
+/// # }
+/// ```
+pub fn sinkhorn_plan(cost: &[f64], n_rows: usize, n_cols: usize, reg: f64, iters: usize) -> Result<Vec<f64>> {
+    if n_rows == 0 || n_cols == 0 || cost.len() != n_rows * n_cols {
+        return Err(Error::invalid(
+            "cost",
+            format!("has {} entries; expected a non-empty {n_rows} × {n_cols} matrix", cost.len()),
+        ));
+    }
+    Coupling::Sinkhorn { reg, iters, normalize_cost: false }.validate()?;
+    if let Some(k) = cost.iter().position(|c| !c.is_finite()) {
+        return Err(Error::invalid("cost", format!("entry {k} is {}; costs must be finite", cost[k])));
+    }
+    let (n, m) = (n_rows, n_cols);
+    let (log_a, log_b) = (-(n as f64).ln(), -(m as f64).ln());
+    // Scaled: k = −C/ε, F = f/ε, G = g/ε; π_ij = exp(F_i + k_ij + G_j).
+    let k: Vec<f64> = cost.iter().map(|c| -c / reg).collect();
+    let mut f = vec![0.0f64; n];
+    let mut g = vec![0.0f64; m];
+    let mut col_max = vec![0.0f64; m];
+    let mut col_sum = vec![0.0f64; m];
+    let mut row_lse = vec![0.0f64; n];
+    for it in 0..iters {
+        // Row update; the row LSE before it also gives the current row marginals.
+        let mut err = 0.0;
+        for (i, li) in row_lse.iter_mut().enumerate() {
+            let row = &k[i * m..(i + 1) * m];
+            *li = log_sum_exp(row.iter().zip(&g).map(|(kij, gj)| kij + gj));
+            err += ((f[i] + *li).exp() - 1.0 / n as f64).abs();
+        }
+        if it > 0 && err < SINKHORN_TOL {
+            // Columns are exact from the last update; rows within the tolerance.
+            break;
+        }
+        for (fi, li) in f.iter_mut().zip(&row_lse) {
+            *fi = log_a - li;
+        }
+        // Column update, by two row-major passes (max, then sum).
+        col_max.fill(f64::NEG_INFINITY);
+        for i in 0..n {
+            let row = &k[i * m..(i + 1) * m];
+            for (cm, kij) in col_max.iter_mut().zip(row) {
+                *cm = cm.max(kij + f[i]);
+            }
+        }
+        col_sum.fill(0.0);
+        for i in 0..n {
+            let row = &k[i * m..(i + 1) * m];
+            for ((cs, cm), kij) in col_sum.iter_mut().zip(&col_max).zip(row) {
+                *cs += (kij + f[i] - cm).exp();
+            }
+        }
+        for j in 0..m {
+            g[j] = log_b - (col_max[j] + col_sum[j].ln());
+        }
+    }
+    let mut plan = vec![0.0f64; n * m];
+    for i in 0..n {
+        for j in 0..m {
+            plan[i * m + j] = (f[i] + k[i * m + j] + g[j]).exp();
+        }
+    }
+    Ok(plan)
+}
+
+impl fmt::Display for Coupling {
+    /// `independent`, `ot`, or `sinkhorn:REG` (the normalised-cost form
+    /// `--coupling` parses; other Sinkhorn settings print in full).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Coupling::Sinkhorn { reg, iters, normalize_cost } => {
+                if normalize_cost && iters == DEFAULT_SINKHORN_ITERS {
+                    write!(f, "sinkhorn:{reg}")
+                } else {
+                    write!(f, "sinkhorn(reg={reg}, iters={iters}, normalize_cost={normalize_cost})")
+                }
+            }
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+impl FromStr for Coupling {
+    type Err = Error;
+
+    /// `independent` (or `none`), `ot` (or `exact`, `exact-ot`), `sinkhorn`
+    /// or `sinkhorn:REG` (normalised cost, [`DEFAULT_SINKHORN_ITERS`]).
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (name, arg) = match lower.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (lower.as_str(), None),
+        };
+        let c = match (name, arg) {
+            ("independent" | "none" | "indep", None) => Coupling::Independent,
+            ("ot" | "exact" | "exact-ot" | "exact_ot", None) => Coupling::ExactOt,
+            ("sinkhorn", None) => Coupling::sinkhorn_default(),
+            ("sinkhorn", Some(r)) => {
+                let reg: f64 = r
+                    .parse()
+                    .map_err(|_| Error::invalid("coupling", format!("bad Sinkhorn regularisation `{r}`")))?;
+                Coupling::Sinkhorn { reg, iters: DEFAULT_SINKHORN_ITERS, normalize_cost: true }
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "coupling",
+                    format!("unknown coupling `{s}`; valid: independent, ot, sinkhorn, sinkhorn:REG"),
+                ))
+            }
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
