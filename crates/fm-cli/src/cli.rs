@@ -151,6 +151,9 @@ pub struct LikelihoodArgs {
     /// Print one JSON object (`nll`, `nll_stderr`, ...) as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -173,6 +176,9 @@ pub struct DensityArgs {
     /// Print one JSON object with the figure's numbers as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -14,6 +14,7 @@ mod io;
 mod plot;
 mod plot_density;
 mod plot_images;
+mod progress;
 mod record;
 mod solver;
 

@@ -482,3 +482,30 @@ fn plain_runs_record_no_matcher_and_bad_matcher_names_list_the_valid_ones() {
     assert!(fails(&["train", "--matcher", "icfm", "--scheduler", "cosine", "--steps", "1"])
         .contains("--scheduler"));
 }
+
+/// Every subcommand's `--help` carries examples, and every command that can run
+/// for more than a second takes `--quiet` (its progress bar).
+#[test]
+fn every_subcommand_has_examples_and_long_ones_take_quiet() {
+    let subcommands: &[(&[&str], bool)] = &[
+        (&["train"], true),
+        (&["sample"], false),
+        (&["eval"], false),
+        (&["likelihood"], true),
+        (&["plot", "density"], true),
+        (&["analyze", "memorization"], false),
+        (&["analyze", "hybrid"], true),
+        (&["analyze", "alignment"], true),
+        (&["analyze", "gaussian"], false),
+        (&["energies"], true),
+    ];
+    for (sub, long) in subcommands {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let h = ok(&args);
+        assert!(h.contains("Examples:"), "fm {sub:?} --help has no examples:\n{h}");
+        if *long {
+            assert!(h.contains("--quiet"), "fm {sub:?} takes no --quiet:\n{h}");
+        }
+    }
+}

@@ -6,7 +6,7 @@ use fm_core::divergence::Divergence;
 use serde_json::json;
 
 use super::common::load_model;
-use super::likelihood::point_log_likelihoods;
+use super::likelihood::{point_log_likelihoods, Batching};
 use crate::cli::DensityArgs;
 use crate::data::TrainingData;
 use crate::io::print_json;
@@ -56,7 +56,14 @@ pub fn run(a: DensityArgs) -> Result<()> {
             centres.push((y0 + (i as f64 + 0.5) * dy) as f32);
         }
     }
-    let lp = point_log_likelihoods(&m, &centres, &choice, Divergence::Exact, 2500, 0, &device)?;
+    let lp = point_log_likelihoods(
+        &m,
+        &centres,
+        &choice,
+        Divergence::Exact,
+        Batching { batch_size: 2500, seed: 0, quiet: a.quiet },
+        &device,
+    )?;
     let density: Vec<f64> = lp.log_p.iter().map(|v| v.exp()).collect();
     let mass = density.iter().sum::<f64>() * dx * dy;
     let out = a.out.clone().unwrap_or_else(|| m.dir.join("density.png"));

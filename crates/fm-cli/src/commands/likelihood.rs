@@ -43,16 +43,25 @@ pub struct PointLikelihoods {
     pub log_det_jacobian: f64,
 }
 
+/// How the points are processed: batch size, seed of the Hutchinson probes, and
+/// whether to hide the progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub batch_size: usize,
+    pub seed: u64,
+    pub quiet: bool,
+}
+
 /// Log-likelihoods of `points` (row-major, data units) under the loaded model.
 pub fn point_log_likelihoods(
     m: &LoadedModel,
     points: &[f32],
     choice: &SolverChoice,
     divergence: Divergence,
-    batch_size: usize,
-    seed: u64,
+    batching: Batching,
     device: &Device,
 ) -> Result<PointLikelihoods> {
+    let Batching { batch_size, seed, quiet } = batching;
     let dim = m.dim();
     if batch_size == 0 {
         bail!("--batch-size must be at least 1, got 0");
@@ -63,6 +72,8 @@ pub fn point_log_likelihoods(
     let mut rng = SeededRng::for_stream(seed, "likelihood-probes");
     let mut log_p = Vec::with_capacity(points.len() / dim);
     let mut nfe = 0;
+    let n = model_units.len() / dim;
+    let pb = crate::progress::bar(n, quiet, "{bar:30} {pos}/{len} points {per_sec} ETA {eta}");
     for chunk in model_units.chunks(batch_size * dim) {
         let x1 = Tensor::from_vec(chunk.to_vec(), (chunk.len() / dim, dim), device)?;
         let res = match divergence {
@@ -73,7 +84,9 @@ pub fn point_log_likelihoods(
         .with_context(|| format!("likelihood solve with {}", choice.label))?;
         nfe += res.nfe;
         log_p.extend(res.log_p_vec()?);
+        pb.inc((chunk.len() / dim) as u64);
     }
+    pb.finish_and_clear();
     let log_det_jacobian = m.record.transform.as_ref().map_or(0.0, |t| t.log_abs_det_jacobian());
     for v in &mut log_p {
         *v += log_det_jacobian;
@@ -128,7 +141,14 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
     let (points, label) = evaluation_points(&m, &a)?;
     let n = points.len() / m.dim();
     let start = Instant::now();
-    let lp = point_log_likelihoods(&m, &points, &choice, divergence, a.batch_size, a.seed, &device)?;
+    let lp = point_log_likelihoods(
+        &m,
+        &points,
+        &choice,
+        divergence,
+        Batching { batch_size: a.batch_size, seed: a.seed, quiet: a.quiet },
+        &device,
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     let nll: Vec<f64> = lp.log_p.iter().map(|v| -v).collect();
     let (mean, se) = mean_stderr(&nll);

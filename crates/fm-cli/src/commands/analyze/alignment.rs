@@ -96,7 +96,9 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
     let mut ordered = Vec::new();
     let mut rows = Vec::new();
     let mut heat = Heatmap { rows: vec![], columns: a.times.clone(), values: vec![], x_label: "t".into() };
+    let pb = crate::progress::bar(sets.len(), a.quiet, "{bar:30} {pos}/{len} datasets ETA {eta}");
     for set in &sets {
+        pb.inc(1);
         let n = set.train.dim(0)?;
         let d = set.train.dim(1)?;
         let pairs = a.pairs.min(n);
@@ -113,13 +115,15 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
             (0..curve.fractions.len())
                 .fold(0, |k, j| if curve.fractions[j] < curve.fractions[k] { j } else { k });
         let collapse = crossing_time(&curve.times[k_min..], &curve.fractions[k_min..], a.level)?;
-        log(format!(
-            "{:<9} {:>6} {:>6}  {}",
-            set.name,
-            tc.map_or("-".into(), |t| format!("{t:.3}")),
-            collapse.map_or("-".into(), |t| format!("{t:.3}")),
-            curve.fractions.iter().map(|f| format!("{f:>5.2}")).collect::<Vec<_>>().join(" ")
-        ));
+        pb.suspend(|| {
+            log(format!(
+                "{:<9} {:>6} {:>6}  {}",
+                set.name,
+                tc.map_or("-".into(), |t| format!("{t:.3}")),
+                collapse.map_or("-".into(), |t| format!("{t:.3}")),
+                curve.fractions.iter().map(|f| format!("{f:>5.2}")).collect::<Vec<_>>().join(" ")
+            ))
+        });
         for ((t, f), c) in curve.times.iter().zip(&curve.fractions).zip(&curve.mean_cosines) {
             rows.push(vec![
                 set.name.clone(),

@@ -52,9 +52,11 @@ pub fn run(a: HybridArgs) -> Result<()> {
     let mut medians = Vec::with_capacity(taus.len());
     let mut means = Vec::with_capacity(taus.len());
     let mut rows = Vec::with_capacity(taus.len());
+    let pb = crate::progress::bar(taus.len(), a.quiet, "{bar:30} {pos}/{len} τ values ETA {eta}");
     for &tau in &taus {
         let (med, mean, nfe) = nn_at(tau)?;
-        log(format!("{tau:>6} {med:>14.4e} {mean:>14.4e} {nfe:>6}"));
+        pb.inc(1);
+        pb.suspend(|| log(format!("{tau:>6} {med:>14.4e} {mean:>14.4e} {nfe:>6}")));
         medians.push(med);
         means.push(mean);
         rows.push(vec![tau.to_string(), med.to_string(), mean.to_string(), nfe.to_string()]);

@@ -98,6 +98,9 @@ pub struct HybridArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -140,6 +143,9 @@ pub struct AlignmentArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -22,7 +22,7 @@ use fm_data::Standardizer;
 use fm_models::checkpoint::{self, CheckpointConfig, CONFIG_FILE};
 use fm_models::flows::NormalizingFlow;
 use fm_models::ModelConfig;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, TrainingData};
@@ -245,9 +245,7 @@ pub fn flow_log_likelihoods(
 
 /// A progress bar on stderr (hidden with `quiet` or when stderr is not a terminal).
 pub fn progress_bar(len: usize, done: usize, quiet: bool, template: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    pb.set_draw_target(if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
-    pb.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let pb = crate::progress::bar(len, quiet, template);
     pb.set_position(done as u64);
     pb.reset_eta();
     pb
