@@ -31,6 +31,16 @@ pub struct ImageInfo {
     pub levels: u16,
 }
 
+impl ImageInfo {
+    /// Bits per dimension from the mean NLL (nats per image) of the density over
+    /// z = 2y − 1, y = (pixel + u)/L: the discrete model's
+    /// −log P(pixels) ≤ NLL − D log(2/L), divided by D ln 2.
+    pub fn bits_per_dim(&self, nll_mean: f64) -> f64 {
+        let d = (self.channels * self.height * self.width) as f64;
+        (nll_mean - d * (2.0 / self.levels as f64).ln()) / (d * std::f64::consts::LN_2)
+    }
+}
+
 /// Where training batches come from, in model units.
 pub struct TrainingData {
     spec: DataSpec,

@@ -191,5 +191,36 @@ fn image_data_trains_and_reports_bits_per_dim() {
     let bpd = j["bits_per_dim"].as_f64().unwrap_or(f64::NAN);
     // 17 levels: a uniform model scores log2(17) ≈ 4.09 bits/dim; anything finite and positive is sane here.
     assert!(bpd.is_finite() && bpd > 0.0 && bpd < 20.0, "{j}");
+    // bits/dim = (NLL − D ln(2/L)) / (D ln 2) with D = 64 pixels and L = 17 levels.
+    let nll = j["nll"].as_f64().unwrap_or(f64::NAN);
+    let expected = (nll - 64.0 * (2.0f64 / 17.0).ln()) / (64.0 * std::f64::consts::LN_2);
+    assert!((bpd - expected).abs() < 1e-9, "{bpd} vs {expected}");
+
+    // A RealNVP flow on the same images: the training report and `fm likelihood`
+    // give the same exact bits/dim on the dequantized test split.
+    let nvp = dir.join("nvp");
+    let t = ok_json(&[
+        "train",
+        "--model",
+        "realnvp",
+        "--layers",
+        "2",
+        "--hidden",
+        "16",
+        "--data",
+        &data,
+        "--steps",
+        "20",
+        "--out",
+        s(&nvp),
+        "--quiet",
+        "--sample-n",
+        "20",
+        "--json",
+    ]);
+    let l = ok_json(&["likelihood", "--checkpoint", s(&nvp), "--json"]);
+    let (bt, bl) =
+        (t["bits_per_dim"].as_f64().unwrap_or(f64::NAN), l["bits_per_dim"].as_f64().unwrap_or(f64::NAN));
+    assert!(bt.is_finite() && (bt - bl).abs() < 1e-9, "train {t}\nlikelihood {l}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -163,10 +163,7 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
     };
     // Bits per dimension for images: the model's density is over z = 2y − 1 with
     // y = (pixel + u)/L, so log P(pixels) ≥ E_u[log p_z(z)] + D log(2/L).
-    let bits_per_dim = TrainingData::from_record(&m.record)?.image_info().map(|info| {
-        let d = m.dim() as f64;
-        (mean - d * (2.0 / info.levels as f64).ln()) / (d * std::f64::consts::LN_2)
-    });
+    let bits_per_dim = TrainingData::from_record(&m.record)?.image_info().map(|info| info.bits_per_dim(mean));
     let log = |t: String| if a.json { eprintln!("{t}") } else { println!("{t}") };
     log(format!("{n} points of {label}; {}, {div_label}; {} NFE in {seconds:.1} s", choice.label, lp.nfe));
     log(format!(

@@ -86,7 +86,8 @@ fn evaluation_points(m: &LoadedFlow, a: &LikelihoodArgs) -> Result<(Vec<f32>, St
             m.dim()
         );
     }
-    Ok((data.reference(a.n, a.seed)?, label))
+    // Toys: fresh test points; images: the dequantized test split (as bits/dim assume).
+    Ok((data.likelihood_points(a.n, a.seed)?, label))
 }
 
 /// `fm likelihood --checkpoint FLOWDIR`: the exact NLL by the change of variables.
@@ -120,8 +121,13 @@ pub fn likelihood(a: LikelihoodArgs) -> Result<()> {
             String::new()
         }
     ));
+    let bits_per_dim = ckpt_data.image_info().map(|info| info.bits_per_dim(mean));
+    if let Some(bpd) = bits_per_dim {
+        log(format!("{bpd:.4} bits/dim (dequantized test images; [−1, 1] scaling accounted for)"));
+    }
     if a.json {
         print_json(&json!({
+            "bits_per_dim": bits_per_dim,
             "nll": mean,
             "nll_stderr": se,
             "n": n,
