@@ -7,7 +7,7 @@ use fm_core::energy::TestEnergy;
 use fm_core::SeededRng;
 use fm_models::checkpoint::{self, varmap_tensors};
 use fm_models::flows::{
-    annealed_beta, ActNorm, CouplingMask, FlowLayer, NormalizingFlow, PlanarConfig, PlanarLayer,
+    annealed_beta, ActNorm, CouplingMask, FlowLayer, LogitLayer, NormalizingFlow, PlanarConfig, PlanarLayer,
     RealNvpConfig,
 };
 use fm_models::{Activation, CheckpointConfig, ModelConfig};
@@ -33,6 +33,7 @@ fn realnvp_config(dim: usize, mask: CouplingMask, actnorm: bool) -> RealNvpConfi
         scale_factor: 2.0,
         mask,
         actnorm,
+        logit: None,
     }
 }
 
@@ -172,6 +173,7 @@ fn checkerboard_coupling_is_exact() -> Result<()> {
         scale_factor: 1.0,
         mask: CouplingMask::Checkerboard { height: 2, width: 3 },
         actnorm: false,
+        logit: None,
     };
     assert_eq!(cfg.mask(0)[..6], [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
     assert_eq!(cfg.mask(0)[6..], cfg.mask(0)[..6]);
@@ -443,5 +445,34 @@ fn checkpoint_round_trip_gives_identical_log_prob() -> Result<()> {
         assert_eq!(flow.log_prob(&x)?.to_vec1::<f32>()?, restored.log_prob(&x)?.to_vec1::<f32>()?);
         let _ = std::fs::remove_dir_all(&dir);
     }
+    Ok(())
+}
+
+#[test]
+fn logit_layer_round_trips_and_its_log_det_is_the_jacobian() -> Result<()> {
+    let layer = LogitLayer::new(4, 0.05)?;
+    // Data in [−1, 1], ends included (dequantized pixels can reach them).
+    let x_rows = [[-1.0f64, -0.3, 0.4, 1.0], [0.999, -0.999, 0.0, 0.5]];
+    for p in x_rows {
+        let x = Tensor::new(&p[..], &DEV)?.unsqueeze(0)?;
+        let (z, ld_inv) = layer.inverse(&x)?;
+        let (back, ld_fwd) = layer.forward(&z)?;
+        assert!(max_abs(&(&back - &x)?)? < 1e-12);
+        assert!(max_abs(&(&ld_inv + &ld_fwd)?)? < 1e-10);
+        let want = log_abs_det(fd_jacobian(|t| Ok(layer.inverse(t)?.0), &p)?, 4);
+        assert!((ld_inv.to_vec1::<f64>()?[0] - want).abs() < 1e-5, "{ld_inv} vs {want}");
+    }
+    assert!(LogitLayer::new(4, 0.5).is_err() && LogitLayer::new(4, -0.1).is_err());
+    // In a RealNVP config: the flow's density includes the layer's Jacobian.
+    let cfg = RealNvpConfig { logit: Some(0.05), ..realnvp_config(4, CouplingMask::Halves, false) };
+    let (flow, _vm) =
+        NormalizingFlow::init(&ModelConfig::RealNvp(cfg), &mut SeededRng::new(3), DType::F64, &DEV)?;
+    assert_eq!(flow.layers().len(), 3);
+    let x = Tensor::new(&x_rows[1][..], &DEV)?.unsqueeze(0)?;
+    let (z, ld) = flow.inverse(&x)?;
+    let direct = (flow.base_log_prob(&z)? + ld)?;
+    assert!(max_abs(&(flow.log_prob(&x)? - direct)?)? < 1e-12);
+    let bad = RealNvpConfig { logit: Some(0.7), ..realnvp_config(4, CouplingMask::Halves, false) };
+    assert!(bad.validate().is_err());
     Ok(())
 }

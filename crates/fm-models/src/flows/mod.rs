@@ -17,10 +17,13 @@
 //!   f64), exact to round-off and with exact gradients.
 //! - [`AffineCoupling`] (RealNVP) and [`ActNorm`]: both directions exact and
 //!   equally cheap.
+//! - [`LogitLayer`]: RealNVP's parameter-free logit pre-processing for images
+//!   in `[−1, 1]`, placed at the data end so its Jacobian is in every density.
 //!
 //! Log-determinants: `forward` returns `log|det ∂y/∂x|`, `inverse` returns
 //! `log|det ∂x/∂y|`, so for `y = f(x)` the two sum to zero.
 mod actnorm;
+mod logit;
 mod normalizing_flow;
 mod planar;
 mod realnvp;
@@ -28,6 +31,7 @@ mod realnvp;
 use candle::Tensor;
 
 pub use actnorm::ActNorm;
+pub use logit::LogitLayer;
 pub use normalizing_flow::{annealed_beta, NormalizingFlow};
 pub use planar::{PlanarConfig, PlanarLayer};
 pub use realnvp::{checkerboard_mask, halves_mask, AffineCoupling, CouplingMask, RealNvpConfig};

@@ -4,7 +4,9 @@ use candle::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fm_core::SeededRng;
 
-use super::{init_varmap, ActNorm, AffineCoupling, FlowLayer, PlanarConfig, PlanarLayer, RealNvpConfig};
+use super::{
+    init_varmap, ActNorm, AffineCoupling, FlowLayer, LogitLayer, PlanarConfig, PlanarLayer, RealNvpConfig,
+};
 use crate::{Error, ModelConfig, Result};
 
 /// A normalizing flow `x = f_K ∘ … ∘ f_1(z₀)`, `z₀ ~ N(0, I_d)`.
@@ -105,6 +107,9 @@ impl NormalizingFlow {
                         c.scale_factor,
                         vk.pp("coupling"),
                     )?));
+                }
+                if let Some(gamma) = c.logit {
+                    layers.push(Box::new(LogitLayer::new(c.dim, gamma)?));
                 }
                 layers
             }

@@ -80,6 +80,10 @@ pub struct RealNvpConfig {
     /// Whether each coupling is preceded by a learnable per-dimension affine [`super::ActNorm`].
     #[serde(default)]
     pub actnorm: bool,
+    /// RealNVP's logit pre-processing with margin `γ` ([`super::LogitLayer`]) at
+    /// the data end, for images scaled to `[−1, 1]`; `None` for other data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit: Option<f64>,
 }
 
 impl RealNvpConfig {
@@ -94,6 +98,7 @@ impl RealNvpConfig {
             scale_factor: default_scale_factor(),
             mask: CouplingMask::Halves,
             actnorm: false,
+            logit: None,
         }
     }
 
@@ -119,6 +124,14 @@ impl RealNvpConfig {
                 field: "scale_factor",
                 reason: format!("must be finite and positive, got {}", self.scale_factor),
             });
+        }
+        if let Some(g) = self.logit {
+            if !(0.0..0.5).contains(&g) {
+                return Err(Error::Config {
+                    field: "logit",
+                    reason: format!("γ must be in [0, 0.5), got {g}"),
+                });
+            }
         }
         if let CouplingMask::Checkerboard { height, width } = self.mask {
             let hw = height * width;

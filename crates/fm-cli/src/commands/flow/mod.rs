@@ -154,9 +154,15 @@ pub fn describe_model(m: &ModelConfig) -> String {
     match m {
         ModelConfig::Planar(c) => format!("planar flow, K = {}", c.layers),
         ModelConfig::RealNvp(c) => format!(
-            "RealNVP flow, K = {} couplings with {} conditioners",
+            "RealNVP flow, K = {} {}couplings with {} conditioners{}",
             c.layers,
-            c.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-")
+            if matches!(c.mask, fm_models::flows::CouplingMask::Checkerboard { .. }) {
+                "checkerboard "
+            } else {
+                ""
+            },
+            c.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
+            c.logit.map_or(String::new(), |g| format!(", logit pre-processing (γ = {g})"))
         ),
         other => format!("{other:?}"),
     }

@@ -17,7 +17,10 @@ use candle_nn::VarMap;
 use fm_core::metrics::SampleMetrics;
 use fm_core::SeededRng;
 use fm_models::checkpoint::{self, varmap_tensors};
-use fm_models::flows::{NormalizingFlow, PlanarConfig, RealNvpConfig};
+use fm_models::flows::{CouplingMask, NormalizingFlow, PlanarConfig, RealNvpConfig};
+
+/// RealNVP's logit margin γ for images (Dinh et al. 2017).
+const IMAGE_LOGIT_GAMMA: f64 = 0.05;
 use fm_models::optim::{Adam, AdamParams};
 use fm_models::{resume, Activation, CheckpointConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
@@ -212,6 +215,11 @@ impl FlowSession {
                 _ => {
                     let mut c = RealNvpConfig::new(data.dim(), s.layers, &s.hidden);
                     c.activation = s.activation;
+                    if let Some(info) = data.image_info() {
+                        // Images: RealNVP's checkerboard masks and logit pre-processing.
+                        c.mask = CouplingMask::Checkerboard { height: info.height, width: info.width };
+                        c.logit = Some(IMAGE_LOGIT_GAMMA);
+                    }
                     ModelConfig::RealNvp(c)
                 }
             },
