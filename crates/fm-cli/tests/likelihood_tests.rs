@@ -218,6 +218,7 @@ fn image_data_trains_and_reports_bits_per_dim() {
         "20",
         "--json",
     ]);
+    assert!(nvp.join("samples.png").is_file(), "an image grid of the flow's samples");
     let l = ok_json(&["likelihood", "--checkpoint", s(&nvp), "--json"]);
     let (bt, bl) =
         (t["bits_per_dim"].as_f64().unwrap_or(f64::NAN), l["bits_per_dim"].as_f64().unwrap_or(f64::NAN));

@@ -514,6 +514,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             &gen.trajectory,
         )?;
         plot_path = Some(p);
+    } else if let Some(info) = data.image_info() {
+        let p = r.out.join("samples.png");
+        let k = sample_n.min(100);
+        crate::plot_images::image_grid(&p, &gen.samples[..k * dim], info, 10, 4)?;
+        plot_path = Some(p);
     }
     let bits_per_dim = data.image_info().map(|info| info.bits_per_dim(nll_mean));
     let report = json!({
