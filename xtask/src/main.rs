@@ -6,16 +6,27 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     run what CI runs, plus the lints: fmt check, clippy -D warnings, docs, tests
+  bench  fm against PyTorch on the same workloads (see `cargo xtask bench --help`)
   help   this message";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_else(|| "help".into());
     match task.as_str() {
         "ci" => ci(),
+        "bench" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", bench::USAGE);
+                return Ok(());
+            }
+            bench::run(&args)
+        }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

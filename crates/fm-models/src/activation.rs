@@ -6,6 +6,7 @@ use std::str::FromStr;
 use candle::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::fused_activation::Fused;
 use crate::{Error, Result};
 
 /// A pointwise nonlinearity. All of them pass gradients back (unlike some of
@@ -59,9 +60,10 @@ impl Activation {
     /// Applies the activation.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Activation::Elu => x.elu(1.0)?,
-            Activation::Silu => x.silu()?,
-            Activation::Selu => (x.elu(SELU_ALPHA)? * SELU_SCALE)?,
+            // Fused forward and backward passes (bit-identical to candle's ops).
+            Activation::Elu => Fused::Elu(1.0).forward(x)?,
+            Activation::Silu => Fused::Silu.forward(x)?,
+            Activation::Selu => (Fused::Elu(SELU_ALPHA).forward(x)? * SELU_SCALE)?,
             Activation::Relu => x.relu()?,
             Activation::Tanh => x.tanh()?,
         })

@@ -34,7 +34,10 @@ mod activation;
 pub mod checkpoint;
 mod error;
 pub mod flows;
+mod fused_activation;
+mod fused_adam;
 mod mlp;
+mod mlp_train;
 pub mod optim;
 pub mod resume;
 
@@ -43,3 +46,4 @@ pub use checkpoint::{CheckpointConfig, ModelConfig};
 pub use error::{Error, Result};
 pub use flows::NormalizingFlow;
 pub use mlp::{MlpConfig, VelocityMlp};
+pub use mlp_train::{mlp_cfm_train_step, MlpGradients};

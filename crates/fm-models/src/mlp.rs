@@ -139,6 +139,23 @@ impl VelocityMlp {
         Ok((Self::new(config, vb)?, varmap))
     }
 
+    /// A copy whose weights are plain tensors (sharing storage with `self`'s),
+    /// not variables: evaluating it builds no autograd graph, which is what
+    /// inference (sampling, likelihood) wants.
+    pub fn detached(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Linear::new(l.weight().detach(), l.bias().map(|b| b.detach())))
+            .collect();
+        Ok(Self { config: self.config.clone(), layers })
+    }
+
+    /// The linear layers, input to output.
+    pub(crate) fn layers(&self) -> &[Linear] {
+        &self.layers
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &MlpConfig {
         &self.config

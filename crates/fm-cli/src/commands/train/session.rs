@@ -8,14 +8,13 @@ use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fm_core::likelihood::cnf_nll_loss_exact;
-use fm_core::loss::cfm_train_step;
 use fm_core::matcher::{matcher_train_step, Matcher};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
 use fm_models::checkpoint::{self, varmap_tensors};
 use fm_models::optim::{Adam, AdamParams};
-use fm_models::{resume, CheckpointConfig, MlpConfig, ModelConfig, VelocityMlp};
+use fm_models::{mlp_cfm_train_step, resume, CheckpointConfig, MlpConfig, ModelConfig, VelocityMlp};
 use serde::{Deserialize, Serialize};
 
 use super::settings::{validate_numbers, Objective, Resolved};
@@ -166,7 +165,8 @@ impl Session {
         let loss = match self.settings.objective {
             Objective::Cfm => match &self.settings.matcher {
                 Some(m) => matcher_train_step(&self.model, m, &mut self.opt, &x1, &mut self.train_rng)?,
-                None => cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
+                // Explicit backward pass: same draws and loss as fm-core's `cfm_train_step`, faster.
+                None => mlp_cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
             },
             Objective::Likelihood { steps } => {
                 // Forward-mode exact divergence: first-order autograd only.

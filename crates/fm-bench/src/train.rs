@@ -1,0 +1,45 @@
+//! The CFM training step: MLP `3 → 256 → 256 → 256 → 2` (SiLU), AdamW, f32.
+
+use candle::{Device, Tensor};
+use fm_core::path::AffinePath;
+use fm_core::scheduler::SchedulerKind;
+use fm_core::SeededRng;
+use fm_models::optim::{Adam, AdamParams};
+use fm_models::{mlp_cfm_train_step, VelocityMlp};
+
+use crate::fixtures::{bench_mlp_config, deterministic_mlp, points};
+use crate::workload::{RunInfo, Workload};
+use crate::Result;
+
+/// One CFM step per run on a fixed data batch, with fresh `t` and `x₀` each step
+/// (as `fm train` does, with its explicit backward pass); AdamW with PyTorch's defaults (`lr = 1e-3`, `weight_decay = 0.01`).
+pub struct CfmTraining {
+    model: VelocityMlp,
+    opt: Adam,
+    path: AffinePath<SchedulerKind>,
+    x1: Tensor,
+    rng: SeededRng,
+}
+
+impl CfmTraining {
+    /// The workload for batch size `batch`.
+    pub fn new(batch: usize) -> Result<Self> {
+        let device = Device::Cpu;
+        let (model, varmap) = deterministic_mlp(&bench_mlp_config(), &device)?;
+        let opt = Adam::new(&varmap, AdamParams { weight_decay: 0.01, ..AdamParams::default() })?;
+        Ok(Self {
+            model,
+            opt,
+            path: AffinePath::new(SchedulerKind::CondOt),
+            x1: points(batch, 2, &device)?,
+            rng: SeededRng::new(0),
+        })
+    }
+}
+
+impl Workload for CfmTraining {
+    fn run(&mut self) -> Result<RunInfo> {
+        mlp_cfm_train_step(&self.model, &self.path, &mut self.opt, &self.x1, &mut self.rng)?;
+        Ok(RunInfo::default())
+    }
+}

@@ -1,0 +1,373 @@
+//! `cargo xtask bench`: fm's workloads against the same workloads in PyTorch
+//! (torchcfm, torchdiffeq), alternated in one loop so that machine noise hits
+//! both, with one markdown table at the end.
+//!
+//! The fm side is the `fm-bench` binary (crates/fm-bench), the PyTorch side
+//! `xtask/python/peer.py` in a virtual environment under `target/bench-venv`
+//! (created, and torch, torchcfm and torchdiffeq installed from the package
+//! registry, when missing). Both run as long-lived children answering
+//! `NAME ITERS` requests with JSON lines.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+pub const USAGE: &str = "cargo xtask bench [--quick] [--threads 1,2] [--reps N] [--no-peer] [--out FILE.md]
+  --quick     smoke run: small sizes, one repetition, no thresholds
+  --threads   thread counts to run at (candle: RAYON_NUM_THREADS, torch.set_num_threads); default 1,2
+  --reps      repetitions of the alternating loop (default 5; medians are reported)
+  --no-peer   fm only, no PyTorch
+  --out       also write the table there (default target/bench/report.md)";
+
+/// Workloads, with how many runs one request makes (full, quick).
+const WORKLOADS: &[(&str, &str, usize)] = &[
+    ("train_b256", "CFM train step, MLP 3-256-256-256-2 SiLU, AdamW, batch 256", 40),
+    ("train_b4096", "CFM train step, same MLP, batch 4096", 4),
+    ("sample_euler100", "sample 10,000 points, Euler 100 steps", 1),
+    ("sample_dopri5", "sample 10,000 points, Dopri5 rtol=atol=1e-5", 1),
+    ("likelihood_exact", "likelihood of 1,000 points, exact divergence, RK4 25 steps", 1),
+    ("likelihood_hutchinson", "likelihood of 1,000 points, Hutchinson (1 probe), RK4 25 steps", 2),
+    ("closed_form", "closed-form velocity n=10,000, d=784, b=256", 4),
+    ("ot_coupling", "exact OT coupling, batch 256 (2-D)", 10),
+    ("gemm", "f32 GEMM 1024³ (peak rate)", 10),
+];
+
+/// Workloads whose peak memory is compared.
+const MEMORY_WORKLOADS: &[&str] =
+    &["sample_euler100", "sample_dopri5", "likelihood_exact", "likelihood_hutchinson"];
+
+struct Options {
+    quick: bool,
+    threads: Vec<usize>,
+    reps: usize,
+    peer: bool,
+    out: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        quick: false,
+        threads: vec![1, 2],
+        reps: 5,
+        peer: true,
+        out: PathBuf::from("target/bench/report.md"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value =
+            |flag: &str| it.next().cloned().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--no-peer" => o.peer = false,
+            "--threads" => {
+                let v = value("--threads")?;
+                o.threads = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .with_context(|| format!("--threads: expected counts like 1,2, got `{v}`"))?;
+            }
+            "--reps" => {
+                let v = value("--reps")?;
+                o.reps = v.parse().ok().filter(|&n| n > 0).with_context(|| format!("--reps: got `{v}`"))?;
+            }
+            "--out" => o.out = PathBuf::from(value("--out")?),
+            other => bail!("unknown flag `{other}`\n{USAGE}"),
+        }
+    }
+    if o.quick && !args.iter().any(|a| a == "--reps") {
+        o.reps = 1;
+    }
+    Ok(o)
+}
+
+/// A long-lived benchmark child answering `NAME ITERS` with a JSON line.
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    what: &'static str,
+}
+
+impl Server {
+    fn start(mut cmd: Command, what: &'static str) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start the {what} benchmark process"))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        Ok(Self { child, stdin, stdout, what })
+    }
+
+    fn request(&mut self, name: &str, iters: usize) -> Result<Reply> {
+        writeln!(self.stdin, "{name} {iters}").and_then(|_| self.stdin.flush())?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            bail!("the {} side died on `{name}` (see its error above)", self.what);
+        }
+        Reply::parse(&line)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Reply {
+    secs: Vec<f64>,
+    nfe: Option<f64>,
+    flops: Option<f64>,
+}
+
+impl Reply {
+    fn parse(line: &str) -> Result<Self> {
+        let secs = json_field(line, "secs")
+            .and_then(|v| {
+                v.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| s.trim().parse::<f64>().ok())
+                    .collect::<Option<Vec<_>>>()
+            })
+            .with_context(|| format!("malformed reply `{}`", line.trim()))?;
+        Ok(Self { secs, nfe: json_number(line, "nfe"), flops: json_number(line, "flops") })
+    }
+}
+
+/// The raw text of `"key": VALUE` in a flat JSON object (arrays of numbers allowed).
+fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":");
+    let start = line.find(&pat)? + pat.len();
+    let rest = line[start..].trim_start();
+    let end = if rest.starts_with('[') { rest.find(']')? + 1 } else { rest.find([',', '}'])? };
+    Some(rest[..end].trim())
+}
+
+fn json_number(line: &str, key: &str) -> Option<f64> {
+    json_field(line, key)?.parse().ok()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// The venv's python with torch, torchcfm and torchdiffeq, installing them when missing.
+fn peer_python() -> Result<PathBuf> {
+    let venv = target_dir().join("bench-venv");
+    let python = venv.join("bin").join("python");
+    let ready = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import torch, torchcfm, torchdiffeq"])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if python.exists() && ready(&python) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        eprintln!("creating the PyTorch environment in {}", venv.display());
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success());
+        if !matches!(ok, Ok(true)) {
+            bail!("cannot create a Python virtual environment (is python3 with venv installed?)");
+        }
+    }
+    // PyPI's Linux torch wheel is the CUDA build: it needs the nvidia-* wheels
+    // to import at all, even on a CPU-only machine (~3 GB in all).
+    eprintln!("installing torch, torchcfm and torchdiffeq from the package registry (large download, once)");
+    let ok = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "torch", "torchcfm", "torchdiffeq"])
+        .status()
+        .map(|s| s.success());
+    if !matches!(ok, Ok(true)) || !ready(&python) {
+        bail!("could not install torch, torchcfm and torchdiffeq into {}", venv.display());
+    }
+    Ok(python)
+}
+
+/// Peak memory of one run in a fresh process: `(peak increase over the RSS
+/// before the run, peak RSS)`, in MiB.
+fn memory(mut cmd: Command) -> Result<(f64, f64)> {
+    let out = cmd.stderr(Stdio::inherit()).output().context("cannot run the memory probe")?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let before = json_number(&line, "rss_before_kib").with_context(|| format!("malformed reply `{line}`"))?;
+    let peak = json_number(&line, "peak_kib").with_context(|| format!("malformed reply `{line}`"))?;
+    Ok(((peak - before) / 1024.0, peak / 1024.0))
+}
+
+#[derive(Default)]
+struct Row {
+    fm: Vec<f64>,
+    peer: Vec<f64>,
+    ratio: Vec<f64>,
+    fm_nfe: Option<f64>,
+    peer_nfe: Option<f64>,
+    flops: Option<f64>,
+}
+
+fn fmt_time(s: f64) -> String {
+    if !s.is_finite() {
+        "—".into()
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    let status = Command::new(cargo())
+        .args(["build", "--release", "-p", "fm-bench", "--bin", "fm-bench"])
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building fm-bench failed");
+    }
+    let fm_bin = target_dir().join("release").join("fm-bench");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join("peer.py");
+    let python = if o.peer {
+        match peer_python() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("PyTorch side unavailable, running fm only: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let quick_flag: &[&str] = if o.quick { &["--quick"] } else { &[] };
+
+    let mut table = String::new();
+    table.push_str(
+        "| workload | threads | fm | PyTorch | PyTorch time / fm time | GFLOP/s (fm; % of measured peak) |\n|---|---|---|---|---|---|\n",
+    );
+    for &threads in &o.threads {
+        let t = threads.to_string();
+        let mut cmd = Command::new(&fm_bin);
+        cmd.arg("serve").args(quick_flag).env("RAYON_NUM_THREADS", &t);
+        let mut fm = Server::start(cmd, "fm")?;
+        let mut peer = match &python {
+            Some(p) => {
+                let mut cmd = Command::new(p);
+                cmd.arg(&script).arg("serve").args(quick_flag).args(["--threads", &t]);
+                cmd.env("OMP_NUM_THREADS", &t).env("MKL_NUM_THREADS", &t);
+                Some(Server::start(cmd, "PyTorch")?)
+            }
+            None => None,
+        };
+        let mut rows: Vec<Row> = WORKLOADS.iter().map(|_| Row::default()).collect();
+        for rep in 0..o.reps {
+            eprintln!("threads {threads}: repetition {}/{}", rep + 1, o.reps);
+            for (i, (name, _, iters)) in WORKLOADS.iter().enumerate() {
+                let iters = if o.quick { 1 } else { *iters };
+                // Alternate who goes first, so that slow drifts hit both.
+                let mut replies = (None, None);
+                for side in 0..2 {
+                    if (side + rep) % 2 == 0 {
+                        replies.0 = Some(fm.request(name, iters)?);
+                    } else if let Some(p) = peer.as_mut() {
+                        replies.1 = Some(p.request(name, iters)?);
+                    }
+                }
+                let row = &mut rows[i];
+                if let Some(r) = replies.0 {
+                    let m = median(&r.secs);
+                    row.fm.push(m);
+                    row.fm_nfe = r.nfe;
+                    row.flops = r.flops;
+                    if let Some(p) = replies.1 {
+                        let pm = median(&p.secs);
+                        row.peer.push(pm);
+                        row.ratio.push(pm / m);
+                        row.peer_nfe = p.nfe;
+                    }
+                }
+            }
+        }
+        let gemm = WORKLOADS.iter().position(|w| w.0 == "gemm").unwrap_or(0);
+        let rate = |r: &[f64], flops: Option<f64>| flops.map(|f| f / median(r) / 1e9);
+        // The machine's measured peak: the faster of the two GEMMs.
+        let peak = [rate(&rows[gemm].fm, rows[gemm].flops), rate(&rows[gemm].peer, rows[gemm].flops)]
+            .into_iter()
+            .flatten()
+            .filter(|r| r.is_finite())
+            .fold(f64::NAN, f64::max);
+        for ((name, label, _), row) in WORKLOADS.iter().zip(&rows) {
+            let nfe = |n: Option<f64>| n.map(|n| format!(" (NFE {n})")).unwrap_or_default();
+            let fm_cell = format!("{}{}", fmt_time(median(&row.fm)), nfe(row.fm_nfe));
+            let peer_cell = if row.peer.is_empty() {
+                "—".into()
+            } else {
+                format!("{}{}", fmt_time(median(&row.peer)), nfe(row.peer_nfe))
+            };
+            let ratio =
+                if row.ratio.is_empty() { "—".into() } else { format!("{:.2}×", median(&row.ratio)) };
+            let flop = match rate(&row.fm, row.flops) {
+                Some(r) if *name == "gemm" => format!("{r:.0} (peak {peak:.0})"),
+                Some(r) => format!("{r:.0}; {:.0} %", 100.0 * r / peak),
+                None => String::new(),
+            };
+            table
+                .push_str(&format!("| {label} | {threads} | {fm_cell} | {peer_cell} | {ratio} | {flop} |\n"));
+        }
+    }
+
+    // Peak memory, each run in a fresh process, one thread.
+    table.push_str("\n| peak memory of one run (MiB above the RSS before it; total peak RSS) | fm | PyTorch |\n|---|---|---|\n");
+    for name in MEMORY_WORKLOADS {
+        let mut cmd = Command::new(&fm_bin);
+        cmd.args(["mem", name]).args(quick_flag).env("RAYON_NUM_THREADS", "1");
+        let (fm_inc, fm_peak) = memory(cmd)?;
+        let peer_cell = match &python {
+            Some(p) => {
+                let mut cmd = Command::new(p);
+                cmd.arg(&script).args(["mem", name]).args(quick_flag).args(["--threads", "1"]);
+                let (inc, peak) = memory(cmd)?;
+                format!("{inc:.1} ({peak:.0})")
+            }
+            None => "—".into(),
+        };
+        table.push_str(&format!("| {name} | {fm_inc:.1} ({fm_peak:.0}) | {peer_cell} |\n"));
+    }
+
+    println!("\n{table}");
+    if let Some(dir) = o.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("--out {}", o.out.display()))?;
+    }
+    std::fs::write(&o.out, &table).with_context(|| format!("--out {}", o.out.display()))?;
+    eprintln!("table written to {}", o.out.display());
+    Ok(())
+}
