@@ -47,6 +47,7 @@ use std::str::FromStr;
 use candle::{DType, Tensor};
 
 use crate::assignment::linear_sum_assignment;
+use crate::sinkhorn::sinkhorn;
 use crate::{to_f64_vec, Error, Result, SeededRng};
 
 /// Default entropic regularisation of `--coupling sinkhorn` (torchcfm's
@@ -54,11 +55,16 @@ use crate::{to_f64_vec, Error, Result, SeededRng};
 pub const DEFAULT_SINKHORN_REG: f64 = 0.05;
 
 /// Default maximum number of Sinkhorn iterations.
-pub const DEFAULT_SINKHORN_ITERS: usize = 200;
+pub const DEFAULT_SINKHORN_ITERS: usize = 1000;
 
-/// Sinkhorn stops early once the L1 error of the row marginals is below
-/// this (POT's default `stopThr = 1e-9`).
+/// [`sinkhorn_plan`] stops early once the L1 error of the row marginals is
+/// below this (POT's default `stopThr = 1e-9`).
 pub const SINKHORN_TOL: f64 = 1e-9;
+
+/// [`Coupling::Sinkhorn`] stops at this L1 row-marginal error: it only
+/// samples one column per row from the row-normalised plan, for which a
+/// relative marginal error of 10⁻⁶ is far below the sampling noise.
+pub const COUPLING_SINKHORN_TOL: f64 = 1e-6;
 
 /// How a minibatch of source and data samples is paired.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -70,13 +76,13 @@ pub enum Coupling {
     /// The exact minibatch optimal transport permutation for the squared
     /// Euclidean cost.
     ExactOt,
-    /// Entropic OT by log-domain Sinkhorn, then one data index sampled per
+    /// Entropic OT by stabilised Sinkhorn, then one data index sampled per
     /// source row from the plan (with replacement).
     Sinkhorn {
         /// Entropic regularisation `ε > 0` (on the normalised cost when
         /// `normalize_cost`).
         reg: f64,
-        /// Maximum number of iterations (it stops early at [`SINKHORN_TOL`]).
+        /// Maximum number of iterations (it stops early at [`COUPLING_SINKHORN_TOL`]).
         iters: usize,
         /// Divide the cost by its maximum first (torchcfm's
         /// `OTPlanSampler(normalize_cost=True)`; its default is `False`, and
@@ -144,9 +150,9 @@ impl Coupling {
                 let max = cost.iter().copied().fold(0.0f64, f64::max);
                 let plan = if normalize_cost && max > 0.0 {
                     let c: Vec<f64> = cost.iter().map(|c| c / max).collect();
-                    sinkhorn_plan(&c, n, n, reg, iters)?
+                    sinkhorn(&c, n, n, reg, iters, COUPLING_SINKHORN_TOL)?.plan
                 } else {
-                    sinkhorn_plan(cost, n, n, reg, iters)?
+                    sinkhorn(cost, n, n, reg, iters, COUPLING_SINKHORN_TOL)?.plan
                 };
                 let u = rng.uniform_vec(n, 0.0, 1.0);
                 Ok((0..n).map(|i| sample_row(&plan[i * n..(i + 1) * n], u[i])).collect())
@@ -263,27 +269,15 @@ fn sample_row(w: &[f64], u: f64) -> usize {
     w.iter().rposition(|&x| x > 0.0).unwrap_or(n - 1)
 }
 
-/// `log Σ exp(v)` of a slice (−∞ for an empty or all −∞ slice).
-fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
-    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + v.map(|x| (x - m).exp()).sum::<f64>().ln()
-}
-
-/// The entropic OT plan between uniform weights, by log-domain Sinkhorn.
+/// The entropic OT plan between uniform weights, by the stabilised
+/// Sinkhorn solver of [`crate::sinkhorn`] run to [`SINKHORN_TOL`].
 ///
 /// Solves `min_π ⟨π, C⟩ − ε H(π)` subject to `π 1 = 1/n_rows`,
-/// `πᵀ 1 = 1/n_cols`: `π = diag(u) K diag(v)`, `K = e^{−C/ε}`, with the
-/// scalings kept as log-potentials `f = ε log u`, `g = ε log v` and updated
-/// by log-sum-exp (`f ← ε log a − ε LSE_j((g_j − C_ij)/ε)`, then the same
-/// for `g`), so small `ε` does not underflow. The cost is used as given (no
-/// normalisation here; [`Coupling::Sinkhorn`] can divide it by its max).
-///
-/// Runs at most `iters` iterations and stops when the row marginals are
-/// within [`SINKHORN_TOL`] in L1; the column marginals are exact (up to
-/// rounding) after every iteration.
+/// `πᵀ 1 = 1/n_cols` (log-domain potentials, scaling-domain iterations with
+/// absorption, ε-scaling). The cost is used as given (no normalisation here;
+/// [`Coupling::Sinkhorn`] can divide it by its max). Runs at most `iters`
+/// iterations; the column marginals are exact (up to rounding), the rows
+/// within [`SINKHORN_TOL`] in L1 unless `iters` ran out first.
 ///
 /// # Shapes
 /// - `cost`: `n_rows * n_cols`, row-major
@@ -305,66 +299,7 @@ fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
 /// # }
 /// ```
 pub fn sinkhorn_plan(cost: &[f64], n_rows: usize, n_cols: usize, reg: f64, iters: usize) -> Result<Vec<f64>> {
-    if n_rows == 0 || n_cols == 0 || cost.len() != n_rows * n_cols {
-        return Err(Error::invalid(
-            "cost",
-            format!("has {} entries; expected a non-empty {n_rows} × {n_cols} matrix", cost.len()),
-        ));
-    }
-    Coupling::Sinkhorn { reg, iters, normalize_cost: false }.validate()?;
-    if let Some(k) = cost.iter().position(|c| !c.is_finite()) {
-        return Err(Error::invalid("cost", format!("entry {k} is {}; costs must be finite", cost[k])));
-    }
-    let (n, m) = (n_rows, n_cols);
-    let (log_a, log_b) = (-(n as f64).ln(), -(m as f64).ln());
-    // Scaled: k = −C/ε, F = f/ε, G = g/ε; π_ij = exp(F_i + k_ij + G_j).
-    let k: Vec<f64> = cost.iter().map(|c| -c / reg).collect();
-    let mut f = vec![0.0f64; n];
-    let mut g = vec![0.0f64; m];
-    let mut col_max = vec![0.0f64; m];
-    let mut col_sum = vec![0.0f64; m];
-    let mut row_lse = vec![0.0f64; n];
-    for it in 0..iters {
-        // Row update; the row LSE before it also gives the current row marginals.
-        let mut err = 0.0;
-        for (i, li) in row_lse.iter_mut().enumerate() {
-            let row = &k[i * m..(i + 1) * m];
-            *li = log_sum_exp(row.iter().zip(&g).map(|(kij, gj)| kij + gj));
-            err += ((f[i] + *li).exp() - 1.0 / n as f64).abs();
-        }
-        if it > 0 && err < SINKHORN_TOL {
-            // Columns are exact from the last update; rows within the tolerance.
-            break;
-        }
-        for (fi, li) in f.iter_mut().zip(&row_lse) {
-            *fi = log_a - li;
-        }
-        // Column update, by two row-major passes (max, then sum).
-        col_max.fill(f64::NEG_INFINITY);
-        for i in 0..n {
-            let row = &k[i * m..(i + 1) * m];
-            for (cm, kij) in col_max.iter_mut().zip(row) {
-                *cm = cm.max(kij + f[i]);
-            }
-        }
-        col_sum.fill(0.0);
-        for i in 0..n {
-            let row = &k[i * m..(i + 1) * m];
-            for ((cs, cm), kij) in col_sum.iter_mut().zip(&col_max).zip(row) {
-                *cs += (kij + f[i] - cm).exp();
-            }
-        }
-        for j in 0..m {
-            g[j] = log_b - (col_max[j] + col_sum[j].ln());
-        }
-    }
-    let mut plan = vec![0.0f64; n * m];
-    for i in 0..n {
-        for j in 0..m {
-            plan[i * m + j] = (f[i] + k[i * m + j] + g[j]).exp();
-        }
-    }
-    Ok(plan)
+    Ok(sinkhorn(cost, n_rows, n_cols, reg, iters, SINKHORN_TOL)?.plan)
 }
 
 impl fmt::Display for Coupling {

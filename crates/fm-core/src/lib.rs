@@ -70,6 +70,7 @@ pub mod metrics;
 pub mod path;
 pub mod rng;
 pub mod scheduler;
+pub mod sinkhorn;
 pub mod straightness;
 
 pub use error::{Error, Result};

@@ -311,8 +311,32 @@ where
     O: Optimizer,
 {
     let (x0, t) = draw_source_and_time(x1, rng)?;
-    let c = matcher.coupling().couple(&x0, x1, None, false, rng)?;
-    let loss = matcher_loss(field, matcher, &c.x0, &c.x1, &t, rng)?;
+    matcher_train_step_from(field, matcher, opt, &x0, x1, &t, rng)
+}
+
+/// As [`matcher_train_step`], for a given source batch `x0` (any source
+/// distribution) and times `t`: re-pairs `(x0, x1)` with the matcher's
+/// coupling, draws `ε` from `rng`, and takes one optimiser step. Returns the
+/// batch loss.
+///
+/// # Shapes
+/// - `x0`, `x1`: `(b, ...)`
+/// - `t`: `(b,)`
+pub fn matcher_train_step_from<V, O>(
+    field: &V,
+    matcher: &Matcher,
+    opt: &mut O,
+    x0: &Tensor,
+    x1: &Tensor,
+    t: &Tensor,
+    rng: &mut SeededRng,
+) -> Result<f64>
+where
+    V: VelocityField + ?Sized,
+    O: Optimizer,
+{
+    let c = matcher.coupling().couple(x0, x1, None, false, rng)?;
+    let loss = matcher_loss(field, matcher, &c.x0, &c.x1, t, rng)?;
     let value = loss.to_dtype(candle::DType::F64)?.to_scalar::<f64>()?;
     if !value.is_finite() {
         return Err(Error::invalid(
