@@ -236,6 +236,26 @@ pub struct TrainArgs {
     /// RK4 steps of the likelihood solve with --objective likelihood [default: 10].
     #[arg(long, value_name = "N")]
     pub cnf_steps: Option<usize>,
+    /// Reference-set size M of --objective efm (empirical flow matching: the regression target is
+    /// the closed-form velocity estimated from the generating point plus M − 1 training points;
+    /// needs a finite training set, e.g. --n-train) [default: 256].
+    #[arg(long, value_name = "M")]
+    pub efm_m: Option<usize>,
+    /// What the network predicts: velocity, noise (ε) or data (x̂₁, the denoiser); sampling converts
+    /// it to a velocity [default: velocity].
+    #[arg(long)]
+    pub parametrization: Option<String>,
+    /// Loss weighting over t, named by the loss it reproduces: uniform (plain MSE of the
+    /// prediction), velocity (the FM loss), noise (DDPM's ε-loss), data (the denoising loss),
+    /// v-prediction [default: uniform].
+    #[arg(long)]
+    pub weighting: Option<String>,
+    /// Add W · ‖∂u/∂x‖²_F / d to the loss (Hutchinson's estimate, one forward-mode JVP per probe).
+    #[arg(long, value_name = "W")]
+    pub jacobian_reg: Option<f64>,
+    /// Rademacher probes per sample of --jacobian-reg [default: 1].
+    #[arg(long, value_name = "K")]
+    pub jacobian_probes: Option<usize>,
     /// Probability-path scheduler: cond-ot, cosine, linear-vp, vp, polynomial:N [default: cond-ot].
     #[arg(long)]
     pub scheduler: Option<String>,

@@ -50,6 +50,43 @@ pub struct TrainingData {
     transform: Option<Standardizer>,
     /// The whole dataset in data units, for CSV data.
     csv_points: Option<Vec<f32>>,
+    /// The `--n-train` images at their bins' centres (model units), for the
+    /// closed-form analyses and EFM.
+    image_points: Option<Vec<f32>>,
+}
+
+/// Splits an image spec with a target side, `FORMAT<SIDE>:PATH` (e.g.
+/// `mnist14:DIR`, MNIST average-pooled to 14×14), into `FORMAT:PATH` and the side.
+fn image_side(data: &str) -> (String, Option<usize>) {
+    if let Some((prefix, path)) = data.trim().split_once(':') {
+        for k in 1..prefix.len() {
+            let (name, digits) = prefix.split_at(k);
+            if !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && name.parse::<fm_data::images::ImageFormat>().is_ok()
+            {
+                if let Ok(side) = digits.parse::<usize>() {
+                    return (format!("{name}:{path}"), Some(side));
+                }
+            }
+        }
+    }
+    (data.to_string(), None)
+}
+
+/// Average-pools square images to `side × side` (`--data FORMAT<SIDE>:PATH`).
+fn resize(set: ImageSet, side: usize, data: &str) -> Result<ImageSet> {
+    if side == 0 || set.height != set.width || !set.height.is_multiple_of(side) {
+        bail!(
+            "--data {data}: cannot average-pool {}×{} images to {side}×{side} (the side must divide theirs)",
+            set.height,
+            set.width
+        );
+    }
+    if side == set.height {
+        return Ok(set);
+    }
+    set.downsample(set.height / side).with_context(|| format!("--data {data}"))
 }
 
 impl TrainingData {
@@ -61,7 +98,12 @@ impl TrainingData {
         n_train: Option<usize>,
         seed: u64,
     ) -> Result<Self> {
+        let original = data;
+        let (data, side) = image_side(data);
         let spec: DataSpec = data.parse()?;
+        if side.is_some() && !matches!(spec, DataSpec::Images { .. }) {
+            bail!("--data {original}: a size suffix applies to image datasets only");
+        }
         match spec {
             DataSpec::Toy(toy) => {
                 if !columns.is_empty() {
@@ -82,6 +124,7 @@ impl TrainingData {
                     columns: vec![],
                     transform: None,
                     csv_points: None,
+                    image_points: None,
                 })
             }
             DataSpec::Csv { path, .. } => {
@@ -105,7 +148,18 @@ impl TrainingData {
                     }
                     train = train.take(n);
                 }
-                let test = format.load(&path, Split::Test)?;
+                let mut test = format.load(&path, Split::Test)?;
+                if let Some(side) = side {
+                    train = resize(train, side, original)?;
+                    test = resize(test, side, original)?;
+                }
+                let image_points = match n_train {
+                    Some(n) => {
+                        let idx: Vec<usize> = (0..n).collect();
+                        Some(train.tensor(&idx, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+                    }
+                    None => None,
+                };
                 let dim = train.dim();
                 Ok(Self {
                     spec: DataSpec::Images { format, path },
@@ -117,6 +171,7 @@ impl TrainingData {
                     columns: vec![],
                     transform: None,
                     csv_points: None,
+                    image_points,
                 })
             }
             #[allow(unreachable_patterns)]
@@ -147,6 +202,7 @@ impl TrainingData {
             columns: cloud.columns,
             transform: Some(transform),
             csv_points: Some(raw),
+            image_points: None,
         })
     }
 
@@ -180,8 +236,9 @@ impl TrainingData {
     pub fn fixed_points(&self) -> Option<&[f32]> {
         match &self.source {
             Source::Fixed(v) => Some(v),
-            // Image training sets are not exposed as points yet (closed-form analyses are 2-D/CSV).
-            Source::Fresh(_) | Source::Images { .. } => None,
+            // Images with --n-train: the images at their bins' centres.
+            Source::Images { .. } => self.image_points.as_deref(),
+            Source::Fresh(_) => None,
         }
     }
 
@@ -312,4 +369,19 @@ pub fn to_data_units(x: &Tensor, transform: Option<&Standardizer>) -> Result<Vec
         None => x.clone(),
     };
     Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod image_side_tests {
+    use super::image_side;
+
+    #[test]
+    fn a_size_suffix_on_an_image_format_is_split_off() {
+        assert_eq!(image_side("mnist14:/d"), ("mnist:/d".to_string(), Some(14)));
+        assert_eq!(image_side("fashion-mnist7:/d"), ("fashion-mnist:/d".to_string(), Some(7)));
+        assert_eq!(image_side("cifar10:/d"), ("cifar10:/d".to_string(), None));
+        assert_eq!(image_side("cifar1016:/d"), ("cifar10:/d".to_string(), Some(16)));
+        assert_eq!(image_side("moons"), ("moons".to_string(), None));
+        assert_eq!(image_side("csv:/a/b.csv"), ("csv:/a/b.csv".to_string(), None));
+    }
 }

@@ -20,7 +20,7 @@ pub struct TrainingRecord {
     pub n_train: Option<usize>,
     /// The probability path's scheduler.
     pub scheduler: SchedulerKind,
-    /// Objective: `cfm` or `likelihood`.
+    /// Objective: `cfm`, `efm` or `likelihood`.
     pub objective: String,
     /// RK4 steps of the likelihood solve (objective `likelihood`).
     #[serde(default)]
@@ -34,6 +34,9 @@ pub struct TrainingRecord {
     /// The matcher's minibatch coupling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coupling: Option<Coupling>,
+    /// The flow-matching objective's options (flattened: absent keys are the defaults).
+    #[serde(flatten)]
+    pub options: ObjectiveRecord,
     /// Optimizer and its settings.
     pub optimizer: String,
     /// Learning rate.
@@ -54,4 +57,26 @@ pub struct TrainingRecord {
     pub transform: Option<Standardizer>,
     /// The full command line.
     pub command: Vec<String>,
+}
+
+/// The options of the flow-matching objective in a [`TrainingRecord`]; every
+/// key is absent for the default (velocity, uniform, CFM, no penalty), so plain
+/// runs keep their historical `config.json`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ObjectiveRecord {
+    /// What the network predicts (`noise` or `data`); absent for the velocity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parametrization: Option<String>,
+    /// The loss weighting over t (`velocity`, `noise`, `data`, `v-prediction`); absent for uniform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighting: Option<String>,
+    /// EFM's reference-set size M (objective `efm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efm_m: Option<usize>,
+    /// Weight of the Jacobian penalty, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jacobian_reg: Option<f64>,
+    /// Hutchinson probes per sample of the Jacobian penalty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jacobian_probes: Option<usize>,
 }

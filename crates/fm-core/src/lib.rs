@@ -19,6 +19,11 @@
 //!   over chunks (GEMM + log-sum-exp), with its posterior-mean denoiser.
 //! - [`efm`]: the empirical flow matching target `û*_M` and loss (unbiased,
 //!   lower variance than CFM's).
+//! - [`parametrization`]: velocity, noise and data predictions as velocity
+//!   fields ([`parametrization::Parametrized`]); [`weighting`]: loss weightings
+//!   over `t` that turn one regression into another (FM, DDPM's ε, denoising,
+//!   v-prediction); [`jacobian`]: Hutchinson's `‖∂u/∂x‖²_F` from JVPs;
+//!   [`objective`]: the training objective combining them with CFM or EFM.
 //! - [`alignment`]: cosine alignment of a field with `x₁ − x₀`, aligned
 //!   fractions on a time grid and their crossing time.
 //! - [`gaussian`]: exact oracles for Gaussian data (velocity, flow map,
@@ -62,16 +67,20 @@ pub mod energy;
 mod error;
 mod field;
 pub mod gaussian;
+pub mod jacobian;
 pub mod likelihood;
 pub mod linalg;
 pub mod loss;
 pub mod matcher;
 pub mod metrics;
+pub mod objective;
+pub mod parametrization;
 pub mod path;
 pub mod rng;
 pub mod scheduler;
 pub mod sinkhorn;
 pub mod straightness;
+pub mod weighting;
 
 pub use error::{Error, Result};
 pub use field::{time_like, to_f64_vec, AsOde, DivergenceField, VelocityField};

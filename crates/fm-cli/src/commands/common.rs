@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use fm_core::closed_form::EmpiricalVelocity;
+use fm_core::parametrization::Parametrized;
+use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::{AsOde, SeededRng, VelocityField};
 use fm_models::checkpoint::{self, CheckpointConfig};
@@ -18,7 +20,9 @@ use crate::solver::SolverChoice;
 
 /// A trained model with its configuration and training record.
 pub struct LoadedModel {
-    pub model: VelocityMlp,
+    /// The network as a velocity field: its output converted from the
+    /// recorded parametrization (`--parametrization noise|data`) to a velocity.
+    pub model: Parametrized<VelocityMlp, SchedulerKind>,
     pub config: CheckpointConfig,
     pub record: TrainingRecord,
     pub dir: PathBuf,
@@ -35,10 +39,12 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let record: TrainingRecord = serde_json::from_value(ckpt.config.training.clone()).with_context(|| {
         format!("checkpoint {}: the training record in config.json is invalid", dir.display())
     })?;
+    let kind = crate::commands::train::parametrization_of(&record)
+        .with_context(|| format!("checkpoint {}", dir.display()))?;
     let model = match &ckpt.config.model {
         ModelConfig::Mlp(c) => {
             let vb = candle_nn::VarBuilder::from_tensors(ckpt.tensors.clone(), DType::F32, device);
-            VelocityMlp::new(c, vb)?
+            Parametrized::new(VelocityMlp::new(c, vb)?, AffinePath::new(record.scheduler), kind)
         }
         #[allow(unreachable_patterns)]
         other => bail!("checkpoint {}: `fm` cannot sample from a {other:?} model yet", dir.display()),

@@ -15,6 +15,7 @@ mod alignment;
 mod gaussian;
 mod hybrid;
 mod memorization;
+mod targets;
 
 /// The analyses.
 #[derive(Debug, Subcommand)]
@@ -41,6 +42,45 @@ pub enum AnalyzeCommand {
         after_help = "Examples:\n  fm analyze gaussian\n  fm analyze gaussian --dim 16 --alpha 1.5 --n 100,1000 --solvers euler,rk4 --steps 1,2,4,8 --json\n  fm analyze gaussian --t-stop 0.999"
     )]
     Gaussian(GaussianArgs),
+    /// CFM against EFM targets on a checkpoint's training set: per-sample loss variance, distance
+    /// to û*, and the exact W2 of the model's samples to test and training points.
+    #[command(
+        after_help = "Examples:\n  fm train --data 8gaussians --n-train 5000 --objective efm --efm-m 256 --out runs/8g-efm\n  fm analyze targets --checkpoint runs/8g-efm --m 256 --json"
+    )]
+    Targets(TargetsArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TargetsArgs {
+    /// Checkpoint directory written by `fm train` (trained on a finite set, or give --n-train).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// EFM's reference-set size M.
+    #[arg(long, default_value_t = 256)]
+    pub m: usize,
+    /// Rebuild a training set of N points from the checkpoint's seed (for fresh-data checkpoints).
+    #[arg(long)]
+    pub n_train: Option<usize>,
+    /// Draws (x0, x1, t) for the target statistics.
+    #[arg(long, default_value_t = 20000)]
+    pub n: usize,
+    /// Bins of t in the CSV and the plot.
+    #[arg(long, default_value_t = 10)]
+    pub bins: usize,
+    /// Model samples (and test/training points) for the exact W2.
+    #[arg(long, default_value_t = 1000)]
+    pub n_w2: usize,
+    #[command(flatten)]
+    pub solver: AnalyzeSolverArgs,
+    /// Seed of the draws, the model's noise and the test points.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory for the CSV and PNG [default: CHECKPOINT/analyze-targets].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object with the results as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -214,6 +254,7 @@ pub fn run(cmd: AnalyzeCommand) -> Result<()> {
     match cmd {
         AnalyzeCommand::Memorization(a) => memorization::run(a),
         AnalyzeCommand::Hybrid(a) => hybrid::run(a),
+        AnalyzeCommand::Targets(a) => targets::run(a),
         AnalyzeCommand::Alignment(a) => alignment::run(a),
         AnalyzeCommand::Gaussian(a) => gaussian::run(a),
     }

@@ -99,6 +99,7 @@ impl FlowRecord {
             scheduler: SchedulerKind::CondOt,
             objective: self.objective.clone(),
             cnf_steps: None,
+            options: Default::default(),
             matcher: None,
             sigma: None,
             coupling: None,

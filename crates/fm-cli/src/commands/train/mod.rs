@@ -3,6 +3,7 @@
 //! Runs save a resumable checkpoint every `--checkpoint-every` steps, on
 //! Ctrl-C and at the end; `--resume DIR` continues bit-identically.
 
+mod objective;
 mod report;
 mod session;
 mod settings;
@@ -19,6 +20,7 @@ use serde_json::json;
 use crate::cli::TrainArgs;
 use crate::io::print_json;
 use crate::solver::SolverChoice;
+pub use objective::parametrization_of;
 use session::{Session, LOSS_WINDOW};
 
 /// Returned when Ctrl-C stopped the run after saving it; `main` exits with code 130.
@@ -83,9 +85,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         s.mlp.dim,
         s.mlp.num_parameters(),
         match r.objective {
-            settings::Objective::Cfm => match &r.matcher {
+            settings::Objective::Cfm | settings::Objective::Efm { .. } => match &r.matcher {
                 Some(m) => format!("flow matching with the {m} matcher"),
-                None => "flow matching".to_string(),
+                None => objective::describe(r.objective, &r.spec),
             },
             settings::Objective::Likelihood { steps } => format!("maximum likelihood (RK4-{steps})"),
         },

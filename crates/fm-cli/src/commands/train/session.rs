@@ -9,6 +9,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fm_core::likelihood::cnf_nll_loss_exact;
 use fm_core::matcher::{matcher_train_step, Matcher};
+use fm_core::objective::{objective_train_step, RegressionTarget};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
@@ -34,6 +35,18 @@ fn check_writable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The training set EFM draws references from: the finite set of points in model units.
+fn efm_reference_set(data: &TrainingData, name: &str, device: &Device) -> Result<Tensor> {
+    let Some(points) = data.fixed_points() else {
+        bail!(
+            "--objective efm needs a finite training set to draw its references from, but `{name}` \
+             gives fresh points every step; add --n-train N"
+        );
+    };
+    let d = data.dim();
+    Ok(Tensor::from_vec(points.to_vec(), (points.len() / d, d), device)?)
+}
+
 /// The loop's own state, stored in the resume file.
 #[derive(Debug, Serialize, Deserialize)]
 struct LoopState {
@@ -53,6 +66,8 @@ pub struct Session {
     opt: Adam,
     path: AffinePath<SchedulerKind>,
     pub data: TrainingData,
+    /// The finite training set `(n, d)` that EFM draws its references from.
+    train_set: Option<Tensor>,
     data_rng: SeededRng,
     train_rng: SeededRng,
     /// Steps completed.
@@ -72,7 +87,12 @@ impl Session {
         let mut init_rng = SeededRng::for_stream(r.seed, "init");
         let (model, varmap) = VelocityMlp::init(&mlp, &mut init_rng, DType::F32, device)?;
         let opt = Adam::new(&varmap, AdamParams::with_lr(r.lr))?;
+        let train_set = match r.spec.target {
+            RegressionTarget::Efm { m } if m > 1 => Some(efm_reference_set(&data, &r.data, device)?),
+            _ => None,
+        };
         Ok(Self {
+            train_set,
             path: AffinePath::new(r.scheduler),
             data_rng: SeededRng::for_stream(r.seed, "data"),
             train_rng: SeededRng::for_stream(r.seed, "train"),
@@ -104,7 +124,7 @@ impl Session {
         if total < state.step {
             bail!("--steps {total} is below the {} steps this run has already done", state.step);
         }
-        let settings = Resolved {
+        let mut settings = Resolved {
             preset: record.preset.clone(),
             data: record.data.clone(),
             columns: record.columns.clone(),
@@ -116,8 +136,9 @@ impl Session {
             hidden: mlp.hidden.clone(),
             activation: mlp.activation,
             scheduler: record.scheduler,
-            objective: Objective::parse(Some(&record.objective), record.cnf_steps)
+            objective: Objective::parse(Some(&record.objective), record.cnf_steps, record.options.efm_m)
                 .with_context(|| format!("--resume {}: the recorded objective", dir.display()))?,
+            spec: Default::default(),
             matcher: match &record.matcher {
                 Some(name) => {
                     let kind = name
@@ -134,6 +155,12 @@ impl Session {
             seed: record.seed,
             out: dir.to_path_buf(),
         };
+        settings.spec = super::objective::spec(
+            settings.objective,
+            &super::objective::ObjectiveFlags::of_record(&record),
+            settings.matcher.is_some(),
+        )
+        .with_context(|| format!("--resume {}: the recorded objective options", dir.display()))?;
         validate_numbers(settings.steps, settings.batch_size, settings.lr)?;
         let mut s = Self::new(settings, device)?;
         // The same variables, now holding the saved weights.
@@ -163,11 +190,25 @@ impl Session {
     pub fn train_step(&mut self) -> Result<f64> {
         let x1: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
         let loss = match self.settings.objective {
-            Objective::Cfm => match &self.settings.matcher {
+            Objective::Cfm if self.settings.spec.is_plain_cfm() => match &self.settings.matcher {
                 Some(m) => matcher_train_step(&self.model, m, &mut self.opt, &x1, &mut self.train_rng)?,
                 // Explicit backward pass: same draws and loss as fm-core's `cfm_train_step`, faster.
                 None => mlp_cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
             },
+            Objective::Cfm | Objective::Efm { .. } => {
+                let s = &self.settings.spec;
+                let set = self.train_set.as_ref();
+                objective_train_step(
+                    &self.model,
+                    &self.path,
+                    s,
+                    &mut self.opt,
+                    &x1,
+                    set,
+                    &mut self.train_rng,
+                )?
+                .total
+            }
             Objective::Likelihood { steps } => {
                 // Forward-mode exact divergence: first-order autograd only.
                 let loss = cnf_nll_loss_exact(&self.model, &x1, steps)?;
@@ -210,8 +251,9 @@ impl Session {
             objective: r.objective.name().into(),
             cnf_steps: match r.objective {
                 Objective::Likelihood { steps } => Some(steps),
-                Objective::Cfm => None,
+                Objective::Cfm | Objective::Efm { .. } => None,
             },
+            options: super::objective::record(&r.spec),
             matcher: r.matcher.map(|m| m.kind.name().to_string()),
             sigma: r.matcher.map(|m| m.sigma),
             coupling: r.matcher.map(|m| m.coupling()),

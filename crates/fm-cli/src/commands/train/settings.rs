@@ -44,6 +44,8 @@ pub enum Objective {
     /// Maximum likelihood of a CNF: the NLL by an RK4 solve of `steps` steps
     /// with the exact divergence, backpropagated through the solver.
     Likelihood { steps: usize },
+    /// Empirical flow matching: regression on `û*_M`, from `m` references.
+    Efm { m: usize },
 }
 
 impl Objective {
@@ -52,11 +54,12 @@ impl Objective {
         match self {
             Objective::Cfm => "cfm",
             Objective::Likelihood { .. } => "likelihood",
+            Objective::Efm { .. } => "efm",
         }
     }
 
-    /// Parses `--objective` and `--cnf-steps`.
-    pub fn parse(name: Option<&str>, cnf_steps: Option<usize>) -> Result<Self> {
+    /// Parses `--objective`, `--cnf-steps` and `--efm-m`.
+    pub fn parse(name: Option<&str>, cnf_steps: Option<usize>, efm_m: Option<usize>) -> Result<Self> {
         let o = match name.unwrap_or("cfm").to_ascii_lowercase().as_str() {
             "cfm" | "fm" => Objective::Cfm,
             "likelihood" | "ml" | "cnf" => {
@@ -66,10 +69,20 @@ impl Objective {
                 }
                 Objective::Likelihood { steps }
             }
-            other => bail!("--objective: unknown objective `{other}`; valid: cfm, likelihood"),
+            "efm" => {
+                let m = efm_m.unwrap_or(256);
+                if m == 0 {
+                    bail!("--efm-m must be at least 1, got 0");
+                }
+                Objective::Efm { m }
+            }
+            other => bail!("--objective: unknown objective `{other}`; valid: cfm, efm, likelihood"),
         };
-        if cnf_steps.is_some() && o == Objective::Cfm {
+        if cnf_steps.is_some() && !matches!(o, Objective::Likelihood { .. }) {
             bail!("--cnf-steps only applies to --objective likelihood");
+        }
+        if efm_m.is_some() && !matches!(o, Objective::Efm { .. }) {
+            bail!("--efm-m only applies to --objective efm");
         }
         Ok(o)
     }
@@ -93,6 +106,8 @@ pub struct Resolved {
     pub activation: Activation,
     pub scheduler: SchedulerKind,
     pub objective: Objective,
+    /// Parametrization, weighting, CFM/EFM target and Jacobian penalty.
+    pub spec: fm_core::objective::ObjectiveSpec,
     /// A torchcfm matcher, replacing the scheduler path (`--matcher/--coupling/--sigma`).
     pub matcher: Option<Matcher>,
     pub seed: u64,
@@ -129,6 +144,11 @@ struct ConfigFile {
     scheduler: Option<String>,
     objective: Option<String>,
     cnf_steps: Option<usize>,
+    efm_m: Option<usize>,
+    parametrization: Option<String>,
+    weighting: Option<String>,
+    jacobian_reg: Option<f64>,
+    jacobian_probes: Option<usize>,
     matcher: Option<String>,
     coupling: Option<String>,
     sigma: Option<f64>,
@@ -170,6 +190,11 @@ pub fn merge_config_file(mut a: TrainArgs) -> Result<TrainArgs> {
     a.scheduler = a.scheduler.or(f.scheduler);
     a.objective = a.objective.or(f.objective);
     a.cnf_steps = a.cnf_steps.or(f.cnf_steps);
+    a.efm_m = a.efm_m.or(f.efm_m);
+    a.parametrization = a.parametrization.or(f.parametrization);
+    a.weighting = a.weighting.or(f.weighting);
+    a.jacobian_reg = a.jacobian_reg.or(f.jacobian_reg);
+    a.jacobian_probes = a.jacobian_probes.or(f.jacobian_probes);
     a.matcher = a.matcher.or(f.matcher);
     a.coupling = a.coupling.or(f.coupling);
     a.sigma = a.sigma.or(f.sigma);
@@ -237,8 +262,15 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         Some(s) => s.parse().context("--scheduler")?,
         None => SchedulerKind::CondOt,
     };
-    let objective = Objective::parse(a.objective.as_deref(), a.cnf_steps)?;
+    let objective = Objective::parse(a.objective.as_deref(), a.cnf_steps, a.efm_m)?;
     let matcher = parse_matcher(a.matcher.as_deref(), a.coupling.as_deref(), a.sigma)?;
+    let flags = super::objective::ObjectiveFlags {
+        parametrization: a.parametrization.as_deref(),
+        weighting: a.weighting.as_deref(),
+        jacobian_reg: a.jacobian_reg,
+        jacobian_probes: a.jacobian_probes,
+    };
+    let spec = super::objective::spec(objective, &flags, matcher.is_some())?;
     if matcher.is_some() {
         if objective != Objective::Cfm {
             bail!("--matcher/--coupling/--sigma apply to --objective cfm only");
@@ -267,6 +299,7 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         activation,
         scheduler,
         objective,
+        spec,
         matcher,
         seed: a.seed.unwrap_or(0),
         out,
@@ -310,6 +343,11 @@ pub fn check_resume_flags(a: &TrainArgs) -> Result<()> {
         ("--scheduler", a.scheduler.is_some()),
         ("--objective", a.objective.is_some()),
         ("--cnf-steps", a.cnf_steps.is_some()),
+        ("--efm-m", a.efm_m.is_some()),
+        ("--parametrization", a.parametrization.is_some()),
+        ("--weighting", a.weighting.is_some()),
+        ("--jacobian-reg", a.jacobian_reg.is_some()),
+        ("--jacobian-probes", a.jacobian_probes.is_some()),
         ("--matcher", a.matcher.is_some()),
         ("--coupling", a.coupling.is_some()),
         ("--sigma", a.sigma.is_some()),
