@@ -128,9 +128,10 @@ macro_rules! silu_bwd {
         $g.iter()
             .zip($x.iter().zip($y.iter()))
             .map(|(&g, (&x, &y))| {
-                // As candle: s = recip(exp(−x)·1 + 1); g · (s · (y·(−1) + 1) + y).
-                let s = 1.0 / ((-x).exp() * 1.0 + 1.0);
-                g * (s * (y * -1.0 + 1.0) + y)
+                // As candle: s = recip(exp(−x)·1 + 1); g · (s · (y·(−1) + 1) + y)
+                // (multiplying by ±1 is exact, so the factors are dropped).
+                let s = 1.0 / ((-x).exp() + 1.0);
+                g * (s * (-y + 1.0) + y)
             })
             .collect()
     };
