@@ -16,6 +16,7 @@ mod plot_density;
 mod plot_images;
 mod record;
 mod solver;
+mod source;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
