@@ -270,6 +270,10 @@ pub struct TrainArgs {
     /// The matcher's noise level σ [default: 1 for sbcfm, 0 otherwise; implies --matcher icfm].
     #[arg(long)]
     pub sigma: Option<f64>,
+    /// Source distribution at t = 0: normal (N(0, I)) or 8gaussians (torchcfm's, 2-D; needs
+    /// --matcher) [default: normal].
+    #[arg(long)]
+    pub source: Option<String>,
     /// Seed for data, initialisation, t and noise: the same seed gives a bit-identical checkpoint
     /// [default: 0].
     #[arg(long)]

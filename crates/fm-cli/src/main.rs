@@ -17,6 +17,7 @@ mod plot_images;
 mod progress;
 mod record;
 mod solver;
+mod source;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -34,6 +34,9 @@ pub struct TrainingRecord {
     /// The matcher's minibatch coupling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coupling: Option<Coupling>,
+    /// The source distribution (`8gaussians`), absent for `N(0, I)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The flow-matching objective's options (flattened: absent keys are the defaults).
     #[serde(flatten)]
     pub options: ObjectiveRecord,

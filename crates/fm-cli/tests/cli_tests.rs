@@ -509,3 +509,45 @@ fn every_subcommand_has_examples_and_long_ones_take_quiet() {
         }
     }
 }
+
+#[test]
+fn eight_gaussian_source_is_recorded_used_by_sampling_and_refused_by_likelihood() {
+    let dir = temp("source8g");
+    let args = ["train", "--matcher", "otcfm", "--source", "8gaussians", "--steps", "1", "--out", s(&dir)];
+    ok(&[&args[..], &["--quiet", "--sample-n", "50"]].concat());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    assert_eq!(config["training"]["source"], "8gaussians", "{config}");
+    // One Euler step of a barely trained field stays near the source:
+    // points at radius ≈ 5, far from N(0, I) (mean radius ≈ 1.25).
+    let out = dir.join("x0.csv");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        s(&dir),
+        "--solver",
+        "euler",
+        "--steps",
+        "1",
+        "--n",
+        "200",
+        "--out",
+        s(&out),
+    ]);
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let radii: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<f64> = l.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            (v.len() == 2).then(|| (v[0] * v[0] + v[1] * v[1]).sqrt())
+        })
+        .collect();
+    assert!(radii.len() == 200, "{text}");
+    let mean = radii.iter().sum::<f64>() / radii.len() as f64;
+    assert!(mean > 2.5, "mean radius {mean}: not the 8-Gaussian source");
+    assert!(fails(&["likelihood", "--checkpoint", s(&dir)]).contains("source"));
+    assert!(fails(&["train", "--source", "8gaussians", "--steps", "1"]).contains("--matcher"));
+    assert!(fails(&["train", "--matcher", "icfm", "--source", "nope", "--steps", "1"]).contains("8gaussians"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

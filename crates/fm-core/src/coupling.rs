@@ -55,7 +55,7 @@ use crate::{to_f64_vec, Error, Result, SeededRng};
 pub const DEFAULT_SINKHORN_REG: f64 = 0.05;
 
 /// Default maximum number of Sinkhorn iterations.
-pub const DEFAULT_SINKHORN_ITERS: usize = 1000;
+pub const DEFAULT_SINKHORN_ITERS: usize = 200;
 
 /// [`sinkhorn_plan`] stops early once the L1 error of the row marginals is
 /// below this (POT's default `stopThr = 1e-9`).

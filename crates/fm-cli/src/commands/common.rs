@@ -83,7 +83,7 @@ pub fn generate_hybrid(
     device: &Device,
     hybrid: Option<(f64, &dyn VelocityField)>,
 ) -> Result<Generated> {
-    let x0 = source_noise(n, m.dim(), seed, device)?;
+    let x0 = model_source(m, n, seed, device)?;
     let sol = match hybrid {
         None => solve_hybrid(&m.model, &m.model, &x0, choice, 0.0, keep_trajectory)?,
         Some((tau, closed)) => solve_hybrid(closed, &m.model, &x0, choice, tau, keep_trajectory)?,
@@ -102,6 +102,17 @@ pub fn source_noise(n: usize, dim: usize, seed: u64, device: &Device) -> Result<
     }
     let mut rng = SeededRng::for_stream(seed, "sample-noise");
     Ok(rng.normal((n, dim), DType::F32, device)?)
+}
+
+/// `n` draws of the checkpoint's source distribution (`N(0, I)` as
+/// [`source_noise`], or its `--source`) from the seed's `sample-noise` stream.
+pub fn model_source(m: &LoadedModel, n: usize, seed: u64, device: &Device) -> Result<Tensor> {
+    let source = crate::source::Source::parse(m.record.source.as_deref())?;
+    if source == crate::source::Source::Normal {
+        return source_noise(n, m.dim(), seed, device);
+    }
+    let mut rng = SeededRng::for_stream(seed, "sample-noise");
+    source.sample(n, m.dim(), &mut rng, device)
 }
 
 /// The end state of a (possibly two-part) solve, the trajectory at every grid

@@ -36,6 +36,7 @@ pub fn run(a: DensityArgs) -> Result<()> {
     }
     let choice = SolverChoice::new("rk4", a.steps, 1e-5, 1e-5)?;
     let m = load_model(&a.checkpoint, &device)?;
+    crate::source::Source::parse(m.record.source.as_deref())?.require_normal("fm plot density")?;
     if m.dim() != 2 {
         bail!("fm plot density draws 2-D models; {} models {} dimensions", m.dir.display(), m.dim());
     }

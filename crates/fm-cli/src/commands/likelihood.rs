@@ -138,6 +138,7 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
     let choice = SolverChoice::new(&s.solver, s.steps, s.rtol, s.atol)?;
     let divergence = divergence_from_args(s)?;
     let m = load_model(&a.checkpoint, &device)?;
+    crate::source::Source::parse(m.record.source.as_deref())?.require_normal("fm likelihood")?;
     let (points, label) = evaluation_points(&m, &a)?;
     let n = points.len() / m.dim();
     let start = Instant::now();

@@ -103,6 +103,7 @@ impl FlowRecord {
             matcher: None,
             sigma: None,
             coupling: None,
+            source: None,
             optimizer: self.optimizer.clone(),
             lr: self.lr,
             batch_size: self.batch_size,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fm_core::likelihood::cnf_nll_loss_exact;
-use fm_core::matcher::{matcher_train_step, Matcher};
+use fm_core::matcher::{matcher_train_step, matcher_train_step_from, Matcher};
 use fm_core::objective::{objective_train_step, RegressionTarget};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::settings::{validate_numbers, Objective, Resolved};
 use crate::data::TrainingData;
 use crate::record::TrainingRecord;
+use crate::source::Source;
 
 /// The window over which the reported `loss` is averaged.
 pub const LOSS_WINDOW: usize = 500;
@@ -83,6 +84,7 @@ impl Session {
         check_writable(&r.out)?;
         let data =
             TrainingData::prepare(&r.data, &r.columns, r.noise, r.n_train, r.seed).context("--data")?;
+        r.source.check_dim(data.dim())?;
         let mlp = MlpConfig { dim: data.dim(), hidden: r.hidden.clone(), activation: r.activation };
         let mut init_rng = SeededRng::for_stream(r.seed, "init");
         let (model, varmap) = VelocityMlp::init(&mlp, &mut init_rng, DType::F32, device)?;
@@ -152,6 +154,8 @@ impl Session {
                 }
                 None => None,
             },
+            source: Source::parse(record.source.as_deref())
+                .with_context(|| format!("--resume {}: the recorded source", dir.display()))?,
             seed: record.seed,
             out: dir.to_path_buf(),
         };
@@ -191,7 +195,16 @@ impl Session {
         let x1: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
         let loss = match self.settings.objective {
             Objective::Cfm if self.settings.spec.is_plain_cfm() => match &self.settings.matcher {
-                Some(m) => matcher_train_step(&self.model, m, &mut self.opt, &x1, &mut self.train_rng)?,
+                Some(m) if self.settings.source == Source::Normal => {
+                    matcher_train_step(&self.model, m, &mut self.opt, &x1, &mut self.train_rng)?
+                }
+                Some(m) => {
+                    // The same draws as `draw_source_and_time`: t, then x0 from the source.
+                    let (b, dim) = (x1.dim(0)?, self.data.dim());
+                    let t = self.train_rng.uniform(b, 0.0, 1.0, x1.dtype(), x1.device())?;
+                    let x0 = self.settings.source.sample(b, dim, &mut self.train_rng, x1.device())?;
+                    matcher_train_step_from(&self.model, m, &mut self.opt, &x0, &x1, &t, &mut self.train_rng)?
+                }
                 // Explicit backward pass: same draws and loss as fm-core's `cfm_train_step`, faster.
                 None => mlp_cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
             },
@@ -257,6 +270,7 @@ impl Session {
             matcher: r.matcher.map(|m| m.kind.name().to_string()),
             sigma: r.matcher.map(|m| m.sigma),
             coupling: r.matcher.map(|m| m.coupling()),
+            source: r.source.record_name(),
             optimizer: "adam(beta1=0.9, beta2=0.999, eps=1e-8)".into(),
             lr: r.lr,
             batch_size: r.batch_size,

@@ -10,6 +10,7 @@ use fm_models::Activation;
 use serde::Deserialize;
 
 use crate::cli::TrainArgs;
+use crate::source::Source;
 
 /// A named recipe: the defaults it sets.
 pub struct Preset {
@@ -110,6 +111,8 @@ pub struct Resolved {
     pub spec: fm_core::objective::ObjectiveSpec,
     /// A torchcfm matcher, replacing the scheduler path (`--matcher/--coupling/--sigma`).
     pub matcher: Option<Matcher>,
+    /// The source distribution (`--source`).
+    pub source: Source,
     pub seed: u64,
     pub out: PathBuf,
 }
@@ -152,6 +155,7 @@ struct ConfigFile {
     matcher: Option<String>,
     coupling: Option<String>,
     sigma: Option<f64>,
+    source: Option<String>,
     seed: Option<u64>,
     out: Option<PathBuf>,
     checkpoint_every: Option<usize>,
@@ -198,6 +202,7 @@ pub fn merge_config_file(mut a: TrainArgs) -> Result<TrainArgs> {
     a.matcher = a.matcher.or(f.matcher);
     a.coupling = a.coupling.or(f.coupling);
     a.sigma = a.sigma.or(f.sigma);
+    a.source = a.source.or(f.source);
     a.seed = a.seed.or(f.seed);
     a.out = a.out.or(f.out.map(rel));
     a.checkpoint_every = a.checkpoint_every.or(f.checkpoint_every);
@@ -279,6 +284,10 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
             bail!("--matcher defines its own path; --scheduler applies only without --matcher/--coupling/--sigma");
         }
     }
+    let source = Source::parse(a.source.as_deref())?;
+    if source != Source::Normal && matcher.is_none() {
+        bail!("--source {} needs --matcher (e.g. --matcher icfm)", a.source.as_deref().unwrap_or_default());
+    }
     let out = a.out.clone().unwrap_or_else(|| {
         let stem = a
             .preset
@@ -301,6 +310,7 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         objective,
         spec,
         matcher,
+        source,
         seed: a.seed.unwrap_or(0),
         out,
     })
@@ -351,6 +361,7 @@ pub fn check_resume_flags(a: &TrainArgs) -> Result<()> {
         ("--matcher", a.matcher.is_some()),
         ("--coupling", a.coupling.is_some()),
         ("--sigma", a.sigma.is_some()),
+        ("--source", a.source.is_some()),
         ("--seed", a.seed.is_some()),
         ("--out", a.out.is_some()),
     ];
