@@ -6,16 +6,21 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod guide;
+mod guide_commands;
+
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     run what CI runs, plus the lints: fmt check, clippy -D warnings, docs, tests
+  guide  regenerate the guide's figures (docs/guide) by running its fm commands [--quick] [CHAPTER…]
   help   this message";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_else(|| "help".into());
     match task.as_str() {
         "ci" => ci(),
+        "guide" => guide::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
