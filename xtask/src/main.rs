@@ -7,12 +7,15 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod guide;
+mod guide_commands;
 
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     run what CI runs, plus the lints: fmt check, clippy -D warnings, docs, tests
   bench  fm against PyTorch on the same workloads (see `cargo xtask bench --help`)
+  guide  regenerate the guide's figures (docs/guide) by running its fm commands [--quick] [CHAPTER…]
   help   this message";
 
 fn main() -> Result<()> {
@@ -27,6 +30,7 @@ fn main() -> Result<()> {
             }
             bench::run(&args)
         }
+        "guide" => guide::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -56,6 +56,9 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![deny(missing_docs)]
+
 pub mod alignment;
 pub mod assignment;
 pub mod closed_form;

@@ -30,6 +30,9 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![deny(missing_docs)]
+
 mod activation;
 pub mod checkpoint;
 mod error;

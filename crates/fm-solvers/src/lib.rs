@@ -28,7 +28,7 @@
 //!
 //! [`Tensor`]: candle::Tensor
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod dopri5;
 mod error;

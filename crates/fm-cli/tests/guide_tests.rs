@@ -1,0 +1,154 @@
+//! The guide's commands still run: every `fm …` line of `docs/guide/*.md` is
+//! run with quick settings (capped steps and sizes, outputs in a temporary
+//! directory), and every figure block must write the PNG it names.
+//! `cargo xtask guide` runs the same commands at full settings to regenerate
+//! the figures. Blocks that read a real dataset are skipped (with a note) when
+//! the data is absent.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[allow(dead_code)]
+#[path = "../../../xtask/src/guide_commands.rs"]
+mod guide_commands;
+
+use guide_commands::Relocate;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn guide_dir() -> PathBuf {
+    root().join("docs/guide")
+}
+
+/// `data/` of the repository, else `$FM_DATA`, else `../shared/data` (as `cargo xtask guide`).
+fn data_root() -> PathBuf {
+    let local = root().join(guide_commands::DATA_PREFIX);
+    if local.exists() {
+        return local;
+    }
+    std::env::var_os("FM_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"))
+}
+
+fn is_png(p: &Path) -> bool {
+    std::fs::read(p).map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n")).unwrap_or(false)
+}
+
+/// Runs one chapter's commands in quick mode.
+fn run_chapter(name: &str) {
+    let path = guide_dir().join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let blocks = guide_commands::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let runs = std::env::temp_dir().join(format!(
+        "fm-guide-{}-{}",
+        name.trim_end_matches(".md"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&runs);
+    let relocate = Relocate { runs: runs.clone(), data: data_root() };
+    for block in &blocks {
+        if block.needs_data() && !relocate.data.exists() {
+            eprintln!("{name}:{}: skipped, no datasets at {}", block.line, relocate.data.display());
+            continue;
+        }
+        for cmd in &block.commands {
+            let args = relocate.apply(&guide_commands::quick(cmd));
+            let out = Command::new(env!("CARGO_BIN_EXE_fm"))
+                .args(&args)
+                .current_dir(root())
+                .output()
+                .expect("fm runs");
+            assert!(
+                out.status.success(),
+                "{name}:{}: `fm {}` failed (quick: `fm {}`):\n{}",
+                block.line,
+                cmd.join(" "),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if let Some(fig) = &block.figure {
+            let png = PathBuf::from(relocate.path(&fig.source));
+            assert!(
+                is_png(&png),
+                "{name}:{}: the commands did not write the figure {}",
+                block.line,
+                fig.source
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&runs);
+}
+
+/// Every chapter has a test below, and every figure the chapters show is committed and small.
+#[test]
+fn every_chapter_is_tested_and_every_figure_is_committed() {
+    let tested = [
+        "01-pushforward.md",
+        "02-normalizing-flows.md",
+        "03-cnf.md",
+        "04-flow-matching.md",
+        "05-generalization.md",
+        "06-couplings.md",
+        "07-images.md",
+    ];
+    let chapters: Vec<String> = guide_commands::chapters(&guide_dir())
+        .expect("docs/guide exists")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(chapters, tested, "add a test for every chapter");
+    let mut figures = 0;
+    for name in &chapters {
+        let text = std::fs::read_to_string(guide_dir().join(name)).unwrap();
+        for block in guide_commands::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}")) {
+            if let Some(fig) = block.figure {
+                let png = guide_dir().join(&fig.image);
+                assert!(is_png(&png), "{name}: {} is not committed", fig.image);
+                // The three-panel 2-D plots of `fm train` are 235–300 kB and the planar
+                // flow's 630 kB (200 trajectories, antialiased): bound them, aim lower.
+                let kb = std::fs::metadata(&png).unwrap().len() / 1024;
+                assert!(kb < 700, "{name}: {} is {kb} kB (keep figures small)", fig.image);
+                figures += 1;
+            }
+        }
+    }
+    assert!(figures >= 10, "only {figures} figures in the guide");
+}
+
+#[test]
+fn chapter_01_pushforward() {
+    run_chapter("01-pushforward.md");
+}
+
+#[test]
+fn chapter_02_normalizing_flows() {
+    run_chapter("02-normalizing-flows.md");
+}
+
+#[test]
+fn chapter_03_cnf() {
+    run_chapter("03-cnf.md");
+}
+
+#[test]
+fn chapter_04_flow_matching() {
+    run_chapter("04-flow-matching.md");
+}
+
+#[test]
+fn chapter_05_generalization() {
+    run_chapter("05-generalization.md");
+}
+
+#[test]
+fn chapter_06_couplings() {
+    run_chapter("06-couplings.md");
+}
+
+#[test]
+fn chapter_07_images() {
+    run_chapter("07-images.md");
+}
