@@ -48,6 +48,14 @@ pub enum Command {
         after_help = "Examples:\n  fm energies                                          # U1–U4 × K = 2, 8, 32, 3000 steps each\n  fm energies --layers 2,8,32 --energies u1,u3 --steps 10000 --out runs/energies\n  fm energies --steps 20000 --anneal-steps 10000      # the paper's schedule, β_t = min(1, 0.01 + t/10⁴)\n\nReported: for U1 (normalisable on ℝ²) KL(q‖p) = E_q[log q + U] + log Z₁ (1.8775). U2–U4 do not\nconfine z₁, so their target is p restricted to the box [−4,4]² (trained with a soft wall outside\nthe box) and the reported KL is KL(q_box‖p_box) = E_q[log q + U | box] − log q(box) + log Z_box\n(2.0821 / 2.6417 / 2.6846), where q_box is q conditioned on the box, together with the mass of q\noutside the box (`mass_outside_box`)."
     )]
     Energies(EnergiesArgs),
+    /// The image classifier whose features the Fréchet distance uses.
+    #[command(subcommand)]
+    Classifier(crate::commands::classifier::ClassifierCommand),
+    /// Fréchet distance between generated images and the test split, in the classifier's features.
+    #[command(
+        after_help = "Examples:\n  fm frechet --samples samples.npy --classifier runs/mnist-classifier --data mnist:data/mnist\n  fm frechet --checkpoint runs/mnist --n 10000 --solver euler --steps 100 --classifier runs/mnist-classifier --data mnist:data/mnist --json\n  fm frechet --baseline train --classifier runs/mnist-classifier --data mnist:data/mnist   # the floor\n  fm frechet --baseline blur:1.0 --classifier runs/mnist-classifier --data mnist:data/mnist"
+    )]
+    Frechet(Box<crate::commands::frechet::FrechetArgs>),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod checksum;
 mod cli;
 mod commands;
 mod data;
 mod figures;
 mod io;
+mod npy;
 mod plot;
 mod plot_density;
 mod plot_images;

@@ -6,6 +6,8 @@
 //!   [`resume`]: the checkpoint file a run resumes from.
 //! - [`flows`]: discrete normalizing flows (planar, RealNVP coupling,
 //!   ActNorm) over a standard normal base, with forward- and reverse-KL losses.
+//! - [`classifier`]: a small image classifier CNN whose 128-d penultimate
+//!   layer is the feature space of the Fréchet distance on MNIST.
 //! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
 //!   configuration.
 //!
@@ -35,6 +37,7 @@
 
 mod activation;
 pub mod checkpoint;
+pub mod classifier;
 mod error;
 pub mod flows;
 mod fused_activation;

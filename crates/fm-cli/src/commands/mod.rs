@@ -5,10 +5,12 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, PlotCommand};
 
 pub mod analyze;
+pub mod classifier;
 mod common;
 mod density;
 mod eval;
 mod flow;
+pub mod frechet;
 mod likelihood;
 mod sample;
 mod train;
@@ -24,5 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(PlotCommand::Density(a)) => density::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::Energies(a) => flow::energies::run(a),
+        Command::Classifier(c) => classifier::run(c),
+        Command::Frechet(a) => frechet::run(*a),
     }
 }

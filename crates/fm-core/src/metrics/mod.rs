@@ -10,6 +10,8 @@
 //!   [`median_heuristic_bandwidth`].
 //! - [`sliced_wasserstein2`]: sliced W2 over random directions.
 //! - [`wasserstein2_exact`]: exact W2 via [`crate::assignment`] (`n = m`).
+//! - [`frechet_distance`]: the Fréchet distance between Gaussian fits of two
+//!   feature sets (FID's formula), with [`FeatureStats`].
 //! - [`nearest_neighbor_distances`]: for memorisation analysis.
 //! - [`SampleMetrics`]: all of the above at once.
 //!
@@ -28,6 +30,7 @@
 
 mod cloud;
 mod energy;
+mod frechet;
 mod mmd;
 mod nearest;
 mod sample;
@@ -35,6 +38,7 @@ mod sliced;
 mod wasserstein;
 
 pub use energy::energy_distance;
+pub use frechet::{frechet_distance, frechet_distance_stats, FeatureStats};
 pub use mmd::{median_heuristic_bandwidth, mmd_rbf, MEDIAN_HEURISTIC_MAX_POINTS};
 pub use nearest::nearest_neighbor_distances;
 pub use sample::{SampleMetrics, SLICED_PROJECTIONS};
