@@ -108,6 +108,12 @@ impl Adam {
 
     /// One update from the gradients in `grads`; variables without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_scaled(grads, 1.0)
+    }
+
+    /// One update from the gradients in `grads` multiplied by `scale` (gradient
+    /// clipping); `scale = 1` is [`Adam::step`] exactly.
+    pub fn step_scaled(&mut self, grads: &GradStore, scale: f64) -> Result<()> {
         self.step += 1;
         let AdamParams { lr, beta1, beta2, eps, weight_decay } = self.params;
         let t = i32::try_from(self.step).unwrap_or(i32::MAX);
@@ -115,6 +121,13 @@ impl Adam {
         let scale_v = 1.0 / (1.0 - beta2.powi(t));
         for s in &self.slots {
             let Some(g) = grads.get(&s.var) else { continue };
+            let scaled;
+            let g = if scale == 1.0 {
+                g
+            } else {
+                scaled = (g * scale)?;
+                &scaled
+            };
             let next_m = ((s.m.as_tensor() * beta1)? + (g * (1.0 - beta1))?)?;
             let next_v = ((s.v.as_tensor() * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let m_hat = (&next_m * scale_m)?;
