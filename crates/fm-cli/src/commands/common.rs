@@ -8,7 +8,7 @@ use fm_core::closed_form::EmpiricalVelocity;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::{AsOde, SeededRng, VelocityField};
 use fm_models::checkpoint::{self, CheckpointConfig};
-use fm_models::{ModelConfig, VelocityMlp};
+use fm_models::VelocityNet;
 use fm_solvers::OdeSolver;
 use fm_solvers::TimeGrid;
 
@@ -18,7 +18,7 @@ use crate::solver::SolverChoice;
 
 /// A trained model with its configuration and training record.
 pub struct LoadedModel {
-    pub model: VelocityMlp,
+    pub model: VelocityNet,
     pub config: CheckpointConfig,
     pub record: TrainingRecord,
     pub dir: PathBuf,
@@ -35,14 +35,9 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let record: TrainingRecord = serde_json::from_value(ckpt.config.training.clone()).with_context(|| {
         format!("checkpoint {}: the training record in config.json is invalid", dir.display())
     })?;
-    let model = match &ckpt.config.model {
-        ModelConfig::Mlp(c) => {
-            let vb = candle_nn::VarBuilder::from_tensors(ckpt.tensors.clone(), DType::F32, device);
-            VelocityMlp::new(c, vb)?
-        }
-        #[allow(unreachable_patterns)]
-        other => bail!("checkpoint {}: `fm` cannot sample from a {other:?} model yet", dir.display()),
-    };
+    let vb = candle_nn::VarBuilder::from_tensors(ckpt.tensors.clone(), DType::F32, device);
+    let model = VelocityNet::new(&ckpt.config.model, vb)
+        .with_context(|| format!("checkpoint {}: `fm` cannot sample from this model", dir.display()))?;
     Ok(LoadedModel { model, config: ckpt.config, record, dir: ckpt.dir })
 }
 
@@ -78,6 +73,22 @@ pub fn generate_hybrid(
     hybrid: Option<(f64, &dyn VelocityField)>,
 ) -> Result<Generated> {
     let x0 = source_noise(n, m.dim(), seed, device)?;
+    if let (VelocityNet::UNet(net), None) = (&m.model, hybrid) {
+        // Images: solved in batches, class-conditional models cycle through the classes.
+        let labels = super::images::default_labels(net, n, None)?;
+        return super::images::generate_images(
+            m,
+            net,
+            &x0,
+            &super::images::ImageSampling {
+                choice,
+                labels,
+                cfg_scale: 0.0,
+                batch: super::images::DEFAULT_BATCH,
+                trajectory_rows: if keep_trajectory { n } else { 0 },
+            },
+        );
+    }
     let sol = match hybrid {
         None => solve_hybrid(&m.model, &m.model, &x0, choice, 0.0, keep_trajectory)?,
         Some((tau, closed)) => solve_hybrid(closed, &m.model, &x0, choice, tau, keep_trajectory)?,

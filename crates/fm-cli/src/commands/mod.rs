@@ -9,6 +9,7 @@ mod common;
 mod density;
 mod eval;
 mod flow;
+mod images;
 mod likelihood;
 mod sample;
 mod train;
