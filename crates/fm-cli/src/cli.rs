@@ -19,12 +19,12 @@ pub enum Command {
     /// Train a velocity field by conditional flow matching, or (--model planar|realnvp) a discrete
     /// normalizing flow by maximum likelihood.
     #[command(
-        after_help = "Examples:\n  fm train                                   # the guide's two-moons recipe\n  fm train --data 8gaussians --steps 5000 --out runs/8g\n  fm train --data csv:faithful.csv --columns eruptions,waiting --out runs/faithful\n  fm train --preset guide-moons --seed 1 --json\n  fm train --config recipe.toml --steps 20000    # flags override the file\n  fm train --resume runs/moons --steps 20000      # continue a run (after Ctrl-C, a crash, or to go further)\n  fm train --model realnvp --layers 8 --hidden 64,64 --out runs/moons-nvp   # a discrete flow, maximum likelihood\n  fm train --model planar --layers 16 --steps 3000 --out runs/moons-planar"
+        after_help = "Examples:\n  fm train                                   # the guide's two-moons recipe\n  fm train --data 8gaussians --steps 5000 --out runs/8g\n  fm train --data csv:faithful.csv --columns eruptions,waiting --out runs/faithful\n  fm train --preset guide-moons --seed 1 --json\n  fm train --config recipe.toml --steps 20000    # flags override the file\n  fm train --resume runs/moons --steps 20000      # continue a run (after Ctrl-C, a crash, or to go further)\n  fm train --model realnvp --layers 8 --hidden 64,64 --out runs/moons-nvp   # a discrete flow, maximum likelihood\n  fm train --model planar --layers 16 --steps 3000 --out runs/moons-planar\n  fm train --data mnist:data/mnist --model unet --preset mnist --ema-decay 0.999 --out runs/mnist\n  fm train --data digits:digits.csv.gz --model unet --preset tiny --class-cond --label-dropout 0.1"
     )]
     Train(Box<TrainArgs>),
     /// Draw samples from a trained checkpoint by solving the ODE from t = 0 to 1.
     #[command(
-        after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv\n  fm sample --checkpoint runs/moons-n500 --hybrid 0.3 --out hybrid.npy   # û* on [0, 0.3], the model after"
+        after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv\n  fm sample --checkpoint runs/moons-n500 --hybrid 0.3 --out hybrid.npy   # û* on [0, 0.3], the model after\n  fm sample --checkpoint runs/mnist --n 10000 --solver euler --steps 20 --out mnist.png   # grid + mnist.npy\n  fm sample --checkpoint runs/mnist-cond --class 3 --cfg-scale 1.5 --out threes.png --trajectory strip.png"
     )]
     Sample(SampleArgs),
     /// Evaluate sample quality of a checkpoint for several solvers against fresh data.
@@ -199,7 +199,8 @@ pub struct TrainArgs {
     /// the result is bit-identical to an uninterrupted run. `--steps` may raise the total.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
-    /// Named recipe setting the defaults below (explicit flags override it): guide-moons.
+    /// Named recipe setting the defaults below (explicit flags override it): guide-moons; with
+    /// --model unet the U-Net preset: tiny, mnist, cifar10 [default: mnist].
     #[arg(long)]
     pub preset: Option<String>,
     /// Dataset: moons, 8gaussians, checkerboard, circles, 2spirals, swissroll, or csv:PATH.
@@ -223,13 +224,16 @@ pub struct TrainArgs {
     /// Learning rate of Adam [default: 0.01; flows: 0.001].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Model: mlp (a velocity field trained by flow matching), planar or realnvp (discrete
-    /// normalizing flows trained by maximum likelihood) [default: mlp].
+    /// Model: mlp (a velocity field trained by flow matching), unet (an image velocity field:
+    /// --preset tiny|mnist|cifar10), planar or realnvp (discrete normalizing flows trained by
+    /// maximum likelihood) [default: mlp].
     #[arg(long)]
     pub model: Option<String>,
     /// Number of flow layers with --model planar|realnvp [default: planar 16, realnvp 8].
     #[arg(long, value_name = "K")]
     pub layers: Option<usize>,
+    #[command(flatten)]
+    pub unet: UNetTrainArgs,
     /// Hidden widths of the MLP (or of RealNVP's conditioners), comma separated [default: 64,64,64;
     /// realnvp: 64,64].
     #[arg(long, value_delimiter = ',')]
@@ -338,12 +342,17 @@ pub struct SampleArgs {
     /// Seed of the source noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output file: .npy or .csv (by extension). Default: CHECKPOINT/samples.npy.
+    /// Output file: .npy or .csv (by extension), or for images .png (a grid of the first 100,
+    /// with all samples in a .npy of the same name beside it). Image samples are written in the
+    /// model's scale, pixel p ↦ 2(p + ½)/levels − 1 ∈ [−1, 1], unclipped, one flattened c·h·w
+    /// image per row. Default: CHECKPOINT/samples.npy.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Also write a PNG of the samples and their trajectories (2-D data).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub images: ImageSampleArgs,
     /// Follow the closed-form velocity û* of the checkpoint's training set on [0, TAU]
     /// and the model on [TAU, 1] (TAU in [0, 1]; needs a checkpoint trained with --n-train or CSV data).
     #[arg(long, value_name = "TAU")]
@@ -376,4 +385,59 @@ pub struct EvalArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `fm train` options of image models (`--model unet`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct UNetTrainArgs {
+    /// U-Net base channels (torchcfm's num_channels) [default: the preset's].
+    #[arg(long, value_name = "C")]
+    pub channels: Option<usize>,
+    /// U-Net channel multipliers per level, comma separated [default: the preset's].
+    #[arg(long, value_delimiter = ',', value_name = "M,M,..")]
+    pub channel_mult: Option<Vec<usize>>,
+    /// U-Net residual blocks per level [default: the preset's].
+    #[arg(long, value_name = "N")]
+    pub res_blocks: Option<usize>,
+    /// Resolutions (image widths) with self-attention, comma separated, as torchcfm's
+    /// attention_resolutions; `none` for the middle block only [default: the preset's, 16].
+    #[arg(long, value_name = "R,R,..|none")]
+    pub attention_res: Option<String>,
+    /// Dropout in the U-Net's residual blocks [default: the preset's].
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Class-conditional training on the dataset's labels (a null class is added for guidance).
+    #[arg(long)]
+    pub class_cond: bool,
+    /// Probability of replacing a label by the null class while training (classifier-free
+    /// guidance; flow_matching uses 0.2) [default: 0.1 with --class-cond].
+    #[arg(long, value_name = "P")]
+    pub label_dropout: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay; checkpoints'
+    /// model.safetensors then hold the EMA weights, which sampling uses.
+    #[arg(long, value_name = "DECAY")]
+    pub ema_decay: Option<f64>,
+    /// Clip the global gradient norm to this value.
+    #[arg(long, value_name = "NORM")]
+    pub grad_clip: Option<f64>,
+    /// Linear learning-rate warm-up over this many steps.
+    #[arg(long, value_name = "STEPS")]
+    pub warmup: Option<usize>,
+}
+
+/// `fm sample` options of image models.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ImageSampleArgs {
+    /// Class to sample from a class-conditional model [default: classes 0, 1, …, K−1 in turn].
+    #[arg(long, value_name = "K")]
+    pub class: Option<u32>,
+    /// Classifier-free guidance weight w: (1 + w)·u(x|y) − w·u(x|∅) [default: 0, the conditional model].
+    #[arg(long, value_name = "W")]
+    pub cfg_scale: Option<f64>,
+    /// Write a strip of x_t along the trajectory (rows: samples, columns: times) to this PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub trajectory: Option<PathBuf>,
+    /// Images per solve (memory) [default: 250].
+    #[arg(long, value_name = "B")]
+    pub batch_size: Option<usize>,
 }

@@ -314,14 +314,33 @@ impl TrainingData {
                 }
                 out
             }
+            Source::Images { .. } => return Ok(self.batch_with_labels(b, rng)?.0),
+        };
+        Ok(Tensor::from_vec(v, (b, self.dim), &Device::Cpu)?)
+    }
+
+    /// A training batch `(b, d)` in model units with its class labels `(b,)`
+    /// (`u32`) when the data has them; the same draws as [`Self::batch`].
+    pub fn batch_with_labels(&mut self, b: usize, rng: &mut SeededRng) -> Result<(Tensor, Option<Tensor>)> {
+        match &self.source {
             Source::Images { train, .. } => {
                 let n = train.set().n;
                 let idx: Vec<usize> = (0..b).map(|_| rand::Rng::random_range(rng.rng(), 0..n)).collect();
                 let batch = train.batch_of(&idx, rng.rng(), &Device::Cpu)?;
-                return Ok(batch.images.reshape((b, self.dim))?);
+                Ok((batch.images.reshape((b, self.dim))?, batch.labels))
             }
-        };
-        Ok(Tensor::from_vec(v, (b, self.dim), &Device::Cpu)?)
+            _ => Ok((self.batch(b, rng)?, None)),
+        }
+    }
+
+    /// The number of classes of labelled image data (largest label + 1), `None` without labels.
+    pub fn num_classes(&self) -> Option<usize> {
+        match &self.source {
+            Source::Images { train, .. } => {
+                train.set().labels.as_ref().and_then(|l| l.iter().max()).map(|&m| m as usize + 1)
+            }
+            _ => None,
+        }
     }
 
     /// `n` reference points in data units: fresh toy points, or (for CSV data)

@@ -40,3 +40,31 @@ pub fn image_grid(path: &Path, images: &[f32], info: ImageInfo, cols: usize, zoo
     }
     img.save(path).with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Writes a strip of `x_t` along the trajectory: one row per sample (the first
+/// `rows`), `cols` columns at evenly spaced grid times from `t = 0` to `t = 1`.
+/// `frames[k]` holds the `rows` images at grid time `k` (row-major, `[−1, 1]`).
+pub fn trajectory_strip(
+    path: &Path,
+    frames: &[Vec<f32>],
+    rows: usize,
+    info: ImageInfo,
+    cols: usize,
+    zoom: usize,
+) -> Result<()> {
+    let d = info.channels * info.height * info.width;
+    if frames.len() < 2 || rows == 0 {
+        bail!("no trajectory was recorded");
+    }
+    let cols = cols.clamp(2, frames.len());
+    let last = frames.len() - 1;
+    let picks: Vec<usize> = (0..cols).map(|j| (j * last + (cols - 1) / 2) / (cols - 1)).collect();
+    let mut images = Vec::with_capacity(rows * cols * d);
+    for r in 0..rows {
+        for &k in &picks {
+            let f = frames[k].get(r * d..(r + 1) * d).context("trajectory frame too short")?;
+            images.extend_from_slice(f);
+        }
+    }
+    image_grid(path, &images, info, cols, zoom)
+}

@@ -7,7 +7,7 @@ use fm_core::scheduler::SchedulerKind;
 use fm_data::Standardizer;
 
 /// How a checkpoint was trained: enough to reproduce the run and to read its samples back in data units.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingRecord {
     /// The dataset, as given to `--data` (`moons`, `csv:PATH`, ...).
     pub data: String,
@@ -60,6 +60,18 @@ pub struct TrainingRecord {
     pub transform: Option<Standardizer>,
     /// The full command line.
     pub command: Vec<String>,
+    /// Linear learning-rate warm-up steps, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<usize>,
+    /// Gradient-norm clipping, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+    /// Decay of the EMA of the weights, if kept (`model.safetensors` then holds the EMA weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
+    /// Label dropout of class-conditional training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_dropout: Option<f64>,
 }
 
 /// The options of the flow-matching objective in a [`TrainingRecord`]; every

@@ -17,6 +17,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::flows::{PlanarConfig, RealNvpConfig};
+use crate::unet::UNetConfig;
 use crate::{Error, MlpConfig, Result};
 
 /// The weights file inside a checkpoint directory.
@@ -39,6 +40,8 @@ pub enum ModelConfig {
     Planar(PlanarConfig),
     /// A RealNVP [`crate::flows::NormalizingFlow`] (`"kind": "real-nvp"`).
     RealNvp(RealNvpConfig),
+    /// A [`crate::unet::UNet`] velocity field on images (`"kind": "u-net"`).
+    UNet(UNetConfig),
 }
 
 impl ModelConfig {
@@ -48,6 +51,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.parameter_shapes(),
             ModelConfig::Planar(c) => c.parameter_shapes(),
             ModelConfig::RealNvp(c) => c.parameter_shapes(),
+            ModelConfig::UNet(c) => c.parameter_shapes(),
         }
     }
 
@@ -57,6 +61,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.dim,
             ModelConfig::Planar(c) => c.dim,
             ModelConfig::RealNvp(c) => c.dim,
+            ModelConfig::UNet(c) => c.dim(),
         }
     }
 }

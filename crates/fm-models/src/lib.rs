@@ -2,12 +2,17 @@
 //!
 //! - [`VelocityMlp`]: the MLP velocity field `u_θ(x, t)` on `concat(t, x)`,
 //!   with seeded, reproducible initialisation.
+//! - [`VelocityNet`]: the MLP or the U-Net a checkpoint describes.
+//! - [`training::TrainingOptimizer`]: Adam with warm-up, gradient clipping and an
+//!   [`ema`] of the weights.
 //! - [`optim::Adam`]: Adam whose state can be saved, for bit-identical resumes;
 //!   [`resume`]: the checkpoint file a run resumes from.
 //! - [`flows`]: discrete normalizing flows (planar, RealNVP coupling,
 //!   ActNorm) over a standard normal base, with forward- and reverse-KL losses.
 //! - [`classifier`]: a small image classifier CNN whose 128-d penultimate
 //!   layer is the feature space of the Fréchet distance on MNIST.
+//! - [`unet`]: guided diffusion's U-Net (torchcfm's layout) for images, with
+//!   class conditioning and classifier-free guidance.
 //! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
 //!   configuration.
 //!
@@ -38,14 +43,18 @@
 mod activation;
 pub mod checkpoint;
 pub mod classifier;
+pub mod ema;
 mod error;
 pub mod flows;
 mod fused_activation;
 mod fused_adam;
 mod mlp;
 mod mlp_train;
+mod net;
 pub mod optim;
 pub mod resume;
+pub mod training;
+pub mod unet;
 
 pub use activation::Activation;
 pub use checkpoint::{CheckpointConfig, ModelConfig};
@@ -53,3 +62,4 @@ pub use error::{Error, Result};
 pub use flows::NormalizingFlow;
 pub use mlp::{MlpConfig, VelocityMlp};
 pub use mlp_train::{mlp_cfm_train_step, MlpGradients};
+pub use net::VelocityNet;

@@ -16,7 +16,7 @@ use fm_core::scheduler::Scheduler;
 use fm_core::SeededRng;
 
 use crate::fused_activation::Fused;
-use crate::optim::Adam;
+use crate::optim::GradientStep;
 use crate::{Activation, Error, Result, VelocityMlp};
 
 /// The CFM loss of one batch and the gradient of every weight and bias.
@@ -89,7 +89,7 @@ fn activation_backward(act: Activation, z: &Tensor, h: &Tensor, dh: &Tensor) -> 
     })
 }
 
-/// One CFM step of `model` with Adam on the data batch `x1`: the same random
+/// One CFM step of `model` with `opt` (Adam, or Adam with warm-up/clipping/EMA) on the data batch `x1`: the same random
 /// draws (`t`, then `x₀`, from `rng`) and loss as [`fm_core::loss::cfm_train_step`],
 /// with the gradients of [`VelocityMlp::mse_gradients`]. Returns the batch loss.
 ///
@@ -99,10 +99,10 @@ fn activation_backward(act: Activation, z: &Tensor, h: &Tensor, dh: &Tensor) -> 
 /// # Errors
 /// [`Error::Core`] naming `loss` if the loss is NaN or infinite (before the
 /// weights are touched); tensor errors.
-pub fn mlp_cfm_train_step<S: Scheduler>(
+pub fn mlp_cfm_train_step<S: Scheduler, O: GradientStep + ?Sized>(
     model: &VelocityMlp,
     path: &AffinePath<S>,
-    opt: &mut Adam,
+    opt: &mut O,
     x1: &Tensor,
     rng: &mut SeededRng,
 ) -> Result<f64> {
@@ -117,7 +117,7 @@ pub fn mlp_cfm_train_step<S: Scheduler>(
             format!("the training loss became {}; lower the learning rate", g.loss),
         )));
     }
-    opt.step_with(|var| g.grads.iter().find(|(p, _)| p.id() == var.id()).map(|(_, d)| d.clone()))?;
+    opt.step_with_grads(&|var| g.grads.iter().find(|(p, _)| p.id() == var.id()).map(|(_, d)| d.clone()))?;
     Ok(g.loss)
 }
 
@@ -170,8 +170,8 @@ mod tests {
         let x1 = SeededRng::new(1).normal((64, 2), DType::F32, &dev)?;
         let (a, va) = VelocityMlp::init(&config, &mut SeededRng::new(0), DType::F32, &dev)?;
         let (b, vb) = VelocityMlp::init(&config, &mut SeededRng::new(0), DType::F32, &dev)?;
-        let mut oa = Adam::new(&va, crate::optim::AdamParams::with_lr(1e-2))?;
-        let mut ob = Adam::new(&vb, crate::optim::AdamParams::with_lr(1e-2))?;
+        let mut oa = crate::optim::Adam::new(&va, crate::optim::AdamParams::with_lr(1e-2))?;
+        let mut ob = crate::optim::Adam::new(&vb, crate::optim::AdamParams::with_lr(1e-2))?;
         let (mut ra, mut rb) = (SeededRng::new(7), SeededRng::new(7));
         let mut losses = Vec::new();
         for _ in 0..40 {

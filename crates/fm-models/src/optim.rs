@@ -109,13 +109,28 @@ impl Adam {
 
     /// One update from the gradients in `grads`; variables without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.step_with(|var| grads.get(var).cloned())
+        self.step_scaled(grads, 1.0)
+    }
+
+    /// One update from the gradients in `grads` multiplied by `scale` (gradient
+    /// clipping); `scale = 1` is [`Adam::step`] exactly.
+    pub fn step_scaled(&mut self, grads: &GradStore, scale: f64) -> Result<()> {
+        self.step_scaled_with(|var| grads.get(var).cloned(), scale)
     }
 
     /// One update with the gradients that `grad_of` returns for each variable
     /// (e.g. from an explicit backward pass, without a [`GradStore`]);
     /// variables for which it returns `None` are left alone.
     pub fn step_with(&mut self, grad_of: impl Fn(&Tensor) -> Option<Tensor>) -> Result<()> {
+        self.step_scaled_with(grad_of, 1.0)
+    }
+
+    /// [`Adam::step_with`] with every gradient multiplied by `scale` (clipping).
+    pub fn step_scaled_with(
+        &mut self,
+        grad_of: impl Fn(&Tensor) -> Option<Tensor>,
+        scale: f64,
+    ) -> Result<()> {
         self.step += 1;
         let AdamParams { lr, beta1, beta2, eps, weight_decay } = self.params;
         let t = i32::try_from(self.step).unwrap_or(i32::MAX);
@@ -124,6 +139,7 @@ impl Adam {
         let coefficients = AdamCoefficients { beta1, beta2, eps, lr, weight_decay, scale_m, scale_v };
         for s in &self.slots {
             let Some(g) = grad_of(s.var.as_tensor()) else { continue };
+            let g = if scale == 1.0 { g } else { (g * scale)? };
             let g = &g;
             // One in-place pass on the CPU, bit-identical to the ops below.
             if adam_step_cpu(s.var.as_tensor(), s.m.as_tensor(), s.v.as_tensor(), g, coefficients)? {
@@ -241,6 +257,20 @@ fn check_params(p: &AdamParams) -> Result<()> {
         Err(Error::Optimizer(format!(
             "Adam needs lr > 0, 0 ≤ beta1, beta2 < 1, eps > 0 and weight_decay ≥ 0; got {p:?}"
         )))
+    }
+}
+
+/// An optimiser that takes a step from per-variable gradients given by a
+/// function: [`Adam`] and [`crate::training::TrainingOptimizer`], for training
+/// steps with an explicit backward pass (no [`GradStore`]).
+pub trait GradientStep {
+    /// One update; `grad_of` returns each variable's gradient, `None` to leave it alone.
+    fn step_with_grads(&mut self, grad_of: &dyn Fn(&Tensor) -> Option<Tensor>) -> Result<()>;
+}
+
+impl GradientStep for Adam {
+    fn step_with_grads(&mut self, grad_of: &dyn Fn(&Tensor) -> Option<Tensor>) -> Result<()> {
+        self.step_with(grad_of)
     }
 }
 

@@ -10,7 +10,7 @@ use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::{AsOde, SeededRng, VelocityField};
 use fm_models::checkpoint::{self, CheckpointConfig};
-use fm_models::{ModelConfig, VelocityMlp};
+use fm_models::VelocityNet;
 use fm_solvers::OdeSolver;
 use fm_solvers::TimeGrid;
 
@@ -22,7 +22,7 @@ use crate::solver::SolverChoice;
 pub struct LoadedModel {
     /// The network as a velocity field: its output converted from the
     /// recorded parametrization (`--parametrization noise|data`) to a velocity.
-    pub model: Parametrized<VelocityMlp, SchedulerKind>,
+    pub model: Parametrized<VelocityNet, SchedulerKind>,
     pub config: CheckpointConfig,
     pub record: TrainingRecord,
     pub dir: PathBuf,
@@ -41,14 +41,10 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel> {
     })?;
     let kind = crate::commands::train::parametrization_of(&record)
         .with_context(|| format!("checkpoint {}", dir.display()))?;
-    let model = match &ckpt.config.model {
-        ModelConfig::Mlp(c) => {
-            let vb = candle_nn::VarBuilder::from_tensors(ckpt.tensors.clone(), DType::F32, device);
-            Parametrized::new(VelocityMlp::new(c, vb)?, AffinePath::new(record.scheduler), kind)
-        }
-        #[allow(unreachable_patterns)]
-        other => bail!("checkpoint {}: `fm` cannot sample from a {other:?} model yet", dir.display()),
-    };
+    let vb = candle_nn::VarBuilder::from_tensors(ckpt.tensors.clone(), DType::F32, device);
+    let net = VelocityNet::new(&ckpt.config.model, vb)
+        .with_context(|| format!("checkpoint {}: `fm` cannot sample from this model", dir.display()))?;
+    let model = Parametrized::new(net, AffinePath::new(record.scheduler), kind);
     Ok(LoadedModel { model, config: ckpt.config, record, dir: ckpt.dir })
 }
 
@@ -84,6 +80,22 @@ pub fn generate_hybrid(
     hybrid: Option<(f64, &dyn VelocityField)>,
 ) -> Result<Generated> {
     let x0 = model_source(m, n, seed, device)?;
+    if let (VelocityNet::UNet(net), None) = (m.model.net(), hybrid) {
+        // Images: solved in batches, class-conditional models cycle through the classes.
+        let labels = super::images::default_labels(net, n, None)?;
+        return super::images::generate_images(
+            m,
+            net,
+            &x0,
+            &super::images::ImageSampling {
+                choice,
+                labels,
+                cfg_scale: 0.0,
+                batch: super::images::DEFAULT_BATCH,
+                trajectory_rows: if keep_trajectory { n } else { 0 },
+            },
+        );
+    }
     let sol = match hybrid {
         None => solve_hybrid(&m.model, &m.model, &x0, choice, 0.0, keep_trajectory)?,
         Some((tau, closed)) => solve_hybrid(closed, &m.model, &x0, choice, tau, keep_trajectory)?,

@@ -11,6 +11,7 @@ mod density;
 mod eval;
 mod flow;
 pub mod frechet;
+mod images;
 mod likelihood;
 mod sample;
 mod train;

@@ -24,6 +24,13 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let device = Device::Cpu;
     let choice = SolverChoice::from_args(&a.solver)?;
     let m = load_model(&a.checkpoint, &device)?;
+    if let fm_models::VelocityNet::UNet(net) = m.model.net() {
+        return super::images::run_sample(&a, &m, net);
+    }
+    let i = &a.images;
+    if i.class.is_some() || i.cfg_scale.is_some() || i.trajectory.is_some() || i.batch_size.is_some() {
+        bail!("--class, --cfg-scale, --trajectory and --batch-size apply to image models (U-Nets)");
+    }
     let out = a.out.clone().unwrap_or_else(|| m.dir.join("samples.npy"));
     check_output(&out, "--out")?;
     if let Some(p) = &a.plot {

@@ -29,7 +29,7 @@ use crate::data::{self, TrainingData};
 use crate::record::TrainingRecord;
 
 /// The models `fm train --model` accepts.
-pub const MODEL_NAMES: &str = "mlp, planar, realnvp";
+pub const MODEL_NAMES: &str = "mlp, unet, planar, realnvp";
 
 /// Which network `fm train` trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +114,7 @@ impl FlowRecord {
             loss: self.loss,
             transform: self.transform.clone(),
             command: self.command.clone(),
+            ..TrainingRecord::default()
         }
     }
 

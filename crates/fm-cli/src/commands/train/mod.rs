@@ -3,6 +3,7 @@
 //! Runs save a resumable checkpoint every `--checkpoint-every` steps, on
 //! Ctrl-C and at the end; `--resume DIR` continues bit-identically.
 
+mod images;
 mod objective;
 mod report;
 mod session;
@@ -60,10 +61,10 @@ pub(crate) fn interrupt_flag() -> Arc<AtomicBool> {
 pub fn run(a: TrainArgs) -> Result<()> {
     let a = settings::merge_config_file(a)?;
     // `--model planar|realnvp` (or `--resume` of a flow checkpoint): discrete flows, in commands/flow.
-    if crate::commands::flow::train::is_flow_run(&a)? {
+    if !images::is_unet_model(a.model.as_deref()) && crate::commands::flow::train::is_flow_run(&a)? {
         return crate::commands::flow::train::run(a);
     }
-    let o = settings::run_options(&a)?;
+    let mut o = settings::run_options(&a)?;
     let device = Device::Cpu;
     // Validate the sampling settings before spending minutes on training.
     let choice = SolverChoice::new(&o.sample_solver, o.sample_steps, 1e-5, 1e-5)
@@ -75,15 +76,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
         None => Session::new(settings::resolve(&a)?, &device)?,
     };
+    let mut choice = choice;
+    if s.model.as_unet().is_some() {
+        images::image_run_options(&a, &mut o);
+        choice = SolverChoice::new(&o.sample_solver, o.sample_steps, 1e-5, 1e-5)
+            .context("--sample-solver/--sample-steps")?;
+    }
     let r = s.settings.clone();
     let log = |s: String| if o.json { eprintln!("{s}") } else { println!("{s}") };
     log(format!(
-        "{} MLP {}-{}-{} ({} parameters) by {} on {} for {} steps{}, batch {}, Adam lr {}, {} path, seed {}",
+        "{} {} by {} on {} for {} steps{}, batch {}, Adam lr {}{}, {} path, seed {}",
         if a.resume.is_some() { "resuming" } else { "training" },
-        s.mlp.dim + 1,
-        r.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
-        s.mlp.dim,
-        s.mlp.num_parameters(),
+        s.describe_model(),
         match r.objective {
             settings::Objective::Cfm | settings::Objective::Efm { .. } => match &r.matcher {
                 Some(m) => format!("flow matching with the {m} matcher"),
@@ -96,6 +100,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         if s.step > 0 { format!(" (from step {})", s.step) } else { String::new() },
         r.batch_size,
         r.lr,
+        images::describe_training(&r.training, r.label_dropout),
         r.scheduler,
         r.seed
     ));

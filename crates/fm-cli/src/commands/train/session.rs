@@ -1,6 +1,7 @@
 //! A training session: model, optimiser, data and random streams, which can be
 //! saved at any step and resumed bit-identically.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
@@ -8,16 +9,19 @@ use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fm_core::likelihood::cnf_nll_loss_exact;
+use fm_core::loss::cfm_train_step;
 use fm_core::matcher::{matcher_train_step, matcher_train_step_from, Matcher};
 use fm_core::objective::{objective_train_step, RegressionTarget};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
 use fm_models::checkpoint::{self, varmap_tensors};
-use fm_models::optim::{Adam, AdamParams};
-use fm_models::{mlp_cfm_train_step, resume, CheckpointConfig, MlpConfig, ModelConfig, VelocityMlp};
+use fm_models::optim::AdamParams;
+use fm_models::training::{TrainingOptimizer, TrainingOptions};
+use fm_models::{mlp_cfm_train_step, resume, CheckpointConfig, MlpConfig, ModelConfig, VelocityNet};
 use serde::{Deserialize, Serialize};
 
+use super::images::{drop_labels, UNetSpec};
 use super::settings::{validate_numbers, Objective, Resolved};
 use crate::data::TrainingData;
 use crate::record::TrainingRecord;
@@ -57,20 +61,29 @@ struct LoopState {
     train_rng: String,
     /// The last (up to) [`LOSS_WINDOW`] batch losses.
     recent_losses: Vec<f64>,
+    /// Positions of the label-dropout and dropout streams (U-Net runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label_rng: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dropout_rng: Option<String>,
 }
 
 pub struct Session {
     pub settings: Resolved,
-    pub model: VelocityMlp,
-    pub mlp: MlpConfig,
+    pub model: VelocityNet,
+    pub model_config: ModelConfig,
     varmap: VarMap,
-    opt: Adam,
+    opt: TrainingOptimizer,
     path: AffinePath<SchedulerKind>,
     pub data: TrainingData,
     /// The finite training set `(n, d)` that EFM draws its references from.
     train_set: Option<Tensor>,
     data_rng: SeededRng,
     train_rng: SeededRng,
+    /// Label dropout draws (class-conditional runs).
+    label_rng: SeededRng,
+    /// Dropout masks inside the U-Net.
+    dropout_rng: RefCell<SeededRng>,
     /// Steps completed.
     pub step: usize,
     recent: VecDeque<f64>,
@@ -85,22 +98,35 @@ impl Session {
         let data =
             TrainingData::prepare(&r.data, &r.columns, r.noise, r.n_train, r.seed).context("--data")?;
         r.source.check_dim(data.dim())?;
-        let mlp = MlpConfig { dim: data.dim(), hidden: r.hidden.clone(), activation: r.activation };
+        let model_config = match &r.unet {
+            None => ModelConfig::Mlp(MlpConfig {
+                dim: data.dim(),
+                hidden: r.hidden.clone(),
+                activation: r.activation,
+            }),
+            Some(u) => {
+                let info =
+                    data.image_info().context("--model unet needs image data (--data mnist:DIR, ...)")?;
+                ModelConfig::UNet(u.build(info, data.num_classes())?)
+            }
+        };
         let mut init_rng = SeededRng::for_stream(r.seed, "init");
-        let (model, varmap) = VelocityMlp::init(&mlp, &mut init_rng, DType::F32, device)?;
-        let opt = Adam::new(&varmap, AdamParams::with_lr(r.lr))?;
+        let (model, varmap) = VelocityNet::init(&model_config, &mut init_rng, DType::F32, device)?;
+        let opt = TrainingOptimizer::new(&varmap, AdamParams::with_lr(r.lr), r.training)?;
         let train_set = match r.spec.target {
             RegressionTarget::Efm { m } if m > 1 => Some(efm_reference_set(&data, &r.data, device)?),
             _ => None,
         };
         Ok(Self {
             train_set,
+            label_rng: SeededRng::for_stream(r.seed, "labels"),
+            dropout_rng: RefCell::new(SeededRng::for_stream(r.seed, "dropout")),
             path: AffinePath::new(r.scheduler),
             data_rng: SeededRng::for_stream(r.seed, "data"),
             train_rng: SeededRng::for_stream(r.seed, "train"),
             settings: r,
             model,
-            mlp,
+            model_config,
             varmap,
             opt,
             data,
@@ -117,8 +143,11 @@ impl Session {
             .with_context(|| format!("--resume {}: the training record is invalid", dir.display()))?;
         let state: LoopState = serde_json::from_str(&point.state)
             .with_context(|| format!("--resume {}: the loop state is invalid", dir.display()))?;
-        let mlp = match &point.config.model {
-            ModelConfig::Mlp(c) => c.clone(),
+        let (mlp, unet) = match &point.config.model {
+            ModelConfig::Mlp(c) => (c.clone(), None),
+            ModelConfig::UNet(c) => {
+                (MlpConfig::guide(c.dim()), Some(UNetSpec::exact(record.preset.clone(), c.clone())))
+            }
             #[allow(unreachable_patterns)]
             other => bail!("--resume {}: cannot resume training a {other:?} model", dir.display()),
         };
@@ -158,6 +187,13 @@ impl Session {
                 .with_context(|| format!("--resume {}: the recorded source", dir.display()))?,
             seed: record.seed,
             out: dir.to_path_buf(),
+            unet,
+            training: TrainingOptions {
+                warmup: record.warmup.unwrap_or(0),
+                grad_clip: record.grad_clip,
+                ema_decay: record.ema_decay,
+            },
+            label_dropout: record.label_dropout,
         };
         settings.spec = super::objective::spec(
             settings.objective,
@@ -184,6 +220,12 @@ impl Session {
         };
         s.data_rng.set_position(pos(&state.data_rng, "data RNG")?);
         s.train_rng.set_position(pos(&state.train_rng, "train RNG")?);
+        if let Some(p) = &state.label_rng {
+            s.label_rng.set_position(pos(p, "label RNG")?);
+        }
+        if let Some(p) = &state.dropout_rng {
+            s.dropout_rng.borrow_mut().set_position(pos(p, "dropout RNG")?);
+        }
         s.step = state.step;
         s.recent = state.recent_losses.into_iter().collect();
         s.last_saved = Some(state.step);
@@ -192,39 +234,34 @@ impl Session {
 
     /// One optimisation step; the loss of its batch.
     pub fn train_step(&mut self) -> Result<f64> {
+        let mlp = match &self.model {
+            VelocityNet::UNet(_) => return self.unet_step(),
+            VelocityNet::Mlp(mlp) => mlp,
+        };
         let x1: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
         let loss = match self.settings.objective {
             Objective::Cfm if self.settings.spec.is_plain_cfm() => match &self.settings.matcher {
                 Some(m) if self.settings.source == Source::Normal => {
-                    matcher_train_step(&self.model, m, &mut self.opt, &x1, &mut self.train_rng)?
+                    matcher_train_step(mlp, m, &mut self.opt, &x1, &mut self.train_rng)?
                 }
                 Some(m) => {
                     // The same draws as `draw_source_and_time`: t, then x0 from the source.
                     let (b, dim) = (x1.dim(0)?, self.data.dim());
                     let t = self.train_rng.uniform(b, 0.0, 1.0, x1.dtype(), x1.device())?;
                     let x0 = self.settings.source.sample(b, dim, &mut self.train_rng, x1.device())?;
-                    matcher_train_step_from(&self.model, m, &mut self.opt, &x0, &x1, &t, &mut self.train_rng)?
+                    matcher_train_step_from(mlp, m, &mut self.opt, &x0, &x1, &t, &mut self.train_rng)?
                 }
                 // Explicit backward pass: same draws and loss as fm-core's `cfm_train_step`, faster.
-                None => mlp_cfm_train_step(&self.model, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
+                None => mlp_cfm_train_step(mlp, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
             },
             Objective::Cfm | Objective::Efm { .. } => {
                 let s = &self.settings.spec;
                 let set = self.train_set.as_ref();
-                objective_train_step(
-                    &self.model,
-                    &self.path,
-                    s,
-                    &mut self.opt,
-                    &x1,
-                    set,
-                    &mut self.train_rng,
-                )?
-                .total
+                objective_train_step(mlp, &self.path, s, &mut self.opt, &x1, set, &mut self.train_rng)?.total
             }
             Objective::Likelihood { steps } => {
                 // Forward-mode exact divergence: first-order autograd only.
-                let loss = cnf_nll_loss_exact(&self.model, &x1, steps)?;
+                let loss = cnf_nll_loss_exact(mlp, &x1, steps)?;
                 let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if !value.is_finite() {
                     bail!("the training loss (NLL) became {value}; lower the learning rate");
@@ -233,12 +270,52 @@ impl Session {
                 value
             }
         };
+        self.record_loss(loss);
+        Ok(loss)
+    }
+
+    /// One flow-matching step of the U-Net: labels (with label dropout) and
+    /// dropout masks come from their own streams.
+    fn unet_step(&mut self) -> Result<f64> {
+        let VelocityNet::UNet(net) = &self.model else { bail!("not a U-Net run") };
+        let (x1, labels) = self.data.batch_with_labels(self.settings.batch_size, &mut self.data_rng)?;
+        let labels = match (net.null_class(), labels) {
+            (Some(null), Some(l)) => {
+                Some(drop_labels(&l, self.settings.label_dropout.unwrap_or(0.0), null, &mut self.label_rng)?)
+            }
+            (Some(_), None) => bail!("the class-conditional U-Net needs labelled data"),
+            (None, _) => None,
+        };
+        let field = net.conditioned(labels.as_ref(), Some(&self.dropout_rng));
+        let loss = match &self.settings.matcher {
+            Some(m) => matcher_train_step(&field, m, &mut self.opt, &x1, &mut self.train_rng)?,
+            None => cfm_train_step(&field, &self.path, &mut self.opt, &x1, &mut self.train_rng)?,
+        };
+        self.record_loss(loss);
+        Ok(loss)
+    }
+
+    fn record_loss(&mut self, loss: f64) {
         self.step += 1;
         if self.recent.len() == LOSS_WINDOW {
             self.recent.pop_front();
         }
         self.recent.push_back(loss);
-        Ok(loss)
+    }
+
+    /// One line describing the network (for the training log).
+    pub fn describe_model(&self) -> String {
+        match &self.model_config {
+            ModelConfig::UNet(c) => super::images::describe(c),
+            ModelConfig::Mlp(m) => format!(
+                "MLP {}-{}-{} ({} parameters)",
+                m.dim + 1,
+                m.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
+                m.dim,
+                m.num_parameters()
+            ),
+            other => format!("{other:?}"),
+        }
     }
 
     /// Mean loss over the last `n` steps (at most [`LOSS_WINDOW`]).
@@ -281,8 +358,12 @@ impl Session {
             loss: (!self.recent.is_empty()).then(|| self.mean_loss(LOSS_WINDOW)),
             transform: self.data.transform().cloned(),
             command: std::env::args().collect(),
+            warmup: (r.training.warmup > 0).then_some(r.training.warmup),
+            grad_clip: r.training.grad_clip,
+            ema_decay: r.training.ema_decay,
+            label_dropout: r.label_dropout,
         };
-        let mut ckpt = CheckpointConfig::new(ModelConfig::Mlp(self.mlp.clone()));
+        let mut ckpt = CheckpointConfig::new(self.model_config.clone());
         ckpt.training = serde_json::to_value(&record)?;
         Ok(ckpt)
     }
@@ -292,11 +373,19 @@ impl Session {
         let dir = self.settings.out.clone();
         let config = self.checkpoint_config()?;
         let weights = varmap_tensors(&self.varmap)?;
+        // Sampling uses the EMA weights when there are some; the resume file keeps both.
+        let published = match self.opt.ema() {
+            Some(e) => e.tensors()?,
+            None => weights.clone(),
+        };
+        let unet = matches!(self.model, VelocityNet::UNet(_));
         let state = LoopState {
             step: self.step,
             data_rng: self.data_rng.position().to_string(),
             train_rng: self.train_rng.position().to_string(),
             recent_losses: self.recent.iter().copied().collect(),
+            label_rng: unet.then(|| self.label_rng.position().to_string()),
+            dropout_rng: unet.then(|| self.dropout_rng.borrow().position().to_string()),
         };
         let write = || -> Result<()> {
             resume::save(
@@ -306,7 +395,7 @@ impl Session {
                 &self.opt.state_tensors()?,
                 &serde_json::to_string(&state)?,
             )?;
-            checkpoint::save(&dir, &config, &weights)?;
+            checkpoint::save(&dir, &config, &published)?;
             Ok(())
         };
         write().with_context(|| format!("--out {}: cannot write the checkpoint", dir.display()))?;

@@ -6,9 +6,11 @@ use anyhow::{bail, Context, Result};
 use fm_core::coupling::Coupling;
 use fm_core::matcher::{Matcher, MatcherKind};
 use fm_core::scheduler::SchedulerKind;
+use fm_models::training::TrainingOptions;
 use fm_models::Activation;
 use serde::Deserialize;
 
+use super::images::UNetSpec;
 use crate::cli::TrainArgs;
 use crate::source::Source;
 
@@ -115,6 +117,12 @@ pub struct Resolved {
     pub source: Source,
     pub seed: u64,
     pub out: PathBuf,
+    /// The U-Net of `--model unet` (`None`: the MLP).
+    pub unet: Option<UNetSpec>,
+    /// Warm-up, gradient clipping and EMA.
+    pub training: TrainingOptions,
+    /// Label dropout of class-conditional training.
+    pub label_dropout: Option<f64>,
 }
 
 /// What the run does after training.
@@ -164,6 +172,16 @@ struct ConfigFile {
     sample_steps: Option<usize>,
     json: Option<bool>,
     quiet: Option<bool>,
+    channels: Option<usize>,
+    channel_mult: Option<Vec<usize>>,
+    res_blocks: Option<usize>,
+    attention_res: Option<String>,
+    dropout: Option<f64>,
+    class_cond: Option<bool>,
+    label_dropout: Option<f64>,
+    ema_decay: Option<f64>,
+    grad_clip: Option<f64>,
+    warmup: Option<usize>,
 }
 
 /// Fills every flag not given on the command line from the `--config` file.
@@ -211,6 +229,17 @@ pub fn merge_config_file(mut a: TrainArgs) -> Result<TrainArgs> {
     a.sample_steps = a.sample_steps.or(f.sample_steps);
     a.json |= f.json.unwrap_or(false);
     a.quiet |= f.quiet.unwrap_or(false);
+    let u = &mut a.unet;
+    u.channels = u.channels.or(f.channels);
+    u.channel_mult = u.channel_mult.take().or(f.channel_mult);
+    u.res_blocks = u.res_blocks.or(f.res_blocks);
+    u.attention_res = u.attention_res.take().or(f.attention_res);
+    u.dropout = u.dropout.or(f.dropout);
+    u.class_cond |= f.class_cond.unwrap_or(false);
+    u.label_dropout = u.label_dropout.or(f.label_dropout);
+    u.ema_decay = u.ema_decay.or(f.ema_decay);
+    u.grad_clip = u.grad_clip.or(f.grad_clip);
+    u.warmup = u.warmup.or(f.warmup);
     Ok(a)
 }
 
@@ -237,15 +266,25 @@ pub fn validate_numbers(steps: usize, batch_size: usize, lr: f64) -> Result<()> 
 
 /// The settings of a new run.
 pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
-    let preset = a.preset.as_deref().map(find_preset).transpose()?;
+    let unet = UNetSpec::from_args(a)?;
+    // With --model unet, --preset names the U-Net preset.
+    let preset = match unet {
+        Some(_) => None,
+        None => a.preset.as_deref().map(find_preset).transpose()?,
+    };
     // Without a preset the defaults are the guide's recipe.
     let base = preset.unwrap_or(&PRESETS[0]);
-    let data = a.data.clone().unwrap_or_else(|| base.data.to_string());
+    let defaults = unet.as_ref().map(|u| u.defaults());
+    let data = match (&a.data, &unet) {
+        (Some(d), _) => d.clone(),
+        (None, Some(_)) => bail!("--model unet needs image data: --data mnist:DIR, fashion-mnist:DIR, cifar10:DIR, digits:FILE or png:DIR"),
+        (None, None) => base.data.to_string(),
+    };
     let same_data = data == base.data;
-    let noise = a.noise.or(if same_data { base.noise } else { None });
-    let steps = a.steps.unwrap_or(base.steps);
-    let batch_size = a.batch_size.unwrap_or(base.batch_size);
-    let lr = a.lr.unwrap_or(base.lr);
+    let noise = a.noise.or(if same_data && unet.is_none() { base.noise } else { None });
+    let steps = a.steps.unwrap_or(defaults.as_ref().map_or(base.steps, |d| d.steps));
+    let batch_size = a.batch_size.unwrap_or(defaults.as_ref().map_or(base.batch_size, |d| d.batch_size));
+    let lr = a.lr.unwrap_or(defaults.as_ref().map_or(base.lr, |d| d.lr));
     validate_numbers(steps, batch_size, lr)?;
     if let Some(n) = noise {
         if !(n.is_finite() && n >= 0.0) {
@@ -276,6 +315,27 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         jacobian_probes: a.jacobian_probes,
     };
     let spec = super::objective::spec(objective, &flags, matcher.is_some())?;
+    if unet.is_some() && !(objective == Objective::Cfm && spec.is_plain_cfm()) {
+        bail!(
+            "--model unet trains by plain CFM: --objective efm|likelihood, --parametrization, --weighting \
+             and --jacobian-reg apply to the MLP only"
+        );
+    }
+    if let (Some(u), Some(m)) = (&unet, &matcher) {
+        if u.class_cond && m.coupling() != Coupling::Independent {
+            bail!("--class-cond with a minibatch coupling (--coupling/--matcher otcfm/sbcfm) is not supported: the coupling would separate images from their labels");
+        }
+    }
+    let training = TrainingOptions {
+        warmup: a.unet.warmup.unwrap_or(0),
+        grad_clip: a.unet.grad_clip,
+        ema_decay: a.unet.ema_decay,
+    };
+    training.validate()?;
+    let label_dropout = match &unet {
+        Some(u) if u.class_cond => Some(a.unet.label_dropout.unwrap_or(super::images::DEFAULT_LABEL_DROPOUT)),
+        _ => None,
+    };
     if matcher.is_some() {
         if objective != Objective::Cfm {
             bail!("--matcher/--coupling/--sigma apply to --objective cfm only");
@@ -296,7 +356,6 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         PathBuf::from("runs").join(stem)
     });
     Ok(Resolved {
-        preset: a.preset.clone(),
         data,
         columns: a.columns.clone().unwrap_or_default(),
         noise,
@@ -313,6 +372,13 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         source,
         seed: a.seed.unwrap_or(0),
         out,
+        preset: match &unet {
+            Some(u) => Some(u.preset.clone()),
+            None => a.preset.clone(),
+        },
+        unet,
+        training,
+        label_dropout,
     })
 }
 
@@ -364,6 +430,16 @@ pub fn check_resume_flags(a: &TrainArgs) -> Result<()> {
         ("--source", a.source.is_some()),
         ("--seed", a.seed.is_some()),
         ("--out", a.out.is_some()),
+        ("--channels", a.unet.channels.is_some()),
+        ("--channel-mult", a.unet.channel_mult.is_some()),
+        ("--res-blocks", a.unet.res_blocks.is_some()),
+        ("--attention-res", a.unet.attention_res.is_some()),
+        ("--dropout", a.unet.dropout.is_some()),
+        ("--class-cond", a.unet.class_cond),
+        ("--label-dropout", a.unet.label_dropout.is_some()),
+        ("--ema-decay", a.unet.ema_decay.is_some()),
+        ("--grad-clip", a.unet.grad_clip.is_some()),
+        ("--warmup", a.unet.warmup.is_some()),
     ];
     let given: Vec<&str> = fixed.iter().filter(|(_, g)| *g).map(|(n, _)| *n).collect();
     if !given.is_empty() {

@@ -1,0 +1,222 @@
+//! `fm train --model unet` and `fm sample` on images, end to end (tiny U-Net,
+//! 8×8 digits written by the test): class-conditional training with EMA,
+//! clipping and warm-up, bit-identical resume, grids, `.npy`, guidance and
+//! the trajectory strip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = fm(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "fm {args:?} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = fm(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "fm {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "fm {args:?} panicked: {stderr}");
+    stderr
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fm-unet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).ok();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// The tensor data of a safetensors file (after its JSON header).
+fn tensor_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let header = bytes.get(..8).map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])));
+    bytes.get(8 + header.unwrap_or(0) as usize..).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// 60 labelled 8×8 "digits" with 17 levels, in sklearn's CSV layout.
+fn digits_csv(dir: &Path) -> String {
+    let mut text = String::new();
+    for i in 0..60u32 {
+        let cells: Vec<String> =
+            (0..64).map(|j| ((i * 7 + j * 3) % 17).to_string()).chain([(i % 10).to_string()]).collect();
+        text.push_str(&cells.join(","));
+        text.push('\n');
+    }
+    let csv = dir.join("digits.csv");
+    std::fs::write(&csv, text).ok();
+    format!("digits:{}", s(&csv))
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--model",
+        "unet",
+        "--preset",
+        "tiny",
+        "--class-cond",
+        "--label-dropout",
+        "0.2",
+        "--ema-decay",
+        "0.9",
+        "--grad-clip",
+        "1",
+        "--warmup",
+        "2",
+        "--batch-size",
+        "8",
+        "--steps",
+        steps,
+        "--sample-n",
+        "10",
+        "--sample-steps",
+        "2",
+        "--sample-solver",
+        "euler",
+        "--out",
+        out,
+        "--quiet",
+    ]
+}
+
+#[test]
+fn unet_trains_resumes_bit_identically_and_samples_images() {
+    let dir = temp("run");
+    let data = digits_csv(&dir);
+    let (full, part) = (dir.join("full"), dir.join("part"));
+    let log = ok(&train_args(&data, s(&full), "4"));
+    assert!(log.contains("U-Net") && log.contains("EMA 0.9") && log.contains("10 classes"), "{log}");
+    for f in ["model.safetensors", "config.json", "resume.safetensors", "samples.png", "samples.npy"] {
+        assert!(full.join(f).is_file(), "missing {f}");
+    }
+    let config = std::fs::read_to_string(full.join("config.json")).unwrap_or_default();
+    assert!(config.contains("\"kind\": \"u-net\"") && config.contains("\"ema_decay\": 0.9"), "{config}");
+
+    // Two steps, then resume to four: the same bytes as the uninterrupted run.
+    ok(&train_args(&data, s(&part), "2"));
+    ok(&[
+        "train",
+        "--resume",
+        s(&part),
+        "--steps",
+        "4",
+        "--quiet",
+        "--sample-n",
+        "10",
+        "--sample-steps",
+        "2",
+        "--sample-solver",
+        "euler",
+    ]);
+    for f in ["model.safetensors", "resume.safetensors"] {
+        // The headers record the command lines, which differ; the tensors must not.
+        let (a, b) = (tensor_bytes(&full.join(f)), tensor_bytes(&part.join(f)));
+        assert!(!a.is_empty() && a == b, "{f} differs after resume");
+    }
+
+    // fm sample: a PNG grid plus the .npy beside it, a class with guidance, a trajectory strip.
+    let grid = dir.join("threes.png");
+    let strip = dir.join("strip.png");
+    let out = ok(&[
+        "sample",
+        "--checkpoint",
+        s(&full),
+        "--n",
+        "12",
+        "--solver",
+        "euler",
+        "--steps",
+        "3",
+        "--class",
+        "3",
+        "--cfg-scale",
+        "1.5",
+        "--out",
+        s(&grid),
+        "--trajectory",
+        s(&strip),
+        "--batch-size",
+        "5",
+        "--json",
+    ]);
+    assert!(out.contains("\"nfe\":3"), "{out}");
+    for p in [&grid, &strip] {
+        let png = std::fs::read(p).unwrap_or_default();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", p.display());
+    }
+    let npy = std::fs::read(dir.join("threes.npy")).unwrap_or_default();
+    assert!(npy.starts_with(b"\x93NUMPY"), "no .npy beside the grid");
+    let header = String::from_utf8_lossy(&npy[..128]).into_owned();
+    assert!(header.contains("'shape': (12, 64)"), "{header}");
+
+    // Batching does not change the samples: same seed, one batch vs three.
+    let a = dir.join("a.npy");
+    let b = dir.join("b.npy");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        s(&full),
+        "--n",
+        "6",
+        "--steps",
+        "2",
+        "--solver",
+        "euler",
+        "--out",
+        s(&a),
+        "--batch-size",
+        "6",
+    ]);
+    ok(&[
+        "sample",
+        "--checkpoint",
+        s(&full),
+        "--n",
+        "6",
+        "--steps",
+        "2",
+        "--solver",
+        "euler",
+        "--out",
+        s(&b),
+        "--batch-size",
+        "2",
+    ]);
+    assert_eq!(std::fs::read(&a).unwrap_or_default(), std::fs::read(&b).unwrap_or_default());
+
+    // Bad requests name the flag.
+    let e = fails(&["sample", "--checkpoint", s(&full), "--class", "10", "--out", s(&a)]);
+    assert!(e.contains("--class 10"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unet_flags_are_checked() {
+    let dir = temp("flags");
+    let data = digits_csv(&dir);
+    let e = fails(&["train", "--model", "unet", "--steps", "1"]);
+    assert!(e.contains("needs image data"), "{e}");
+    let e = fails(&["train", "--data", &data, "--model", "unet", "--preset", "huge", "--steps", "1"]);
+    assert!(e.contains("tiny, mnist, cifar10"), "{e}");
+    let e = fails(&["train", "--channels", "8", "--steps", "1"]);
+    assert!(e.contains("--channels only applies to --model unet"), "{e}");
+    let e = fails(&["train", "--data", &data, "--model", "unet", "--preset", "tiny", "--ema-decay", "1.5"]);
+    assert!(e.contains("--ema-decay"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

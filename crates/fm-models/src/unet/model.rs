@@ -1,0 +1,316 @@
+//! The U-Net velocity field.
+
+use candle::{DType, Device, Module, Tensor, Var};
+use candle_nn::{GroupNorm, Linear, VarBuilder, VarMap};
+use fm_core::{SeededRng, VelocityField};
+
+use super::attention::AttentionBlock;
+use super::config::{Init, Layer, UNetConfig};
+use super::layers::{conv2d, group_norm, linear, norm_silu, silu, Conv, DropoutRng};
+use super::resblock::ResBlock;
+use super::time_embedding::timestep_embedding;
+use super::updown::{Downsample, Upsample};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+enum Block {
+    Conv(Conv),
+    Res(ResBlock),
+    Attn(AttentionBlock),
+    Down(Downsample),
+    Up(Upsample),
+}
+
+/// guided diffusion's U-Net (torchcfm's `UNetModelWrapper`) as a velocity field
+/// `u_θ(x, t[, y])`.
+///
+/// Parameter names follow torchcfm's state dict (`time_embed.0`,
+/// `input_blocks.N.M…`, `middle_block.M…`, `output_blocks.N.M…`, `out.{0,2}`,
+/// `label_emb`), so a PyTorch checkpoint converts by renaming nothing but a
+/// leading `module.`. One difference: a class-conditional model's `label_emb`
+/// has one extra row, the null class `∅` of classifier-free guidance.
+///
+/// # Shapes
+/// - `x`: `(b, c, h, w)` or flattened `(b, c·h·w)`; `t`: `(b,)`; labels `(b,)` `u32`
+/// - returns the shape of `x`
+///
+/// ```
+/// use candle::{DType, Device, Tensor};
+/// use fm_core::{SeededRng, VelocityField};
+/// use fm_models::unet::{UNet, UNetConfig};
+/// # fn main() -> anyhow::Result<()> {
+/// let config = UNetConfig::preset("tiny", 1, 8, 8)?;
+/// let (net, _varmap) = UNet::init(&config, &mut SeededRng::new(0), DType::F32, &Device::Cpu)?;
+/// let x = Tensor::zeros((2, 64), DType::F32, &Device::Cpu)?;
+/// let t = Tensor::new(&[0.1f32, 0.9], &Device::Cpu)?;
+/// assert_eq!(net.velocity(&x, &t)?.dims(), &[2, 64]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct UNet {
+    config: UNetConfig,
+    time_embed: (Linear, Linear),
+    label_emb: Option<Tensor>,
+    input_blocks: Vec<Vec<Block>>,
+    middle: Vec<Block>,
+    output_blocks: Vec<Vec<Block>>,
+    out_norm: GroupNorm,
+    out_conv: Conv,
+}
+
+impl UNet {
+    /// Builds the model from a [`VarBuilder`] (weights from a file, a map, or a [`VarMap`]).
+    pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let (mc, emb, g) = (config.model_channels, config.embed_dim(), config.norm_groups);
+        let time_embed =
+            (linear(&vb.pp("time_embed.0"), mc, emb)?, linear(&vb.pp("time_embed.2"), emb, emb)?);
+        let label_emb = match config.num_classes {
+            Some(k) => Some(vb.get((k + 1, emb), "label_emb.weight")?),
+            None => None,
+        };
+        let build = |layer: &Layer, vb: VarBuilder| -> Result<Block> {
+            Ok(match *layer {
+                Layer::Conv { cin, cout } => Block::Conv(conv2d(&vb, cin, cout, 3, 1)?),
+                Layer::Res { cin, cout } => {
+                    Block::Res(ResBlock::new(&vb, cin, cout, emb, g, config.dropout)?)
+                }
+                Layer::Attn { ch } => Block::Attn(AttentionBlock::new(&vb, ch, config.heads(ch), g)?),
+                Layer::Down { ch } => Block::Down(Downsample::new(&vb, ch)?),
+                Layer::Up { ch } => Block::Up(Upsample::new(&vb, ch)?),
+            })
+        };
+        let plan = config.plan();
+        let blocks = |name: &str, list: &[Vec<Layer>]| -> Result<Vec<Vec<Block>>> {
+            list.iter()
+                .enumerate()
+                .map(|(i, layers)| {
+                    layers
+                        .iter()
+                        .enumerate()
+                        .map(|(j, l)| build(l, vb.pp(format!("{name}.{i}.{j}"))))
+                        .collect()
+                })
+                .collect()
+        };
+        let input_blocks = blocks("input_blocks", &plan.input_blocks)?;
+        let output_blocks = blocks("output_blocks", &plan.output_blocks)?;
+        let middle = plan
+            .middle
+            .iter()
+            .enumerate()
+            .map(|(j, l)| build(l, vb.pp(format!("middle_block.{j}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: config.clone(),
+            time_embed,
+            label_emb,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm: group_norm(&vb.pp("out.0"), plan.out_ch, g)?,
+            out_conv: conv2d(&vb.pp("out.2"), plan.out_ch, config.in_channels, 3, 1)?,
+        })
+    }
+
+    /// A freshly initialised, trainable model and the [`VarMap`] holding its weights.
+    ///
+    /// Initialisation is PyTorch's default (`Linear`/`Conv`: uniform in
+    /// `±1/√fan_in`; GroupNorm 1 and 0; `Embedding` standard normal) with guided
+    /// diffusion's zero modules (`out_layers.3`, `proj_out`, `out.2`), drawn from `rng`
+    /// in parameter order: the same seed gives the same weights.
+    pub fn init(
+        config: &UNetConfig,
+        rng: &mut SeededRng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, VarMap)> {
+        config.validate()?;
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap.data().lock().map_err(|_| Error::Config {
+                field: "varmap",
+                reason: "the variable map's lock is poisoned".into(),
+            })?;
+            for p in config.parameters() {
+                let shape = p.shape.as_slice();
+                let t = match p.init {
+                    Init::Uniform { fan_in } => {
+                        let bound = 1.0 / (fan_in as f64).sqrt();
+                        rng.uniform(shape, -bound, bound, dtype, device)?
+                    }
+                    Init::Zeros => Tensor::zeros(shape, dtype, device)?,
+                    Init::Ones => Tensor::ones(shape, dtype, device)?,
+                    Init::Normal => rng.normal(shape, dtype, device)?,
+                };
+                data.insert(p.name, Var::from_tensor(&t)?);
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
+        Ok((Self::new(config, vb)?, varmap))
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// The label of the null class `∅` (classifier-free guidance), if class-conditional.
+    pub fn null_class(&self) -> Option<u32> {
+        self.config.num_classes.map(|k| k as u32)
+    }
+
+    /// The velocity at `(x, t)` for class labels `labels` (`None`: the null class
+    /// of a class-conditional model, or no conditioning), with dropout masks
+    /// drawn from `rng` while training (`None` evaluates).
+    ///
+    /// # Shapes
+    /// - `x`: `(b, c, h, w)` or `(b, c·h·w)`; `t`: `(b,)`; `labels`: `(b,)` (`u32`)
+    /// - returns the shape of `x`
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        labels: Option<&Tensor>,
+        rng: DropoutRng,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let b = x.dim(0)?;
+        let x4 = match x.rank() {
+            2 if x.dim(1)? == c.dim() => x.reshape((b, c.in_channels, c.height, c.width))?,
+            4 if x.dims()[1..] == [c.in_channels, c.height, c.width] => x.clone(),
+            _ => {
+                return Err(Error::Shape(format!(
+                    "the U-Net takes images {}×{}×{} (or {} values per row), got shape {:?}",
+                    c.in_channels,
+                    c.height,
+                    c.width,
+                    c.dim(),
+                    x.dims()
+                )))
+            }
+        };
+        let t = t.to_dtype(x.dtype())?.reshape(b)?;
+        let temb = timestep_embedding(&t, c.model_channels, 10_000.0)?;
+        let mut emb = self.time_embed.1.forward(&silu(&self.time_embed.0.forward(&temb)?)?)?;
+        if let Some(table) = &self.label_emb {
+            let labels = match labels {
+                Some(l) => l.to_dtype(DType::U32)?.reshape(b)?,
+                None => Tensor::full(self.null_class().unwrap_or(0), b, x.device())?,
+            };
+            let k = table.dim(0)? as u32;
+            if labels.to_vec1::<u32>()?.iter().any(|&l| l >= k) {
+                return Err(Error::Shape(format!("class labels must lie in 0..{k} (the last is ∅)")));
+            }
+            emb = (emb + table.index_select(&labels, 0)?)?;
+        } else if labels.is_some() {
+            return Err(Error::Config {
+                field: "num_classes",
+                reason: "class labels given to a model that is not class-conditional".into(),
+            });
+        }
+        let apply = |block: &Block, h: &Tensor, target: Option<(usize, usize)>| -> Result<Tensor> {
+            match block {
+                Block::Conv(conv) => Ok(conv.forward(h)?),
+                Block::Res(r) => r.forward(h, &emb, rng),
+                Block::Attn(a) => a.forward(h),
+                Block::Down(d) => d.forward(h),
+                Block::Up(u) => {
+                    let (_, _, hh, ww) = h.dims4()?;
+                    u.forward(h, target.unwrap_or((2 * hh, 2 * ww)))
+                }
+            }
+        };
+        let mut hs: Vec<Tensor> = Vec::new();
+        let mut h = x4;
+        for block in &self.input_blocks {
+            for layer in block {
+                h = apply(layer, &h, None)?;
+            }
+            hs.push(h.clone());
+        }
+        for layer in &self.middle {
+            h = apply(layer, &h, None)?;
+        }
+        for block in &self.output_blocks {
+            let skip = hs.pop().ok_or_else(|| Error::Shape("U-Net: unbalanced skip connections".into()))?;
+            h = Tensor::cat(&[&h, &skip], 1)?;
+            // An upsampling layer restores the size of the next skip connection.
+            let target = match hs.last() {
+                Some(s) => {
+                    let (_, _, th, tw) = s.dims4()?;
+                    Some((th, tw))
+                }
+                None => None,
+            };
+            for layer in block {
+                h = apply(layer, &h, target)?;
+            }
+        }
+        let out = self.out_conv.forward(&norm_silu(&self.out_norm, &h)?)?;
+        Ok(out.reshape(x.shape())?)
+    }
+
+    /// This model with fixed class labels (and optionally training-mode
+    /// dropout), as a [`VelocityField`] for the losses and solvers of fm-core.
+    pub fn conditioned<'a>(&'a self, labels: Option<&'a Tensor>, rng: DropoutRng<'a>) -> Conditioned<'a> {
+        Conditioned { net: self, labels, rng }
+    }
+}
+
+/// Maps a model error into fm-core's error type.
+pub(crate) fn to_core(e: Error) -> fm_core::Error {
+    match e {
+        Error::Candle(c) => fm_core::Error::Candle(c),
+        Error::Core(c) => c,
+        other => fm_core::Error::Shape(other.to_string()),
+    }
+}
+
+impl VelocityField for UNet {
+    /// The unconditional velocity (the null class of a class-conditional model), no dropout.
+    fn velocity(&self, x: &Tensor, t: &Tensor) -> fm_core::Result<Tensor> {
+        self.forward(x, t, None, None).map_err(to_core)
+    }
+}
+
+/// A [`UNet`] with fixed labels and dropout stream: see [`UNet::conditioned`].
+#[derive(Debug, Clone, Copy)]
+pub struct Conditioned<'a> {
+    net: &'a UNet,
+    labels: Option<&'a Tensor>,
+    rng: DropoutRng<'a>,
+}
+
+impl VelocityField for Conditioned<'_> {
+    fn velocity(&self, x: &Tensor, t: &Tensor) -> fm_core::Result<Tensor> {
+        self.net.forward(x, t, self.labels, self.rng).map_err(to_core)
+    }
+}
+
+/// Classifier-free guidance: `u_w = (1 + w) u(x, t | y) − w u(x, t | ∅)`
+/// (flow_matching's `CFGScaledModel`; `w = 0` is the conditional model).
+///
+/// # Shapes
+/// - `labels`: `(b,)` `u32`, for the batch the solver passes
+#[derive(Debug, Clone, Copy)]
+pub struct ClassifierFreeGuidance<'a> {
+    /// The class-conditional model.
+    pub net: &'a UNet,
+    /// The class of each sample.
+    pub labels: &'a Tensor,
+    /// The guidance weight `w`.
+    pub scale: f64,
+}
+
+impl VelocityField for ClassifierFreeGuidance<'_> {
+    fn velocity(&self, x: &Tensor, t: &Tensor) -> fm_core::Result<Tensor> {
+        let cond = self.net.forward(x, t, Some(self.labels), None).map_err(to_core)?;
+        if self.scale == 0.0 {
+            return Ok(cond);
+        }
+        let uncond = self.net.forward(x, t, None, None).map_err(to_core)?;
+        Ok(((cond * (1.0 + self.scale))? - (uncond * self.scale)?)?)
+    }
+}
