@@ -7,19 +7,7 @@ use fm_models::checkpoint::atomic_write;
 
 /// Encodes a row-major `f32` matrix as a NumPy `.npy` (format 1.0, little endian).
 pub fn npy_bytes(data: &[f32], rows: usize, cols: usize) -> Vec<u8> {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Magic (6) + version (2) + header length (2) + dict + padding + '\n', a multiple of 64.
-    let unpadded = 10 + dict.len() + 1;
-    let pad = (64 - unpadded % 64) % 64;
-    let header = format!("{dict}{}\n", " ".repeat(pad));
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+    fm_data::npy::encode_f32(data, &[rows, cols])
 }
 
 /// Checks, before any work, that samples can be written to `path` (`flag` names
@@ -70,21 +58,4 @@ pub fn write_samples(path: &Path, data: &[f32], rows: usize, cols: usize, names:
 pub fn print_json(value: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn npy_header_is_aligned_and_parsable() {
-        let b = npy_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2);
-        assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
-        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-        assert_eq!((10 + hl) % 64, 0);
-        let header = std::str::from_utf8(&b[10..10 + hl]).unwrap_or("");
-        assert!(header.contains("'shape': (3, 2)") && header.ends_with('\n'));
-        assert_eq!(b.len(), 10 + hl + 24);
-        assert_eq!(f32::from_le_bytes([b[10 + hl], b[11 + hl], b[12 + hl], b[13 + hl]]), 1.0);
-    }
 }

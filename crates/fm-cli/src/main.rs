@@ -12,7 +12,6 @@ mod commands;
 mod data;
 mod figures;
 mod io;
-mod npy;
 mod plot;
 mod plot_density;
 mod plot_images;

@@ -547,6 +547,16 @@ fn eight_gaussian_source_is_recorded_used_by_sampling_and_refused_by_likelihood(
     let mean = radii.iter().sum::<f64>() / radii.len() as f64;
     assert!(mean > 2.5, "mean radius {mean}: not the 8-Gaussian source");
     assert!(fails(&["likelihood", "--checkpoint", s(&dir)]).contains("source"));
+    // The closed-form velocity transports N(0, I): its analyses refuse this checkpoint.
+    let d = s(&dir);
+    for args in [
+        &["analyze", "hybrid", "--checkpoint", d, "--n-train", "100", "--n", "20"][..],
+        &["analyze", "memorization", "--checkpoint", d, "--n-train", "100", "--n", "20", "--closed-form"],
+        &["sample", "--checkpoint", d, "--hybrid", "0.5", "--n", "20"],
+    ] {
+        let e = fails(args);
+        assert!(e.contains("--source 8gaussians") && e.contains("closed-form"), "{args:?}: {e}");
+    }
     assert!(fails(&["train", "--source", "8gaussians", "--steps", "1"]).contains("--matcher"));
     assert!(fails(&["train", "--matcher", "icfm", "--source", "nope", "--steps", "1"]).contains("8gaussians"));
     let _ = std::fs::remove_dir_all(&dir);

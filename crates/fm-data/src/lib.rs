@@ -48,6 +48,7 @@ pub mod batch;
 pub mod csv;
 pub mod error;
 pub mod images;
+pub mod npy;
 pub mod spec;
 pub mod standardize;
 pub mod toy;

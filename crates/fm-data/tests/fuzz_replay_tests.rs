@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fm_data::images::{parse_cifar10_batch, parse_digits, parse_idx};
-use fm_data::parse_csv_columns;
+use fm_data::{npy, parse_csv_columns};
 
 /// A tiny deterministic generator (SplitMix64), so the replay is the same everywhere.
 struct Mix(u64);
@@ -108,5 +108,15 @@ fn csv_parser_never_panics() {
         let text = String::from_utf8_lossy(b);
         let _ = parse_csv_columns(&text, Path::new("fuzz.csv"), &columns);
         let _ = parse_csv_columns(&text, Path::new("fuzz.csv"), &[]);
+    });
+}
+
+#[test]
+fn npy_parser_never_panics() {
+    let seed = npy::encode_f32(&[1.0, -2.0, 0.5, 4.0, 1e-3, 7.0], &[2, 3]);
+    replay("npy", &seed, 3000, |b| {
+        if let Ok(a) = npy::parse(b, Path::new("fuzz.npy")) {
+            assert_eq!(a.data.len(), a.shape.iter().product::<usize>());
+        }
     });
 }

@@ -196,7 +196,25 @@ pub fn training_points(m: &LoadedModel, n_train: Option<usize>, device: &Device)
     Ok(Tensor::from_vec(v, (points.len() / d, d), device)?)
 }
 
-/// The closed-form velocity `û*` of `points` on the checkpoint's path.
+/// The closed-form velocity `û*` of `points` on the checkpoint's path
+/// (see [`require_normal_source`]).
 pub fn closed_form_field(m: &LoadedModel, points: &Tensor) -> Result<EmpiricalVelocity<SchedulerKind>> {
+    require_normal_source(m)?;
     EmpiricalVelocity::new(points, m.record.scheduler).context("the closed-form velocity")
+}
+
+/// Fails for a checkpoint trained from another source than `N(0, I)`
+/// (`--source 8gaussians`): û* is the exact velocity for a Gaussian source only.
+pub fn require_normal_source(m: &LoadedModel) -> Result<()> {
+    let source = crate::source::Source::parse(m.record.source.as_deref())?;
+    if source != crate::source::Source::Normal {
+        bail!(
+            "checkpoint {}: it was trained from --source {}, but the closed-form velocity û* \
+             transports N(0, I) to the training points; closed-form analyses need a checkpoint \
+             trained from the standard normal source",
+            m.dir.display(),
+            m.record.source.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(())
 }

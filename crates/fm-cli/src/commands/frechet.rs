@@ -19,7 +19,6 @@ use super::common::{generate, load_model};
 use crate::checksum::sha256_hex;
 use crate::cli::SolverArgs;
 use crate::io::print_json;
-use crate::npy::read_npy;
 use crate::solver::SolverChoice;
 
 #[derive(Debug, Args, Clone)]
@@ -122,7 +121,7 @@ fn samples_of(
     device: &Device,
 ) -> Result<(Vec<f32>, String)> {
     if let Some(path) = &a.samples {
-        let arr = read_npy(path).context("--samples")?;
+        let arr = fm_data::npy::read(path).context("--samples")?;
         let per_row: usize = arr.shape.iter().skip(1).product();
         if arr.shape.len() < 2 || per_row != input_dim {
             bail!(

@@ -7,7 +7,7 @@ use candle::Device;
 use fm_core::VelocityField;
 use serde_json::json;
 
-use super::common::{closed_form_field, generate_hybrid, load_model, training_points};
+use super::common::{closed_form_field, generate_hybrid, load_model, require_normal_source, training_points};
 use crate::cli::SampleArgs;
 use crate::data::TrainingData;
 use crate::io::{check_output, print_json, write_samples};
@@ -40,6 +40,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let closed = match a.hybrid {
         Some(_) => {
+            require_normal_source(&m)?;
             let points = training_points(&m, None, &device).context("--hybrid needs the training set")?;
             Some(closed_form_field(&m, &points)?)
         }

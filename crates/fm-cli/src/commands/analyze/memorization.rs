@@ -9,7 +9,7 @@ use fm_core::metrics::nearest_neighbor_distances;
 use serde_json::{json, Value};
 
 use super::{logger, median, out_dir, write_csv, MemorizationArgs};
-use crate::commands::common::{closed_form_field, load_model, solve_hybrid, source_noise, training_points};
+use crate::commands::common::{closed_form_field, load_model, model_source, solve_hybrid, training_points};
 use crate::figures::{line_figure, Panel, Series};
 use crate::io::print_json;
 
@@ -66,7 +66,8 @@ pub fn run(a: MemorizationArgs) -> Result<()> {
     let n_train = train.dim(0)?;
     let dir = out_dir(a.out.as_deref(), m.dir.join("analyze-memorization"))?;
     let log = logger(a.json);
-    let x0 = source_noise(a.n, m.dim(), a.seed, &device)?;
+    // The checkpoint's own source (N(0, I) unless trained with --source).
+    let x0 = model_source(&m, a.n, a.seed, &device)?;
     let nn = |x: &Tensor| -> Result<Vec<f64>> { Ok(nearest_neighbor_distances(x, &train)?) };
     let model = solve_hybrid(&m.model, &m.model, &x0, &choice, 0.0, false)?;
     let model_nn = NnSummary::new(nn(&model.state)?, a.threshold);
