@@ -1,47 +1,14 @@
 //! End-to-end tests of the `fm` binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn fm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = fm(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fm {args:?} failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = fm(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "fm {args:?} should fail");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "fm {args:?} panicked: {stderr}"
-    );
-    stderr
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {line}"))
-}
+use common::{fails, last_json, ok, s, temp_in};
 
 fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fm-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
+    temp_in("cli", name)
 }
 
 #[test]

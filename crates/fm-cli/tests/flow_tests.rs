@@ -1,35 +1,17 @@
 //! Discrete flows in the CLI, end to end: `fm train --model planar|realnvp`,
 //! `fm sample`/`fm likelihood`/`fm plot density` on a flow, and `fm energies`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::PathBuf;
 
 use fm_core::SeededRng;
 use fm_data::Toy2d;
 
-fn fm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok_json(args: &[&str]) -> serde_json::Value {
-    let (ok, stdout, stderr) = fm(args);
-    assert!(ok, "fm {args:?} failed: {stderr}");
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default()
-}
+use common::{fails, ok, ok_json, s, temp_in};
 
 fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fm-flow-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    temp_in("flow", name)
 }
 
 fn num(v: &serde_json::Value, key: &str) -> f64 {
@@ -101,8 +83,8 @@ fn realnvp_on_moons_beats_a_gaussian_and_likelihood_agrees() {
     assert!((num(&d, "mass") - 1.0).abs() < 0.02, "{d}");
     assert!(dir.join("density.png").is_file());
     // `fm eval` explains itself rather than failing obscurely.
-    let (ok, _, e) = fm(&["eval", "--checkpoint", s(&dir)]);
-    assert!(!ok && e.contains("flow"), "{e}");
+    let e = fails(&["eval", "--checkpoint", s(&dir)]);
+    assert!(e.contains("flow"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -147,9 +129,8 @@ fn planar_trains_samples_and_resumes_bit_identically() {
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert_eq!(text.lines().count(), 101, "header + 100 rows");
     assert!(plot.is_file());
-    let (ok, stdout, _) =
-        fm(&["sample", "--checkpoint", s(&dir), "--n", "10", "--out", s(&dir.join("t.npy"))]);
-    assert!(ok && stdout.contains("no ODE"), "{stdout}");
+    let stdout = ok(&["sample", "--checkpoint", s(&dir), "--n", "10", "--out", s(&dir.join("t.npy"))]);
+    assert!(stdout.contains("no ODE"), "{stdout}");
 
     // 100 + 100 resumed steps give the same weights as 200 straight.
     let half = temp("planar-half");
@@ -181,8 +162,8 @@ fn planar_trains_samples_and_resumes_bit_identically() {
     };
     assert_eq!(tensors(&a), tensors(&b));
     assert_eq!(num(&resumed, "nll"), num(&r, "nll"), "resumed {resumed} vs straight {r}");
-    let (ok, _, e) = fm(&["train", "--resume", s(&half), "--lr", "0.1"]);
-    assert!(!ok && e.contains("--lr"), "{e}");
+    let e = fails(&["train", "--resume", s(&half), "--lr", "0.1"]);
+    assert!(e.contains("--lr"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&half);
 }
@@ -253,21 +234,21 @@ fn energies_fit_u1_and_deeper_flows_fit_better() {
 
 #[test]
 fn bad_flow_inputs_name_the_flag() {
-    let (ok, _, e) = fm(&["train", "--model", "nope", "--steps", "1"]);
+    let e = fails(&["train", "--model", "nope", "--steps", "1"]);
     assert!(
-        !ok && e.contains("--model") && e.contains("planar") && e.contains("realnvp") && e.contains("mlp"),
+        e.contains("--model") && e.contains("planar") && e.contains("realnvp") && e.contains("mlp"),
         "{e}"
     );
-    let (ok, _, e) = fm(&["train", "--model", "planar", "--layers", "0", "--steps", "1"]);
-    assert!(!ok && e.contains("--layers"), "{e}");
-    let (ok, _, e) = fm(&["train", "--layers", "4", "--steps", "1"]);
-    assert!(!ok && e.contains("--layers") && e.contains("planar"), "{e}");
-    let (ok, _, e) = fm(&["train", "--model", "planar", "--scheduler", "cosine", "--steps", "1"]);
-    assert!(!ok && e.contains("--scheduler"), "{e}");
-    let (ok, _, e) = fm(&["energies", "--layers", "0"]);
-    assert!(!ok && e.contains("--layers"), "{e}");
-    let (ok, _, e) = fm(&["energies", "--energies", "u9"]);
-    assert!(!ok && e.contains("--energies") && e.contains("u4"), "{e}");
+    let e = fails(&["train", "--model", "planar", "--layers", "0", "--steps", "1"]);
+    assert!(e.contains("--layers"), "{e}");
+    let e = fails(&["train", "--layers", "4", "--steps", "1"]);
+    assert!(e.contains("--layers") && e.contains("planar"), "{e}");
+    let e = fails(&["train", "--model", "planar", "--scheduler", "cosine", "--steps", "1"]);
+    assert!(e.contains("--scheduler"), "{e}");
+    let e = fails(&["energies", "--layers", "0"]);
+    assert!(e.contains("--layers"), "{e}");
+    let e = fails(&["energies", "--energies", "u9"]);
+    assert!(e.contains("--energies") && e.contains("u4"), "{e}");
 }
 
 #[test]

@@ -1,31 +1,13 @@
 //! `fm likelihood`, `fm plot density` and `fm train --objective likelihood`, end to end.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn fm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::PathBuf;
 
-fn ok_json(args: &[&str]) -> serde_json::Value {
-    let (ok, stdout, stderr) = fm(args);
-    assert!(ok, "fm {args:?} failed: {stderr}");
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default()
-}
+use common::{fails, ok_json, s, temp_in};
 
 fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fm-lik-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    temp_in("lik", name)
 }
 
 #[test]
@@ -74,12 +56,12 @@ fn likelihood_exact_and_hutchinson_agree_and_density_has_unit_mass() {
     let csv = dir.join("three.csv");
     std::fs::write(&csv, "a,b,c\n1,2,3\n4,5,6\n7,8,9\n").ok();
     let data = format!("csv:{}", s(&csv));
-    let (ok, _, e) = fm(&["likelihood", "--checkpoint", s(&dir), "--data", &data, "--columns", "a,b,c"]);
-    assert!(!ok && e.contains("3 dimensions") && e.contains("models 2"), "{e}");
-    let (ok, _, e) = fm(&["likelihood", "--checkpoint", s(&dir), "--hutchinson", "0"]);
-    assert!(!ok && e.contains("--hutchinson"), "{e}");
-    let (ok, _, e) = fm(&["likelihood", "--checkpoint", s(&dir), "--solver", "dopri5", "--rtol=-1"]);
-    assert!(!ok && e.contains("rtol"), "{e}");
+    let e = fails(&["likelihood", "--checkpoint", s(&dir), "--data", &data, "--columns", "a,b,c"]);
+    assert!(e.contains("3 dimensions") && e.contains("models 2"), "{e}");
+    let e = fails(&["likelihood", "--checkpoint", s(&dir), "--hutchinson", "0"]);
+    assert!(e.contains("--hutchinson"), "{e}");
+    let e = fails(&["likelihood", "--checkpoint", s(&dir), "--solver", "dopri5", "--rtol=-1"]);
+    assert!(e.contains("rtol"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -149,10 +131,10 @@ fn cnf_trained_by_likelihood_improves_its_likelihood_and_resumes() {
         config.contains("\"objective\": \"likelihood\"") && config.contains("\"cnf_steps\": 4"),
         "{config}"
     );
-    let (ok, _, e) = fm(&["train", "--objective", "nope", "--steps", "1"]);
-    assert!(!ok && e.contains("cfm") && e.contains("likelihood"), "{e}");
-    let (ok, _, e) = fm(&["train", "--cnf-steps", "3", "--steps", "1"]);
-    assert!(!ok && e.contains("--objective likelihood"), "{e}");
+    let e = fails(&["train", "--objective", "nope", "--steps", "1"]);
+    assert!(e.contains("cfm") && e.contains("likelihood"), "{e}");
+    let e = fails(&["train", "--cnf-steps", "3", "--steps", "1"]);
+    assert!(e.contains("--objective likelihood"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

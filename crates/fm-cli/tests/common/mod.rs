@@ -25,13 +25,21 @@ pub fn fails(args: &[&str]) -> String {
     let out = fm(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "fm {args:?} should fail");
-    assert!(!stderr.contains("panicked"), "fm {args:?} panicked: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "fm {args:?} panicked: {stderr}"
+    );
     stderr
 }
 
 pub fn last_json(stdout: &str) -> serde_json::Value {
     let line = stdout.lines().last().unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {line}"))
+}
+
+/// Runs `fm` (which must succeed) and parses its last stdout line as JSON.
+pub fn ok_json(args: &[&str]) -> serde_json::Value {
+    last_json(&ok(args))
 }
 
 pub fn temp_in(prefix: &str, name: &str) -> PathBuf {
