@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle::Device;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::cli::TrainArgs;
@@ -34,12 +34,7 @@ pub struct Interrupted {
 }
 
 fn progress(steps: usize, done: usize, quiet: bool) -> ProgressBar {
-    let pb = ProgressBar::new(steps as u64);
-    // indicatif draws nothing when stderr is not a terminal.
-    pb.set_draw_target(if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
-    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} loss {msg} {per_sec} ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    pb.set_style(style);
+    let pb = crate::progress::bar(steps, quiet, "{bar:30} {pos}/{len} loss {msg} {per_sec} ETA {eta}");
     pb.set_position(done as u64);
     pb.reset_eta();
     pb
