@@ -10,6 +10,7 @@ mod checksum;
 mod cli;
 mod commands;
 mod data;
+mod device;
 mod figures;
 mod io;
 mod plot;

@@ -528,3 +528,28 @@ fn eight_gaussian_source_is_recorded_used_by_sampling_and_refused_by_likelihood(
     assert!(fails(&["train", "--matcher", "icfm", "--source", "nope", "--steps", "1"]).contains("8gaussians"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn device_flag_runs_on_the_cpu_and_explains_cuda() {
+    let dir = temp("device");
+    let j = last_json(&ok(&[
+        "train",
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--sample-n",
+        "20",
+        "--out",
+        s(&dir),
+        "--json",
+    ]));
+    assert_eq!(j["steps"], 2, "{j}");
+    let e = fails(&["sample", "--checkpoint", s(&dir), "--device", "gpu"]);
+    assert!(e.contains("--device gpu") && e.contains("cuda:N"), "{e}");
+    if !cfg!(feature = "cuda") {
+        let e = fails(&["--device", "cuda:0", "sample", "--checkpoint", s(&dir)]);
+        assert!(e.contains("--features cuda"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

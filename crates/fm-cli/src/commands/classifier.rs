@@ -82,7 +82,7 @@ fn train(a: ClassifierTrainArgs) -> Result<()> {
     if !(a.lr.is_finite() && a.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", a.lr);
     }
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let train_set = load_labelled(&a.data, Split::Train, "--data")?;
     let test_set = load_labelled(&a.data, Split::Test, "--data")?;
     let (channels, height, width) = train_set.image_shape();

@@ -1,7 +1,6 @@
 //! `fm plot density`: the model's density on a grid, beside a histogram of the data.
 
 use anyhow::{bail, Result};
-use candle::Device;
 use fm_core::divergence::Divergence;
 use serde_json::json;
 
@@ -30,7 +29,7 @@ pub fn run(a: DensityArgs) -> Result<()> {
     if super::flow::is_flow_checkpoint(&a.checkpoint) {
         return super::flow::eval::density(a);
     }
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     if a.grid < 2 {
         bail!("--grid must be at least 2, got {}", a.grid);
     }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle::{Device, Tensor};
+use candle::Tensor;
 use fm_core::metrics::SampleMetrics;
 use serde_json::json;
 
@@ -28,7 +28,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         bail!("--bandwidth must be a positive number, got {}", a.bandwidth);
     }
     let choices = a.solvers.iter().map(|s| SolverChoice::parse_spec(s)).collect::<Result<Vec<_>>>()?;
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let m = load_model(&a.checkpoint, &device)?;
     let data = TrainingData::from_record(&m.record)?;
     let dim = m.dim();

@@ -64,7 +64,7 @@ pub fn run(a: FrechetArgs) -> Result<()> {
     if a.n < 2 {
         bail!("--n must be at least 2 (a covariance needs two samples), got {}", a.n);
     }
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let start = Instant::now();
     let classifier = ImageClassifier::load(&a.classifier, &device).context("--classifier")?;
     let sha = sha256_hex(&classifier.bytes);

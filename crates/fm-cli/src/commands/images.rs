@@ -2,7 +2,7 @@
 //! classifier-free guidance, grids and trajectory strips.
 
 use anyhow::{bail, Context, Result};
-use candle::{Device, Tensor};
+use candle::Tensor;
 use fm_core::{AsOde, VelocityField};
 use fm_models::unet::{ClassifierFreeGuidance, UNet};
 use fm_solvers::OdeSolver;
@@ -57,7 +57,7 @@ pub fn generate_images(m: &LoadedModel, net: &UNet, x0: &Tensor, s: &ImageSampli
         let b = s.batch.min(n - start);
         let chunk = x0.narrow(0, start, b)?;
         let labels = match &s.labels {
-            Some(l) => Some(Tensor::from_vec(l[start..start + b].to_vec(), b, &Device::Cpu)?),
+            Some(l) => Some(Tensor::from_vec(l[start..start + b].to_vec(), b, chunk.device())?),
             None => None,
         };
         let keep = start < s.trajectory_rows;
@@ -119,7 +119,7 @@ pub fn run_sample(a: &crate::cli::SampleArgs, m: &LoadedModel, net: &UNet) -> Re
         bail!("--cfg-scale must be a finite number, got {cfg_scale}");
     }
     let labels = default_labels(net, a.n, a.images.class)?;
-    let x0 = super::common::source_noise(a.n, m.dim(), a.seed, &Device::Cpu)?;
+    let x0 = super::common::source_noise(a.n, m.dim(), a.seed, &crate::device::selected())?;
     let rows = if a.images.trajectory.is_some() { a.n.min(10) } else { 0 };
     let start = Instant::now();
     let gen = generate_images(

@@ -133,7 +133,7 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
     if super::flow::is_flow_checkpoint(&a.checkpoint) {
         return super::flow::eval::likelihood(a);
     }
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let s = &a.solver;
     let choice = SolverChoice::new(&s.solver, s.steps, s.rtol, s.atol)?;
     let divergence = divergence_from_args(s)?;

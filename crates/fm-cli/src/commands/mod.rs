@@ -19,6 +19,7 @@ mod train;
 pub use train::Interrupted;
 
 pub fn run(cli: Cli) -> Result<()> {
+    crate::device::select(&cli.device)?;
     match cli.command {
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),

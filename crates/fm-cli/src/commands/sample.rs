@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle::Device;
 use fm_core::VelocityField;
 use serde_json::json;
 
@@ -21,7 +20,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     if super::flow::is_flow_checkpoint(&a.checkpoint) {
         return super::flow::eval::sample(a);
     }
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let choice = SolverChoice::from_args(&a.solver)?;
     let m = load_model(&a.checkpoint, &device)?;
     if let fm_models::VelocityNet::UNet(net) = m.model.net() {

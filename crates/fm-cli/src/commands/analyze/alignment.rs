@@ -72,7 +72,7 @@ pub fn run(a: AlignmentArgs) -> Result<()> {
     if !(a.level.is_finite() && a.level > 0.0 && a.level <= 1.0) {
         bail!("--level must lie in (0, 1], got {}", a.level);
     }
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let dir = out_dir(a.out.as_deref(), "runs/analyze-alignment".into())?;
     let log = logger(a.json);
     let mut sets = gaussian_sets(&a, &device)?;

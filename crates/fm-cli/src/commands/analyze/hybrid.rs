@@ -3,7 +3,6 @@
 //! training set as τ grows (experiments.md B3).
 
 use anyhow::Result;
-use candle::Device;
 use fm_core::metrics::nearest_neighbor_distances;
 use serde_json::json;
 
@@ -31,7 +30,7 @@ pub fn run(a: HybridArgs) -> Result<()> {
     taus.sort_by(f64::total_cmp);
     taus.dedup();
     let choice = a.solver.choice()?;
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let m = load_model(&a.checkpoint, &device)?;
     let train = training_points(&m, a.n_train, &device)?;
     let n_train = train.dim(0)?;

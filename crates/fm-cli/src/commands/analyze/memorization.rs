@@ -4,7 +4,7 @@
 //! training points; experiments.md B2).
 
 use anyhow::{bail, Result};
-use candle::{Device, Tensor};
+use candle::Tensor;
 use fm_core::metrics::nearest_neighbor_distances;
 use serde_json::{json, Value};
 
@@ -60,7 +60,7 @@ pub fn run(a: MemorizationArgs) -> Result<()> {
         bail!("--n-train must be at least 1");
     }
     let choice = a.solver.choice()?;
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let m = load_model(&a.checkpoint, &device)?;
     let train = training_points(&m, a.n_train, &device)?;
     let n_train = train.dim(0)?;

@@ -12,7 +12,7 @@
 //! as many fresh test points and training points.
 
 use anyhow::{bail, Result};
-use candle::{DType, Device, Tensor};
+use candle::{DType, Tensor};
 use fm_core::efm::efm_target;
 use fm_core::metrics::wasserstein2_exact;
 use fm_core::path::AffinePath;
@@ -47,7 +47,7 @@ pub fn run(a: TargetsArgs) -> Result<()> {
     if !(1..=64).contains(&a.bins) {
         bail!("--bins must lie in 1..=64, got {}", a.bins);
     }
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let m = load_model(&a.checkpoint, &device)?;
     let train = training_points(&m, a.n_train, &device)?; // (n, d) f64, model units
     let (n_train, d) = train.dims2()?;

@@ -198,7 +198,7 @@ fn check_args(a: &EnergiesArgs) -> Result<Vec<TestEnergy>> {
 }
 
 pub fn run(a: EnergiesArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let energies = check_args(&a)?;
     let anneal = a.anneal_steps.unwrap_or(if a.steps >= 20_000 { 10_000 } else { (a.steps / 2).max(1) });
     let cannot = || format!("--out {}: cannot write there", a.out.display());

@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle::Device;
 use serde_json::json;
 
 use super::{flow_log_likelihoods, generate_flow, load_flow, LoadedFlow};
@@ -18,7 +17,7 @@ use crate::plot_density::density_figure;
 
 /// `fm sample --checkpoint FLOWDIR`.
 pub fn sample(a: SampleArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let m = load_flow(&a.checkpoint, &device)?;
     let out = a.out.clone().unwrap_or_else(|| m.dir.join("samples.npy"));
     check_output(&out, "--out")?;
@@ -92,7 +91,7 @@ fn evaluation_points(m: &LoadedFlow, a: &LikelihoodArgs) -> Result<(Vec<f32>, St
 
 /// `fm likelihood --checkpoint FLOWDIR`: the exact NLL by the change of variables.
 pub fn likelihood(a: LikelihoodArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let m = load_flow(&a.checkpoint, &device)?;
     let (points, label) = evaluation_points(&m, &a)?;
     let n = points.len() / m.dim();
@@ -158,7 +157,7 @@ fn default_window(points: &[f32]) -> (f64, f64, f64, f64) {
 
 /// `fm plot density --checkpoint FLOWDIR`: the exact density on a grid.
 pub fn density(a: DensityArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     if a.grid < 2 {
         bail!("--grid must be at least 2, got {}", a.grid);
     }

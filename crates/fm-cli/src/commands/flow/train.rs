@@ -304,6 +304,7 @@ impl FlowSession {
     /// One maximum-likelihood step; the batch's NLL (model units).
     fn train_step(&mut self) -> Result<f64> {
         let x: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
+        let x = x.to_device(&crate::device::selected())?;
         let loss = self.flow.forward_kl_loss(&x)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
@@ -399,7 +400,7 @@ fn check_resume_flags(a: &TrainArgs) -> Result<()> {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     let json_out = a.json;
     let quiet = a.quiet;
     let checkpoint_every = a.checkpoint_every.unwrap_or(1000);

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle::Device;
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -60,7 +59,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         return crate::commands::flow::train::run(a);
     }
     let mut o = settings::run_options(&a)?;
-    let device = Device::Cpu;
+    let device = crate::device::selected();
     // Validate the sampling settings before spending minutes on training.
     let choice = SolverChoice::new(&o.sample_solver, o.sample_steps, 1e-5, 1e-5)
         .context("--sample-solver/--sample-steps")?;

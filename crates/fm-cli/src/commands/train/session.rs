@@ -70,6 +70,8 @@ struct LoopState {
 
 pub struct Session {
     pub settings: Resolved,
+    /// Where the model and its batches live (`--device`).
+    device: Device,
     pub model: VelocityNet,
     pub model_config: ModelConfig,
     varmap: VarMap,
@@ -118,6 +120,7 @@ impl Session {
             _ => None,
         };
         Ok(Self {
+            device: device.clone(),
             train_set,
             label_rng: SeededRng::for_stream(r.seed, "labels"),
             dropout_rng: RefCell::new(SeededRng::for_stream(r.seed, "dropout")),
@@ -238,7 +241,8 @@ impl Session {
             VelocityNet::UNet(_) => return self.unet_step(),
             VelocityNet::Mlp(mlp) => mlp,
         };
-        let x1: Tensor = self.data.batch(self.settings.batch_size, &mut self.data_rng)?;
+        let x1: Tensor =
+            self.data.batch(self.settings.batch_size, &mut self.data_rng)?.to_device(&self.device)?;
         let loss = match self.settings.objective {
             Objective::Cfm if self.settings.spec.is_plain_cfm() => match &self.settings.matcher {
                 Some(m) if self.settings.source == Source::Normal => {
@@ -279,6 +283,8 @@ impl Session {
     fn unet_step(&mut self) -> Result<f64> {
         let VelocityNet::UNet(net) = &self.model else { bail!("not a U-Net run") };
         let (x1, labels) = self.data.batch_with_labels(self.settings.batch_size, &mut self.data_rng)?;
+        let x1 = x1.to_device(&self.device)?;
+        let labels = labels.map(|l| l.to_device(&self.device)).transpose()?;
         let labels = match (net.null_class(), labels) {
             (Some(null), Some(l)) => {
                 Some(drop_labels(&l, self.settings.label_dropout.unwrap_or(0.0), null, &mut self.label_rng)?)
