@@ -24,6 +24,7 @@ pub mod likelihood;
 pub mod memory;
 pub mod sample;
 pub mod train;
+pub mod unet_train;
 mod workload;
 
 pub use error::{Error, Result};
