@@ -93,7 +93,7 @@ class UNetTrain:
     the CFM loss on a fixed batch of deterministic images."""
 
     def __init__(self, batch):
-        from torchcfm.models.unet import UNetModelWrapper
+        from torchcfm.models.unet.unet import UNetModelWrapper
 
         torch.manual_seed(0)
         self.net = UNetModelWrapper(
