@@ -87,6 +87,41 @@ class Train:
         return {}
 
 
+class UNetTrain:
+    """torchcfm's MNIST example: UNetModelWrapper(dim=(1, 28, 28), num_channels=32,
+    num_res_blocks=1) (channel_mult (1, 2, 2), attention at 16 → 28×28), Adam 1e-3,
+    the CFM loss on a fixed batch of deterministic images."""
+
+    def __init__(self, batch):
+        from torchcfm.models.unet.unet import UNetModelWrapper
+
+        torch.manual_seed(0)
+        self.net = UNetModelWrapper(
+            dim=(1, 28, 28),
+            num_channels=32,
+            num_res_blocks=1,
+            channel_mult=(1, 2, 2),
+            attention_resolutions="16",
+            num_heads=1,
+            num_head_channels=-1,
+            dropout=0.0,
+        )
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.fm = ConditionalFlowMatcher(sigma=0.0)
+        self.x1 = points(batch, 28 * 28).reshape(batch, 1, 28, 28)
+
+    def run(self):
+        x0 = torch.randn_like(self.x1)
+        t, xt, ut = self.fm.sample_location_and_conditional_flow(x0, self.x1)
+        v = self.net(t, xt)
+        loss = torch.mean((v - ut) ** 2)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        loss.item()
+        return {}
+
+
 class Sample:
     def __init__(self, n, method):
         self.field = Field(bench_mlp())
@@ -195,6 +230,8 @@ def build(name, quick):
         return Train(256)
     if name == "train_b4096":
         return Train(pick(4096, 512))
+    if name == "unet_train_mnist":
+        return UNetTrain(pick(128, 8))
     if name == "sample_euler100":
         return Sample(pick(10_000, 500), "euler")
     if name == "sample_dopri5":

@@ -14,8 +14,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-pub const USAGE: &str = "cargo xtask bench [--quick] [--threads 1,2] [--reps N] [--no-peer] [--out FILE.md]
+pub const USAGE: &str =
+    "cargo xtask bench [--quick] [--threads 1,2] [--reps N] [--only A,B] [--no-peer] [--out FILE.md]
   --quick     smoke run: small sizes, one repetition, no thresholds
+  --only      only these workloads (names as `fm-bench list` prints them)
   --threads   thread counts to run at (candle: RAYON_NUM_THREADS, torch.set_num_threads); default 1,2
   --reps      repetitions of the alternating loop (default 5; medians are reported)
   --no-peer   fm only, no PyTorch
@@ -25,6 +27,7 @@ pub const USAGE: &str = "cargo xtask bench [--quick] [--threads 1,2] [--reps N] 
 const WORKLOADS: &[(&str, &str, usize)] = &[
     ("train_b256", "CFM train step, MLP 3-256-256-256-2 SiLU, AdamW, batch 256", 40),
     ("train_b4096", "CFM train step, same MLP, batch 4096", 4),
+    ("unet_train_mnist", "U-Net train step, MNIST 1×28×28 (torchcfm's MNIST U-Net), Adam, batch 128", 2),
     ("sample_euler100", "sample 10,000 points, Euler 100 steps", 1),
     ("sample_dopri5", "sample 10,000 points, Dopri5 rtol=atol=1e-5", 1),
     ("likelihood_exact", "likelihood of 1,000 points, exact divergence, RK4 25 steps", 1),
@@ -43,6 +46,7 @@ struct Options {
     threads: Vec<usize>,
     reps: usize,
     peer: bool,
+    only: Option<Vec<String>>,
     out: PathBuf,
 }
 
@@ -52,6 +56,7 @@ fn parse(args: &[String]) -> Result<Options> {
         threads: vec![1, 2],
         reps: 5,
         peer: true,
+        only: None,
         out: PathBuf::from("target/bench/report.md"),
     };
     let mut it = args.iter();
@@ -74,6 +79,15 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.reps = v.parse().ok().filter(|&n| n > 0).with_context(|| format!("--reps: got `{v}`"))?;
             }
             "--out" => o.out = PathBuf::from(value("--out")?),
+            "--only" => {
+                let v = value("--only")?;
+                let names: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = names.iter().find(|n| !WORKLOADS.iter().any(|w| w.0 == n.as_str())) {
+                    let known: Vec<&str> = WORKLOADS.iter().map(|w| w.0).collect();
+                    bail!("--only: unknown workload `{bad}`; known: {}", known.join(", "));
+                }
+                o.only = Some(names);
+            }
             other => bail!("unknown flag `{other}`\n{USAGE}"),
         }
     }
@@ -269,6 +283,8 @@ pub fn run(args: &[String]) -> Result<()> {
         None
     };
     let quick_flag: &[&str] = if o.quick { &["--quick"] } else { &[] };
+    let selected = |name: &str| o.only.as_ref().is_none_or(|names| names.iter().any(|n| n == name));
+    let workloads: Vec<&(&str, &str, usize)> = WORKLOADS.iter().filter(|w| selected(w.0)).collect();
 
     let mut table = String::new();
     table.push_str(
@@ -288,10 +304,10 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             None => None,
         };
-        let mut rows: Vec<Row> = WORKLOADS.iter().map(|_| Row::default()).collect();
+        let mut rows: Vec<Row> = workloads.iter().map(|_| Row::default()).collect();
         for rep in 0..o.reps {
             eprintln!("threads {threads}: repetition {}/{}", rep + 1, o.reps);
-            for (i, (name, _, iters)) in WORKLOADS.iter().enumerate() {
+            for (i, (name, _, iters)) in workloads.iter().enumerate() {
                 let iters = if o.quick { 1 } else { *iters };
                 // Alternate who goes first, so that slow drifts hit both.
                 let mut replies = (None, None);
@@ -317,15 +333,17 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
             }
         }
-        let gemm = WORKLOADS.iter().position(|w| w.0 == "gemm").unwrap_or(0);
         let rate = |r: &[f64], flops: Option<f64>| flops.map(|f| f / median(r) / 1e9);
-        // The machine's measured peak: the faster of the two GEMMs.
-        let peak = [rate(&rows[gemm].fm, rows[gemm].flops), rate(&rows[gemm].peer, rows[gemm].flops)]
-            .into_iter()
-            .flatten()
-            .filter(|r| r.is_finite())
-            .fold(f64::NAN, f64::max);
-        for ((name, label, _), row) in WORKLOADS.iter().zip(&rows) {
+        // The machine's measured peak: the faster of the two GEMMs (NaN when not run).
+        let peak = match workloads.iter().position(|w| w.0 == "gemm") {
+            Some(gemm) => [rate(&rows[gemm].fm, rows[gemm].flops), rate(&rows[gemm].peer, rows[gemm].flops)]
+                .into_iter()
+                .flatten()
+                .filter(|r| r.is_finite())
+                .fold(f64::NAN, f64::max),
+            None => f64::NAN,
+        };
+        for ((name, label, _), row) in workloads.iter().zip(&rows) {
             let nfe = |n: Option<f64>| n.map(|n| format!(" (NFE {n})")).unwrap_or_default();
             let fm_cell = format!("{}{}", fmt_time(median(&row.fm)), nfe(row.fm_nfe));
             let peer_cell = if row.peer.is_empty() {
@@ -347,7 +365,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     // Peak memory, each run in a fresh process, one thread.
     table.push_str("\n| peak memory of one run (MiB above the RSS before it; total peak RSS) | fm | PyTorch |\n|---|---|---|\n");
-    for name in MEMORY_WORKLOADS {
+    for name in MEMORY_WORKLOADS.iter().filter(|n| selected(n)) {
         let mut cmd = Command::new(&fm_bin);
         cmd.args(["mem", name]).args(quick_flag).env("RAYON_NUM_THREADS", "1");
         let (fm_inc, fm_peak) = memory(cmd)?;

@@ -1,18 +1,23 @@
 //! guided diffusion's `AttentionBlock` with the legacy head order
 //! (`QKVAttentionLegacy`: heads first, then q/k/v).
 
-use candle::{Module, Tensor, D};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle::Tensor;
+use candle_nn::VarBuilder;
 
+use super::group_norm::GroupNorm;
 use super::layers::{group_norm, Conv1x1};
+use super::softmax::softmax_last_dim;
 use crate::Result;
 
 /// Self-attention over the spatial positions, with a residual connection.
 ///
 /// Parameter names: `norm`, `qkv` (Conv1d `C → 3C`, kernel 1), `proj_out`
-/// (Conv1d `C → C`, zero-initialised). The logits are scaled by `1/√√c` on both
-/// `q` and `k` (`c` channels per head), and normalised by
-/// `candle_nn::ops::softmax`, which passes gradients (`softmax_last_dim` does not).
+/// (Conv1d `C → C`, zero-initialised). The logits are scaled by `1/√c` (`c`
+/// channels per head; guided diffusion scales `q` and `k` by `1/√√c` each) and
+/// normalised by a softmax custom op with its own backward pass (candle's
+/// `softmax_last_dim` passes no gradient). The matrix products read `q`, `k`,
+/// `v` and the attention weights through strided views: the only copies are
+/// the scaled `q` and the `(T, c)` result.
 ///
 /// # Shapes
 /// - `x`: `(b, C, h, w)` → `(b, C, h, w)`
@@ -43,16 +48,14 @@ impl AttentionBlock {
         let qkv = self.qkv.forward(&self.norm.forward(&xf)?)?; // (b, 3C, T)
         let ch = c / self.heads;
         let qkv = qkv.reshape((b * self.heads, 3 * ch, t))?;
-        let scale = 1.0 / (ch as f64).sqrt().sqrt();
-        let q = (qkv.narrow(1, 0, ch)? * scale)?;
-        let k = (qkv.narrow(1, ch, ch)? * scale)?;
+        let q = (qkv.narrow(1, 0, ch)? * (1.0 / (ch as f64).sqrt()))?;
+        let k = qkv.narrow(1, ch, ch)?;
         let v = qkv.narrow(1, 2 * ch, ch)?;
         // weight[b, t, s] = Σ_c q[b, c, t] k[b, c, s]
-        let weight = q.transpose(1, 2)?.contiguous()?.matmul(&k.contiguous()?)?;
-        let weight = candle_nn::ops::softmax(&weight, D::Minus1)?;
-        // a[b, c, t] = Σ_s weight[b, t, s] v[b, c, s]
-        let a = v.contiguous()?.matmul(&weight.transpose(1, 2)?.contiguous()?)?;
-        let a = a.reshape((b, c, t))?;
+        let weight = softmax_last_dim(&q.t()?.matmul(&k)?)?;
+        // aᵀ[b, t, c] = Σ_s weight[b, t, s] v[b, c, s]: the gradient reaching the
+        // weights is then contiguous, as the softmax's backward wants it.
+        let a = weight.matmul(&v.t()?)?.t()?.contiguous()?.reshape((b, c, t))?;
         let out = (xf + self.proj_out.forward(&a)?)?;
         Ok(out.reshape((b, c, h, w))?)
     }

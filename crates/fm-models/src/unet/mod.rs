@@ -14,9 +14,13 @@
 
 mod attention;
 mod config;
+mod cpu_kernel;
+mod group_norm;
+mod im2col;
 mod layers;
 mod model;
 mod resblock;
+mod softmax;
 mod time_embedding;
 mod updown;
 

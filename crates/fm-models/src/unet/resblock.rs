@@ -2,8 +2,9 @@
 //! then GroupNorm, SiLU, dropout, a zero-initialised conv, and a skip connection.
 
 use candle::{Module, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
+use super::group_norm::GroupNorm;
 use super::layers::{conv2d, dropout, group_norm, linear, norm_silu, silu, Conv, DropoutRng};
 use crate::Result;
 
