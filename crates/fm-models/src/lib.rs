@@ -45,6 +45,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod ema;
 mod error;
+pub mod fast_exp;
 pub mod flows;
 mod fused_activation;
 mod fused_adam;
