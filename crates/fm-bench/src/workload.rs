@@ -39,6 +39,7 @@ impl Scale {
 pub const NAMES: &[&str] = &[
     "train_b256",
     "train_b4096",
+    "train_ot_b256",
     "sample_euler100",
     "sample_dopri5",
     "likelihood_exact",
@@ -56,6 +57,7 @@ pub fn build(name: &str, scale: Scale) -> Result<Box<dyn Workload>> {
     Ok(match name {
         "train_b256" => Box::new(train::CfmTraining::new(256)?),
         "train_b4096" => Box::new(train::CfmTraining::new(scale.pick(4096, 512))?),
+        "train_ot_b256" => Box::new(train::OtCfmTraining::new(256)?),
         "sample_euler100" => Box::new(sample::Sampling::euler(scale.pick(10_000, 500), 100)?),
         "sample_dopri5" => Box::new(sample::Sampling::dopri5(scale.pick(10_000, 500), 1e-5)?),
         "likelihood_exact" => Box::new(likelihood::Likelihood::exact(scale.pick(1000, 100))?),
