@@ -16,7 +16,10 @@ import time
 
 import torch
 import torchdiffeq
-from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+from torchcfm.conditional_flow_matching import (
+    ConditionalFlowMatcher,
+    ExactOptimalTransportConditionalFlowMatcher,
+)
 from torchcfm.optimal_transport import OTPlanSampler
 
 
@@ -69,10 +72,10 @@ class Field(torch.nn.Module):
 
 
 class Train:
-    def __init__(self, batch):
+    def __init__(self, batch, ot=False):
         self.net = bench_mlp()
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.01)
-        self.fm = ConditionalFlowMatcher(sigma=0.0)
+        self.fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0) if ot else ConditionalFlowMatcher(sigma=0.0)
         self.x1 = points(batch, 2)
 
     def run(self):
@@ -232,6 +235,8 @@ def build(name, quick):
         return Train(pick(4096, 512))
     if name == "unet_train_mnist":
         return UNetTrain(pick(128, 8))
+    if name == "train_ot_b256":
+        return Train(256, ot=True)
     if name == "sample_euler100":
         return Sample(pick(10_000, 500), "euler")
     if name == "sample_dopri5":

@@ -27,6 +27,7 @@ pub const USAGE: &str =
 const WORKLOADS: &[(&str, &str, usize)] = &[
     ("train_b256", "CFM train step, MLP 3-256-256-256-2 SiLU, AdamW, batch 256", 40),
     ("train_b4096", "CFM train step, same MLP, batch 4096", 4),
+    ("train_ot_b256", "exact OT-CFM train step, same MLP, batch 256", 40),
     ("unet_train_mnist", "U-Net train step, MNIST 1×28×28 (torchcfm's MNIST U-Net), Adam, batch 128", 2),
     ("sample_euler100", "sample 10,000 points, Euler 100 steps", 1),
     ("sample_dopri5", "sample 10,000 points, Dopri5 rtol=atol=1e-5", 1),
@@ -290,6 +291,7 @@ pub fn run(args: &[String]) -> Result<()> {
     table.push_str(
         "| workload | threads | fm | PyTorch | PyTorch time / fm time | GFLOP/s (fm; % of measured peak) |\n|---|---|---|---|---|---|\n",
     );
+    let mut overheads: Vec<(usize, Option<f64>, Option<f64>)> = Vec::new();
     for &threads in &o.threads {
         let t = threads.to_string();
         let mut cmd = Command::new(&fm_bin);
@@ -333,6 +335,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
             }
         }
+        let position = |name: &str| workloads.iter().position(|w| w.0 == name);
+        if let (Some(i), Some(o)) = (position("train_b256"), position("train_ot_b256")) {
+            let extra =
+                |a: &[f64], b: &[f64]| (!a.is_empty() && !b.is_empty()).then(|| median(b) / median(a) - 1.0);
+            overheads.push((threads, extra(&rows[i].fm, &rows[o].fm), extra(&rows[i].peer, &rows[o].peer)));
+        }
         let rate = |r: &[f64], flops: Option<f64>| flops.map(|f| f / median(r) / 1e9);
         // The machine's measured peak: the faster of the two GEMMs (NaN when not run).
         let peak = match workloads.iter().position(|w| w.0 == "gemm") {
@@ -360,6 +368,16 @@ pub fn run(args: &[String]) -> Result<()> {
             };
             table
                 .push_str(&format!("| {label} | {threads} | {fm_cell} | {peer_cell} | {ratio} | {flop} |\n"));
+        }
+    }
+
+    // Issue #8: the exact OT coupling's share of a training step.
+    if !overheads.is_empty() {
+        table.push_str("\n| OT-CFM step over I-CFM step, batch 256 (wall clock) | threads | fm | PyTorch |\n|---|---|---|---|\n");
+        for (threads, fm, peer) in &overheads {
+            let cell =
+                |v: &Option<f64>| v.map(|v| format!("{:+.1} %", 100.0 * v)).unwrap_or_else(|| "—".into());
+            table.push_str(&format!("| overhead | {threads} | {} | {} |\n", cell(fm), cell(peer)));
         }
     }
 

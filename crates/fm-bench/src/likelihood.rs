@@ -3,8 +3,8 @@
 //! probe), RK4 (3/8 rule, torchdiffeq's `rk4`) with 25 steps from t = 1 to t = 0.
 
 use candle::{Device, Tensor};
-use fm_core::divergence::{Divergence, Probe};
-use fm_core::likelihood::{log_likelihood, log_likelihood_exact};
+use fm_core::divergence::Probe;
+use fm_core::likelihood::{log_likelihood_exact, log_likelihood_hutchinson_jvp};
 use fm_core::SeededRng;
 use fm_models::VelocityMlp;
 use fm_solvers::{Rk4ThreeEighths, TimeGrid};
@@ -46,10 +46,12 @@ impl Workload for Likelihood {
     fn run(&mut self) -> Result<RunInfo> {
         let grid = TimeGrid::uniform(1.0, 0.0, STEPS)?;
         let res = if self.hutchinson {
-            log_likelihood(
+            // The probe rides along as a forward-mode tangent: no autograd graph.
+            log_likelihood_hutchinson_jvp(
                 &self.model,
                 &self.x1,
-                Divergence::hutchinson(Probe::Rademacher, 1),
+                Probe::Rademacher,
+                1,
                 &Rk4ThreeEighths,
                 &grid,
                 &mut self.rng,

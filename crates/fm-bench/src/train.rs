@@ -5,7 +5,7 @@ use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
 use fm_models::optim::{Adam, AdamParams};
-use fm_models::{mlp_cfm_train_step, VelocityMlp};
+use fm_models::{mlp_cfm_train_step, OtCfmPipeline, VelocityMlp};
 
 use crate::fixtures::{bench_mlp_config, deterministic_mlp, points};
 use crate::workload::{RunInfo, Workload};
@@ -40,6 +40,46 @@ impl CfmTraining {
 impl Workload for CfmTraining {
     fn run(&mut self) -> Result<RunInfo> {
         mlp_cfm_train_step(&self.model, &self.path, &mut self.opt, &self.x1, &mut self.rng)?;
+        Ok(RunInfo::default())
+    }
+}
+
+/// One exact OT-CFM step per run (torchcfm's `ExactOptimalTransportConditionalFlowMatcher`
+/// with `σ = 0`): the batch is re-paired by the exact OT permutation before the
+/// same step as [`CfmTraining`]. With two or more threads the next batch's
+/// coupling is solved on a second thread during each step ([`OtCfmPipeline`]).
+pub struct OtCfmTraining {
+    model: VelocityMlp,
+    opt: Adam,
+    path: AffinePath<SchedulerKind>,
+    x1: Tensor,
+    rng: SeededRng,
+    pipeline: OtCfmPipeline,
+}
+
+impl OtCfmTraining {
+    /// The workload for batch size `batch`.
+    pub fn new(batch: usize) -> Result<Self> {
+        let device = Device::Cpu;
+        let (model, varmap) = deterministic_mlp(&bench_mlp_config(), &device)?;
+        let opt = Adam::new(&varmap, AdamParams { weight_decay: 0.01, ..AdamParams::default() })?;
+        let overlap = candle::utils::get_num_threads() >= 2;
+        Ok(Self {
+            model,
+            opt,
+            path: AffinePath::new(SchedulerKind::CondOt),
+            x1: points(batch, 2, &device)?,
+            rng: SeededRng::new(0),
+            pipeline: OtCfmPipeline::new(overlap),
+        })
+    }
+}
+
+impl Workload for OtCfmTraining {
+    fn run(&mut self) -> Result<RunInfo> {
+        let x1 = self.x1.clone();
+        let mut batch = || -> fm_models::Result<Tensor> { Ok(x1.clone()) };
+        self.pipeline.step(&self.model, &self.path, &mut self.opt, &mut batch, &mut self.rng)?;
         Ok(RunInfo::default())
     }
 }

@@ -57,7 +57,8 @@
 use candle::{DType, Device, Tensor, Var};
 use fm_solvers::{OdeSolver, Rk4, TimeGrid};
 
-use crate::divergence::Divergence;
+use crate::divergence::{Divergence, Probe};
+use crate::jacobian::JvpField;
 use crate::{time_like, to_f64_vec, DivergenceField, Error, Result, SeededRng, VelocityField};
 
 /// The result of a backward likelihood solve ([`log_likelihood`]).
@@ -425,6 +426,48 @@ pub fn log_likelihood_exact<F: DivergenceField + ?Sized>(
     check_points("x1", x1)?;
     check_grid(grid, 1.0, 0.0, "the backward likelihood solve")?;
     backward(&|x, t| field.velocity_and_divergence(x, t), x1, solver, grid)
+}
+
+/// [`log_likelihood`] with Hutchinson's estimator for a field that pushes
+/// tangents forward ([`JvpField`], e.g. `fm_models::VelocityMlp`): each
+/// evaluation is one forward pass carrying the probes as tangents,
+/// `ε̂ = (1/k) Σ_k ε_kᵀ (J ε_k)`, with no autograd graph and no backward
+/// pass. The probes are drawn from `rng` exactly as [`log_likelihood`]
+/// draws them for `Divergence::hutchinson(probe, num_probes)`, so both give
+/// the same estimate up to rounding (`εᵀ J ε` is the same number whether
+/// `J ε` comes forward or `εᵀ J` backward).
+///
+/// # Shapes
+/// - `x1`: `(b, d)`; result as [`log_likelihood`]
+///
+/// # Errors
+/// As [`log_likelihood`].
+pub fn log_likelihood_hutchinson_jvp<F: JvpField + ?Sized>(
+    field: &F,
+    x1: &Tensor,
+    probe: Probe,
+    num_probes: usize,
+    solver: &dyn OdeSolver,
+    grid: &TimeGrid,
+    rng: &mut SeededRng,
+) -> Result<LikelihoodResult> {
+    let (b, d) = check_points("x1", x1)?;
+    let divergence = Divergence::hutchinson(probe, num_probes);
+    divergence.validate()?;
+    check_grid(grid, 1.0, 0.0, "the backward likelihood solve")?;
+    let est = divergence.estimator(b, d, x1.dtype(), x1.device(), rng)?;
+    let probes = Tensor::stack(est.probes(), 0)?; // (k, b, d)
+    let k = num_probes as f64;
+    backward(
+        &|x, t| {
+            let (u, jv) = field.velocity_and_jvp(x, t, &probes)?;
+            let div = (jv * &probes)?.sum(2)?.sum(0)?;
+            Ok((u, if num_probes == 1 { div } else { div.affine(1.0 / k, 0.0)? }))
+        },
+        x1,
+        solver,
+        grid,
+    )
 }
 
 /// The differentiable negative mean log-likelihood `−(1/b) Σ log p₁(x₁)` of

@@ -60,7 +60,7 @@ impl Activation {
     /// Applies the activation.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            // Fused forward and backward passes (bit-identical to candle's ops).
+            // Fused forward and backward passes (see fused_activation).
             Activation::Elu => Fused::Elu(1.0).forward(x)?,
             Activation::Silu => Fused::Silu.forward(x)?,
             Activation::Selu => (Fused::Elu(SELU_ALPHA).forward(x)? * SELU_SCALE)?,

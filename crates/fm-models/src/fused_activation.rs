@@ -2,15 +2,19 @@
 //!
 //! candle's own backward of SiLU is five tensor ops (and of ELU nine), each
 //! allocating a temporary; here the forward is one pass and the backward one
-//! more pass computing `grad · σ'(x)` directly. Both evaluate exactly the same
-//! floating-point expressions as candle's ops, so results are bit-identical to
-//! `Tensor::silu` and `Tensor::elu`.
+//! more pass computing `grad · σ'(x)` directly. In f64, and for ELU, both
+//! evaluate exactly the same floating-point expressions as candle's ops, so
+//! results are bit-identical to `Tensor::silu` and `Tensor::elu`. In f32,
+//! SiLU uses the vectorised exponential of [`crate::fast_exp`] (AVX2/FMA
+//! where available) and agrees with candle's op to a few ulp.
 //!
 //! When the incoming gradient itself carries a graph (second-order autograd,
 //! `CANDLE_GRAD_DO_NOT_DETACH`), the backward falls back to differentiable
 //! tensor ops, so higher derivatives stay correct.
 
 use candle::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+
+use crate::fast_exp;
 
 /// Which fused activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,7 +100,12 @@ impl CustomOp1 for Fused {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
         let out = match (self, s) {
-            (Fused::Silu, CpuStorage::F32(v)) => CpuStorage::F32(silu_fwd!(slice(v, l)?)),
+            (Fused::Silu, CpuStorage::F32(v)) => {
+                let x = slice(v, l)?;
+                let mut out = vec![0f32; x.len()];
+                fast_exp::silu_forward(x, &mut out);
+                CpuStorage::F32(out)
+            }
             (Fused::Silu, CpuStorage::F64(v)) => CpuStorage::F64(silu_fwd!(slice(v, l)?)),
             (Fused::Elu(a), CpuStorage::F32(v)) => CpuStorage::F32(elu_fwd!(slice(v, l)?, *a as f32)),
             (Fused::Elu(a), CpuStorage::F64(v)) => CpuStorage::F64(elu_fwd!(slice(v, l)?, *a)),
@@ -162,7 +171,10 @@ impl CustomOp3 for Backward {
     ) -> candle::Result<(CpuStorage, Shape)> {
         let out = match (self.0, g, x, y) {
             (Fused::Silu, CpuStorage::F32(g), CpuStorage::F32(x), CpuStorage::F32(y)) => {
-                CpuStorage::F32(silu_bwd!(slice(g, lg)?, slice(x, lx)?, slice(y, ly)?))
+                let g = slice(g, lg)?;
+                let mut out = vec![0f32; g.len()];
+                fast_exp::silu_backward(g, slice(x, lx)?, slice(y, ly)?, &mut out);
+                CpuStorage::F32(out)
             }
             (Fused::Silu, CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(y)) => {
                 CpuStorage::F64(silu_bwd!(slice(g, lg)?, slice(x, lx)?, slice(y, ly)?))
@@ -184,9 +196,10 @@ mod tests {
     use super::*;
     use candle::{DType, Device, Var};
 
-    /// Values and gradients equal candle's own ops bit for bit, in f32 and f64.
+    /// Values and gradients equal candle's own ops bit for bit, in f64 and
+    /// for ELU; f32 SiLU (vectorised exponential) to a few ulp.
     #[test]
-    fn bit_identical_to_candle_ops() -> candle::Result<()> {
+    fn matches_candle_ops() -> candle::Result<()> {
         let dev = Device::Cpu;
         let raw: Vec<f64> =
             (0..301).map(|i| (i as f64 - 150.0) * 0.071 + if i == 150 { 0.0 } else { 0.003 }).collect();
@@ -207,15 +220,27 @@ mod tests {
                 let f64s = |t: &Tensor| -> candle::Result<Vec<f64>> {
                     t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()
                 };
-                assert_eq!(f64s(&ours)?, f64s(&theirs)?, "{op:?} {dtype:?} forward");
+                let exact = !(op == Fused::Silu && dtype == DType::F32);
+                let same = |a: &[f64], b: &[f64], what: &str| {
+                    if exact {
+                        assert_eq!(a, b, "{op:?} {dtype:?} {what}");
+                    } else {
+                        for (p, q) in a.iter().zip(b) {
+                            // Relative, plus an absolute floor for the cancellation where σ' crosses 0.
+                            assert!((p - q).abs() <= 5e-7 * q.abs() + 1e-7, "{op:?} {what}: {p} vs {q}");
+                        }
+                        assert_ne!(a, b, "f32 SiLU should use its own exponential");
+                    }
+                };
+                same(&f64s(&ours)?, &f64s(&theirs)?, "forward");
                 let g_ours = (ours * &w)?.sum_all()?.backward()?;
                 let g_theirs = (theirs * &w)?.sum_all()?.backward()?;
                 let (a, b) = (g_ours.get(&x).expect("gradient"), g_theirs.get(&x).expect("gradient"));
-                assert_eq!(f64s(a)?, f64s(b)?, "{op:?} {dtype:?} backward");
+                same(&f64s(a)?, &f64s(b)?, "backward");
                 // And the composite fallback agrees with the fused pass.
                 let y = op.forward(&x)?;
                 let fallback = op.backward_ops(&x, &y, &w)?;
-                assert_eq!(f64s(&fallback)?, f64s(a)?, "{op:?} {dtype:?} fallback");
+                same(&f64s(&fallback)?, &f64s(a)?, "fallback");
             }
         }
         Ok(())

@@ -311,8 +311,12 @@ impl VelocityField for VelocityMlp {
                 self.config.dim
             )));
         }
-        let t = t.to_dtype(x.dtype())?.reshape((b, 1))?;
-        let input = Tensor::cat(&[&t, x], 1)?;
+        let t = t.to_dtype(x.dtype())?;
+        // Inference on f32 CPU tensors: the blocked path (no graph, no full-batch temporaries).
+        if let Some(u) = self.velocity_blocked(x, &t)? {
+            return Ok(u);
+        }
+        let input = Tensor::cat(&[&t.reshape((b, 1))?, x], 1)?;
         self.forward_raw(&input).map_err(|e| match e {
             Error::Candle(c) => fm_core::Error::Candle(c),
             Error::Core(c) => c,
