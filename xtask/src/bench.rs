@@ -190,12 +190,12 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"))
 }
 
 /// The venv's python with torch, torchcfm and torchdiffeq, installing them when missing.
-fn peer_python() -> Result<PathBuf> {
+pub(crate) fn peer_python() -> Result<PathBuf> {
     let venv = target_dir().join("bench-venv");
     let python = venv.join("bin").join("python");
     let ready = |p: &Path| {

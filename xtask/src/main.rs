@@ -9,12 +9,14 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod guide;
 mod guide_commands;
+mod parity;
 
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     run what CI runs, plus the lints: fmt check, clippy -D warnings, docs, tests
   bench  fm against PyTorch on the same workloads (see `cargo xtask bench --help`)
+  parity fm's U-Net and MLP against torchcfm's on the same weights and inputs (max abs diff, timings)
   guide  regenerate the guide's figures (docs/guide) by running its fm commands [--quick] [CHAPTER…]
   help   this message";
 
@@ -29,6 +31,14 @@ fn main() -> Result<()> {
                 return Ok(());
             }
             bench::run(&args)
+        }
+        "parity" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", parity::USAGE);
+                return Ok(());
+            }
+            parity::run(&args)
         }
         "guide" => guide::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "help" | "-h" | "--help" => {

@@ -59,6 +59,21 @@ pub enum Command {
         after_help = "Examples:\n  fm frechet --samples samples.npy --classifier runs/mnist-classifier --data mnist:data/mnist\n  fm frechet --checkpoint runs/mnist --n 10000 --solver euler --steps 100 --classifier runs/mnist-classifier --data mnist:data/mnist --json\n  fm frechet --baseline train --classifier runs/mnist-classifier --data mnist:data/mnist   # the floor\n  fm frechet --baseline blur:1.0 --classifier runs/mnist-classifier --data mnist:data/mnist"
     )]
     Frechet(Box<crate::commands::frechet::FrechetArgs>),
+    /// Export a checkpoint: --format hub writes a folder ready to upload to the Hugging Face Hub.
+    #[command(
+        after_help = "Examples:\n  fm export --format hub runs/mnist --out hub/mnist-unet   # model.safetensors, config.json, README.md\n  huggingface-cli upload OWNER/mnist-unet hub/mnist-unet    # then: fm sample --checkpoint hf://OWNER/mnist-unet"
+    )]
+    Export(crate::commands::export::ExportArgs),
+    /// Convert weights between fm checkpoints and PyTorch state dicts (torchcfm), as safetensors.
+    #[command(
+        after_help = "Examples:\n  fm convert --from torchcfm-unet unet.safetensors --preset mnist --shape 1x28x28 --out runs/from-torch\n  fm convert --from torchcfm-unet unet.safetensors --config unet.json --out runs/from-torch\n  fm convert --from torchcfm-mlp mlp.safetensors --out runs/mlp   # sizes read off the shapes\n  fm convert --to torchcfm-unet runs/mnist --out mnist-torchcfm.safetensors"
+    )]
+    Convert(crate::commands::convert::ConvertArgs),
+    /// Evaluate a checkpoint's network on inputs from a safetensors file (x, t, optional y).
+    #[command(
+        after_help = "Examples:\n  fm velocity --checkpoint runs/mnist --inputs in.safetensors --out out.safetensors --json"
+    )]
+    Velocity(crate::commands::velocity::VelocityArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -202,6 +217,17 @@ pub struct TrainArgs {
     /// the result is bit-identical to an uninterrupted run. `--steps` may raise the total.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+    /// Start from these weights instead of a random initialisation: a checkpoint directory, a
+    /// .safetensors file, or `hf://OWNER/REPO[@REVISION][/FILE]` on the Hugging Face Hub. The
+    /// names and shapes must fit the model exactly unless --allow-partial.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init: Option<PathBuf>,
+    /// With --init: load the parameters that fit (name and shape) and keep the initial values of
+    /// the rest (e.g. a new class embedding); the report lists what stayed initialised.
+    #[arg(long, requires = "init")]
+    pub allow_partial: bool,
+    #[command(flatten)]
+    pub hub: HubArgs,
     /// Named recipe setting the defaults below (explicit flags override it): guide-moons; with
     /// --model unet the U-Net preset: tiny, mnist, cifar10 [default: mnist].
     #[arg(long)]
@@ -334,9 +360,12 @@ pub struct SolverArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct SampleArgs {
-    /// Checkpoint directory written by `fm train`.
+    /// Checkpoint directory written by `fm train`, or `hf://OWNER/REPO[@REVISION][/FILE]` on the
+    /// Hugging Face Hub (downloaded into the Hub cache, reused offline).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub hub: HubArgs,
     #[command(flatten)]
     pub solver: SolverArgs,
     /// Number of samples.
@@ -363,6 +392,17 @@ pub struct SampleArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Hugging Face Hub options of the commands that accept `hf://` checkpoints.
+///
+/// The endpoint, cache and token come from `HF_ENDPOINT`, `HF_HUB_CACHE` (or `HF_HOME`) and
+/// `HF_TOKEN`, as in Python's huggingface_hub.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HubArgs {
+    /// Make no network request: hf:// files must already be in the Hub cache (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args, Clone)]

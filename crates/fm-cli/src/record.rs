@@ -72,6 +72,9 @@ pub struct TrainingRecord {
     /// Label dropout of class-conditional training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_dropout: Option<f64>,
+    /// The weights the run started from (`--init`: a path or an `hf://` address), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 /// The options of the flow-matching objective in a [`TrainingRecord`]; every

@@ -187,6 +187,28 @@ pub enum Error {
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),
+
+    /// An `hf://` address is malformed.
+    #[error("invalid Hub address {address:?}: {reason}")]
+    HubAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong, and the expected form.
+        reason: String,
+    },
+
+    /// Fetching a file from the Hugging Face Hub (or its cache) failed.
+    #[error("hf://{repo}@{revision}/{file}: {reason}")]
+    Hub {
+        /// The repository, `OWNER/NAME`.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+        /// The file inside the repository.
+        file: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// A `Result` with this crate's [`Error`].

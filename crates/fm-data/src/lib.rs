@@ -12,6 +12,8 @@
 //!   (binary), scikit-learn's digits and PNG folders as an
 //!   [`images::ImageSet`], and [`images::ImageBatcher`] for shuffled,
 //!   flipped, dequantized batches in `[−1, 1]`;
+//! * `hub` (feature `hub`): `hf://OWNER/REPO[@REV][/FILE]` addresses and
+//!   downloads into the Hugging Face Hub cache;
 //! * [`FiniteSet`] and [`Sampler`]: minibatches from a fixed training set or
 //!   straight from a toy.
 //!
@@ -47,6 +49,8 @@
 pub mod batch;
 pub mod csv;
 pub mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod images;
 pub mod npy;
 pub mod spec;

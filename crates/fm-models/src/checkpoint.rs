@@ -190,7 +190,29 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
         })
     };
     let (config, tensors) = parse_weights(&bytes, &weights, fallback, device)?;
+    check_config_file(&dir.join(CONFIG_FILE), &config)?;
     Ok(Checkpoint { dir, config, tensors })
+}
+
+/// Checks that the `config.json` at `path`, if there is one, describes the same
+/// model as the weights' own configuration `config` (a hand-edited or
+/// mismatched pair of files is an error naming both).
+pub fn check_config_file(path: &Path, config: &CheckpointConfig) -> Result<()> {
+    let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
+    let beside: CheckpointConfig = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("invalid configuration: {e}"),
+    })?;
+    if beside.model != config.model {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "describes another model than the configuration inside {WEIGHTS_FILE}: {:?} vs {:?}",
+                beside.model, config.model
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Parses the bytes of a weights file: its configuration (from the header's
@@ -230,6 +252,82 @@ pub fn parse_weights(
     Ok((config, tensors))
 }
 
+/// A parameter whose stored shape differs from the model's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShapeMismatch {
+    /// The parameter's name.
+    pub name: String,
+    /// The shape the model needs.
+    pub expected: Vec<usize>,
+    /// The shape in the file.
+    pub found: Vec<usize>,
+}
+
+/// How a set of named tensors fits a model's parameters (see [`check_keys`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadReport {
+    /// Parameters present with the right shape (loaded), in model order.
+    pub loaded: Vec<String>,
+    /// Parameters of the model absent from the file, in model order.
+    pub missing: Vec<String>,
+    /// Tensors in the file the model has no parameter for, sorted.
+    pub unexpected: Vec<String>,
+    /// Parameters present with another shape, in model order.
+    pub shape_mismatch: Vec<ShapeMismatch>,
+}
+
+impl LoadReport {
+    /// Whether the file holds exactly the model's parameters.
+    pub fn is_exact(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.shape_mismatch.is_empty()
+    }
+
+    /// The parameters a partial load leaves at their initial values: the
+    /// missing and the mis-shaped ones, in model order.
+    pub fn left_initialised(&self, expected: &[(String, Vec<usize>)]) -> Vec<String> {
+        expected
+            .iter()
+            .filter(|(n, _)| self.missing.contains(n) || self.shape_mismatch.iter().any(|m| &m.name == n))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every problem by name: `missing `a` [2, 3]; `b` has shape …; unexpected `c``.
+    pub fn problems(&self, expected: &[(String, Vec<usize>)]) -> Vec<String> {
+        let shape_of =
+            |n: &str| expected.iter().find(|(e, _)| e == n).map(|(_, s)| s.clone()).unwrap_or_default();
+        let mut out: Vec<String> =
+            self.missing.iter().map(|n| format!("missing `{n}` {:?}", shape_of(n))).collect();
+        out.extend(
+            self.shape_mismatch
+                .iter()
+                .map(|m| format!("`{}` has shape {:?}, the model needs {:?}", m.name, m.found, m.expected)),
+        );
+        out.extend(self.unexpected.iter().map(|n| format!("unexpected `{n}`")));
+        out
+    }
+}
+
+/// Compares the tensors `found` with the model's `expected` parameters
+/// (names and shapes): what loads, what is missing, unexpected or mis-shaped.
+pub fn check_keys(expected: &[(String, Vec<usize>)], found: &HashMap<String, Tensor>) -> LoadReport {
+    let mut report = LoadReport::default();
+    for (name, shape) in expected {
+        match found.get(name) {
+            None => report.missing.push(name.clone()),
+            Some(t) if t.dims() != shape.as_slice() => report.shape_mismatch.push(ShapeMismatch {
+                name: name.clone(),
+                expected: shape.clone(),
+                found: t.dims().to_vec(),
+            }),
+            Some(_) => report.loaded.push(name.clone()),
+        }
+    }
+    report.unexpected = found.keys().filter(|k| !expected.iter().any(|(n, _)| n == *k)).cloned().collect();
+    report.unexpected.sort();
+    report
+}
+
 /// Checks that `found` holds exactly the expected parameters with the expected
 /// shapes; the error lists every missing, unexpected and mis-shaped name.
 pub fn check_parameters(
@@ -237,28 +335,57 @@ pub fn check_parameters(
     expected: &[(String, Vec<usize>)],
     found: &HashMap<String, Tensor>,
 ) -> Result<()> {
-    let mut problems = Vec::new();
-    for (name, shape) in expected {
-        match found.get(name) {
-            None => problems.push(format!("missing `{name}` {shape:?}")),
-            Some(t) if t.dims() != shape.as_slice() => {
-                problems.push(format!("`{name}` has shape {:?}, the model needs {shape:?}", t.dims()))
-            }
-            Some(_) => {}
-        }
-    }
-    let mut unexpected: Vec<&String> =
-        found.keys().filter(|k| !expected.iter().any(|(n, _)| n == *k)).collect();
-    unexpected.sort();
-    for k in unexpected {
-        problems.push(format!("unexpected `{k}`"));
-    }
-    if problems.is_empty() {
+    let report = check_keys(expected, found);
+    if report.is_exact() {
         Ok(())
     } else {
         Err(Error::Checkpoint {
             path: path.to_path_buf(),
-            reason: format!("the weights do not fit the model: {}", problems.join("; ")),
+            reason: format!("the weights do not fit the model: {}", report.problems(expected).join("; ")),
         })
     }
+}
+
+/// Loads `tensors` into the model variables of `varmap` (named as in
+/// `expected`) and reports what fitted. Unless `allow_partial`, anything but an
+/// exact fit is an error listing every problem by name; with it, the matching
+/// subset is loaded and the rest keeps its initial values
+/// ([`LoadReport::left_initialised`]). `path` names the file in errors.
+pub fn load_into(
+    varmap: &VarMap,
+    expected: &[(String, Vec<usize>)],
+    tensors: &HashMap<String, Tensor>,
+    allow_partial: bool,
+    path: &Path,
+) -> Result<LoadReport> {
+    let report = check_keys(expected, tensors);
+    if !report.is_exact() && !allow_partial {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the weights do not fit the model: {} (load the matching subset on purpose with --allow-partial)",
+                report.problems(expected).join("; ")
+            ),
+        });
+    }
+    if report.loaded.is_empty() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "not one of the model's parameters is in the file with the right shape".into(),
+        });
+    }
+    let data = varmap.data().lock().map_err(|_| Error::Config {
+        field: "varmap",
+        reason: "the variable map's lock is poisoned".into(),
+    })?;
+    for name in &report.loaded {
+        let (Some(var), Some(t)) = (data.get(name), tensors.get(name)) else {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("the model has no variable `{name}`"),
+            });
+        };
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(report)
 }

@@ -14,7 +14,9 @@
 //! - [`unet`]: guided diffusion's U-Net (torchcfm's layout) for images, with
 //!   class conditioning and classifier-free guidance.
 //! - [`checkpoint`]: atomic save/load of weights (safetensors) with their
-//!   configuration.
+//!   configuration; [`checkpoint::check_keys`] lists missing, unexpected and
+//!   mis-shaped parameters, [`checkpoint::load_into`] loads a (partial) fit.
+//! - [`torchcfm`]: conversion to and from torchcfm's PyTorch state dicts.
 //!
 //! Every velocity model implements [`fm_core::VelocityField`], so all of fm-core's
 //! losses, solvers and likelihoods accept it. Time convention: `t = 0` is
@@ -57,6 +59,7 @@ mod net;
 pub mod optim;
 mod ot_cfm_train;
 pub mod resume;
+pub mod torchcfm;
 pub mod training;
 pub mod unet;
 

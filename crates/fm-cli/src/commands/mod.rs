@@ -7,14 +7,18 @@ use crate::cli::{Cli, Command, PlotCommand};
 pub mod analyze;
 pub mod classifier;
 mod common;
+pub mod convert;
 mod density;
 mod eval;
+pub mod export;
 mod flow;
 pub mod frechet;
+pub mod hub;
 mod images;
 mod likelihood;
 mod sample;
 mod train;
+pub mod velocity;
 
 pub use train::Interrupted;
 
@@ -30,5 +34,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Energies(a) => flow::energies::run(a),
         Command::Classifier(c) => classifier::run(c),
         Command::Frechet(a) => frechet::run(*a),
+        Command::Export(a) => export::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Velocity(a) => velocity::run(a),
     }
 }

@@ -13,7 +13,12 @@ use crate::io::{check_output, print_json, write_samples};
 use crate::plot::samples_figure;
 use crate::solver::SolverChoice;
 
-pub fn run(a: SampleArgs) -> Result<()> {
+pub fn run(mut a: SampleArgs) -> Result<()> {
+    if super::hub::is_hub(&a.checkpoint) {
+        // Outputs go to the working directory, never into the Hub cache.
+        a.out = a.out.or_else(|| Some("samples.npy".into()));
+        a.checkpoint = super::hub::resolve_checkpoint(&a.checkpoint, &a.hub, "--checkpoint")?;
+    }
     if let Some(tau) = a.hybrid.filter(|t| !(0.0..=1.0).contains(t)) {
         bail!("--hybrid must lie in [0, 1], got {tau}");
     }

@@ -4,6 +4,7 @@
 //! Ctrl-C and at the end; `--resume DIR` continues bit-identically.
 
 mod images;
+mod init;
 mod objective;
 mod report;
 mod session;
@@ -56,6 +57,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let a = settings::merge_config_file(a)?;
     // `--model planar|realnvp` (or `--resume` of a flow checkpoint): discrete flows, in commands/flow.
     if !images::is_unet_model(a.model.as_deref()) && crate::commands::flow::train::is_flow_run(&a)? {
+        if a.init.is_some() {
+            anyhow::bail!("--init applies to velocity networks (--model mlp|unet), not to normalizing flows");
+        }
         return crate::commands::flow::train::run(a);
     }
     let mut o = settings::run_options(&a)?;
@@ -78,6 +82,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let r = s.settings.clone();
     let log = |s: String| if o.json { eprintln!("{s}") } else { println!("{s}") };
+    if let Some(init) = &s.init_report {
+        log(init.describe());
+    }
     log(format!(
         "{} {} by {} on {} for {} steps{}, batch {}, Adam lr {}{}, {} path, seed {}",
         if a.resume.is_some() { "resuming" } else { "training" },
@@ -149,6 +156,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     });
     if let (Some(obj), Some(extra)) = (report.as_object_mut(), fields.as_object()) {
         obj.extend(extra.clone());
+    }
+    if let (Some(obj), Some(init)) = (report.as_object_mut(), &s.init_report) {
+        obj.insert("init".into(), serde_json::to_value(init)?);
     }
     fm_models::checkpoint::atomic_write(
         &r.out.join("metrics.json"),

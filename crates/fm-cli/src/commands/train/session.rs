@@ -91,6 +91,10 @@ pub struct Session {
     recent: VecDeque<f64>,
     /// Step of the last checkpoint written by this session (or resumed from).
     pub last_saved: Option<usize>,
+    /// What `--init` loaded (for the run's report); `None` without `--init` and on resume.
+    pub init_report: Option<super::init::InitReport>,
+    /// The `--init` source recorded in every checkpoint (kept across resumes).
+    init_source: Option<String>,
 }
 
 impl Session {
@@ -114,6 +118,12 @@ impl Session {
         };
         let mut init_rng = SeededRng::for_stream(r.seed, "init");
         let (model, varmap) = VelocityNet::init(&model_config, &mut init_rng, DType::F32, device)?;
+        // --init overwrites the fresh weights before the optimiser (and its EMA) sees them.
+        let init_report = match &r.init {
+            Some(init) => Some(super::init::load_init(init, &model_config, &varmap, device)?),
+            None => None,
+        };
+        let init_source = r.init.as_ref().map(|i| i.source.display().to_string());
         let opt = TrainingOptimizer::new(&varmap, AdamParams::with_lr(r.lr), r.training)?;
         let train_set = match r.spec.target {
             RegressionTarget::Efm { m } if m > 1 => Some(efm_reference_set(&data, &r.data, device)?),
@@ -136,6 +146,8 @@ impl Session {
             step: 0,
             recent: VecDeque::with_capacity(LOSS_WINDOW),
             last_saved: None,
+            init_report,
+            init_source,
         })
     }
 
@@ -197,6 +209,7 @@ impl Session {
                 ema_decay: record.ema_decay,
             },
             label_dropout: record.label_dropout,
+            init: None,
         };
         settings.spec = super::objective::spec(
             settings.objective,
@@ -232,6 +245,7 @@ impl Session {
         s.step = state.step;
         s.recent = state.recent_losses.into_iter().collect();
         s.last_saved = Some(state.step);
+        s.init_source = record.init.clone();
         Ok(s)
     }
 
@@ -368,6 +382,7 @@ impl Session {
             grad_clip: r.training.grad_clip,
             ema_decay: r.training.ema_decay,
             label_dropout: r.label_dropout,
+            init: self.init_source.clone(),
         };
         let mut ckpt = CheckpointConfig::new(self.model_config.clone());
         ckpt.training = serde_json::to_value(&record)?;

@@ -123,6 +123,19 @@ pub struct Resolved {
     pub training: TrainingOptions,
     /// Label dropout of class-conditional training.
     pub label_dropout: Option<f64>,
+    /// `--init`: the weights to start from (a path or an `hf://` address), and `--allow-partial`.
+    pub init: Option<InitFrom>,
+}
+
+/// Where `--init` loads the starting weights from.
+#[derive(Debug, Clone)]
+pub struct InitFrom {
+    /// As given (a checkpoint directory, a .safetensors file or an `hf://` address).
+    pub source: PathBuf,
+    /// `--allow-partial`.
+    pub allow_partial: bool,
+    /// `--offline` (or `HF_HUB_OFFLINE`).
+    pub offline: bool,
 }
 
 /// What the run does after training.
@@ -379,6 +392,11 @@ pub fn resolve(a: &TrainArgs) -> Result<Resolved> {
         unet,
         training,
         label_dropout,
+        init: a.init.clone().map(|source| InitFrom {
+            source,
+            allow_partial: a.allow_partial,
+            offline: crate::commands::hub::offline(&a.hub),
+        }),
     })
 }
 
@@ -440,6 +458,7 @@ pub fn check_resume_flags(a: &TrainArgs) -> Result<()> {
         ("--ema-decay", a.unet.ema_decay.is_some()),
         ("--grad-clip", a.unet.grad_clip.is_some()),
         ("--warmup", a.unet.warmup.is_some()),
+        ("--init", a.init.is_some()),
     ];
     let given: Vec<&str> = fixed.iter().filter(|(_, g)| *g).map(|(n, _)| *n).collect();
     if !given.is_empty() {
