@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fails, last_json, ok, s, temp_in};
+use common::{fails, last_json, ok, s, temp_in, tensor_bytes};
 
 fn temp(name: &str) -> PathBuf {
     temp_in("cli", name)
@@ -307,13 +307,6 @@ fn guide_moons_recipe_reproduces() {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// Tensor bytes of a safetensors file (after its header, which records the command line).
-fn tensor_bytes(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let header = bytes.get(..8).map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])));
-    bytes.get(8 + header.unwrap_or(0) as usize..).map(<[u8]>::to_vec).unwrap_or_default()
 }
 
 /// Starts `fm train` in the background and waits until it has saved a checkpoint past `step`.

@@ -53,21 +53,6 @@ fn hub_fails(args: &[&str], endpoint: &str, cache: &Path) -> String {
     stderr
 }
 
-/// 40 labelled 8×8 "digits" with 17 levels, in sklearn's CSV layout.
-fn digits_csv(dir: &Path) -> String {
-    std::fs::create_dir_all(dir).ok();
-    let mut text = String::new();
-    for i in 0..40u32 {
-        let cells: Vec<String> =
-            (0..64).map(|j| ((i * 5 + j * 3) % 17).to_string()).chain([(i % 10).to_string()]).collect();
-        text.push_str(&cells.join(","));
-        text.push('\n');
-    }
-    let csv = dir.join("digits.csv");
-    std::fs::write(&csv, text).ok();
-    format!("digits:{}", s(&csv))
-}
-
 /// A 3-step tiny U-Net run on the digits; `class_cond` adds the label embedding.
 fn train_unet(data: &str, out: &Path, class_cond: bool) {
     let mut args = vec![
@@ -123,7 +108,7 @@ fn assert_same_tensors(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>)
 #[test]
 fn hub_checkpoints_sample_and_initialise_training_online_then_offline() {
     let dir = temp("sample-init");
-    let data = digits_csv(&dir);
+    let data = common::digits_csv(&dir, 40, 5);
     let run = dir.join("run");
     train_unet(&data, &run, false);
 
@@ -302,7 +287,7 @@ fn hub_checkpoints_sample_and_initialise_training_online_then_offline() {
 #[test]
 fn a_local_init_must_fit_exactly_unless_partial() {
     let dir = temp("init-local");
-    let data = digits_csv(&dir);
+    let data = common::digits_csv(&dir, 40, 5);
     let run = dir.join("cond");
     train_unet(&data, &run, true);
     // Into an unconditional model: `label_emb.weight` is unexpected.
@@ -344,7 +329,7 @@ fn a_local_init_must_fit_exactly_unless_partial() {
 #[test]
 fn convert_to_torchcfm_and_back_is_bit_identical() {
     let dir = temp("convert");
-    let data = digits_csv(&dir);
+    let data = common::digits_csv(&dir, 40, 5);
     let run = dir.join("cond");
     train_unet(&data, &run, true);
     let torch = dir.join("torch.safetensors");

@@ -3,62 +3,16 @@
 //! clipping and warm-up, bit-identical resume, grids, `.npy`, guidance and
 //! the trajectory strip.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn fm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fm")).args(args).output().expect("the fm binary runs")
-}
+use std::path::PathBuf;
 
-fn ok(args: &[&str]) -> String {
-    let out = fm(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fm {args:?} failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = fm(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "fm {args:?} should fail");
-    assert!(!stderr.contains("panicked"), "fm {args:?} panicked: {stderr}");
-    stderr
-}
+use common::{fails, ok, s, temp_in, tensor_bytes};
 
 fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fm-unet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = temp_in("unet", name);
     std::fs::create_dir_all(&d).ok();
     d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-/// The tensor data of a safetensors file (after its JSON header).
-fn tensor_bytes(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let header = bytes.get(..8).map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])));
-    bytes.get(8 + header.unwrap_or(0) as usize..).map(<[u8]>::to_vec).unwrap_or_default()
-}
-
-/// 60 labelled 8×8 "digits" with 17 levels, in sklearn's CSV layout.
-fn digits_csv(dir: &Path) -> String {
-    let mut text = String::new();
-    for i in 0..60u32 {
-        let cells: Vec<String> =
-            (0..64).map(|j| ((i * 7 + j * 3) % 17).to_string()).chain([(i % 10).to_string()]).collect();
-        text.push_str(&cells.join(","));
-        text.push('\n');
-    }
-    let csv = dir.join("digits.csv");
-    std::fs::write(&csv, text).ok();
-    format!("digits:{}", s(&csv))
 }
 
 fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
@@ -98,7 +52,7 @@ fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
 #[test]
 fn unet_trains_resumes_bit_identically_and_samples_images() {
     let dir = temp("run");
-    let data = digits_csv(&dir);
+    let data = common::digits_csv(&dir, 60, 7);
     let (full, part) = (dir.join("full"), dir.join("part"));
     let log = ok(&train_args(&data, s(&full), "4"));
     assert!(log.contains("U-Net") && log.contains("EMA 0.9") && log.contains("10 classes"), "{log}");
@@ -209,7 +163,7 @@ fn unet_trains_resumes_bit_identically_and_samples_images() {
 #[test]
 fn unet_flags_are_checked() {
     let dir = temp("flags");
-    let data = digits_csv(&dir);
+    let data = common::digits_csv(&dir, 60, 7);
     let e = fails(&["train", "--model", "unet", "--steps", "1"]);
     assert!(e.contains("needs image data"), "{e}");
     let e = fails(&["train", "--data", &data, "--model", "unet", "--preset", "huge", "--steps", "1"]);

@@ -51,3 +51,26 @@ pub fn temp_in(prefix: &str, name: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
+
+/// The tensor data of a safetensors file (after its JSON header).
+pub fn tensor_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let header = bytes.get(..8).map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])));
+    bytes.get(8 + header.unwrap_or(0) as usize..).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// `rows` labelled 8×8 "digits" with 17 levels (cell `j` of row `i` is
+/// `(i·step + 3j) mod 17`), in sklearn's CSV layout, written to `dir`; returns `digits:PATH`.
+pub fn digits_csv(dir: &Path, rows: u32, step: u32) -> String {
+    std::fs::create_dir_all(dir).ok();
+    let mut text = String::new();
+    for i in 0..rows {
+        let cells: Vec<String> =
+            (0..64).map(|j| ((i * step + j * 3) % 17).to_string()).chain([(i % 10).to_string()]).collect();
+        text.push_str(&cells.join(","));
+        text.push('\n');
+    }
+    let csv = dir.join("digits.csv");
+    std::fs::write(&csv, text).ok();
+    format!("digits:{}", s(&csv))
+}
