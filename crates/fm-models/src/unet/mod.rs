@@ -26,6 +26,7 @@ mod updown;
 
 pub use attention::AttentionBlock;
 pub use config::{UNetConfig, PRESET_NAMES};
+pub(crate) use im2col::im2col;
 pub use layers::DropoutRng;
 pub use model::{ClassifierFreeGuidance, Conditioned, UNet};
 pub use resblock::ResBlock;
