@@ -1,11 +1,13 @@
 //! The CFM training step: MLP `3 → 256 → 256 → 256 → 2` (SiLU), AdamW, f32.
 
 use candle::{Device, Tensor};
+use fm_core::loss::draw_source_and_time;
+use fm_core::matcher::{Matcher, MatcherKind};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
 use fm_models::optim::{Adam, AdamParams};
-use fm_models::{mlp_cfm_train_step, OtCfmPipeline, VelocityMlp};
+use fm_models::{mlp_cfm_train_step, DrawnBatch, OtCfmPipeline, VelocityMlp};
 
 use crate::fixtures::{bench_mlp_config, deterministic_mlp, points};
 use crate::workload::{RunInfo, Workload};
@@ -51,7 +53,7 @@ impl Workload for CfmTraining {
 pub struct OtCfmTraining {
     model: VelocityMlp,
     opt: Adam,
-    path: AffinePath<SchedulerKind>,
+    matcher: Matcher,
     x1: Tensor,
     rng: SeededRng,
     pipeline: OtCfmPipeline,
@@ -67,7 +69,7 @@ impl OtCfmTraining {
         Ok(Self {
             model,
             opt,
-            path: AffinePath::new(SchedulerKind::CondOt),
+            matcher: Matcher::new(MatcherKind::OtCfm, 0.0)?,
             x1: points(batch, 2, &device)?,
             rng: SeededRng::new(0),
             pipeline: OtCfmPipeline::new(overlap),
@@ -75,11 +77,22 @@ impl OtCfmTraining {
     }
 }
 
+impl OtCfmTraining {
+    /// Queues the fixed batch with fresh `t` and `x₀` (the next step's coupling).
+    fn push_next(&mut self) -> Result<()> {
+        let (x0, t) = draw_source_and_time(&self.x1, &mut self.rng)?;
+        self.pipeline.push(DrawnBatch { x0, x1: self.x1.clone(), t })?;
+        Ok(())
+    }
+}
+
 impl Workload for OtCfmTraining {
     fn run(&mut self) -> Result<RunInfo> {
-        let x1 = self.x1.clone();
-        let mut batch = || -> fm_models::Result<Tensor> { Ok(x1.clone()) };
-        self.pipeline.step(&self.model, &self.path, &mut self.opt, &mut batch, &mut self.rng)?;
+        if self.pipeline.queued() == 0 {
+            self.push_next()?;
+        }
+        self.push_next()?;
+        self.pipeline.step(&self.model, &self.matcher, &mut self.opt, &mut self.rng)?;
         Ok(RunInfo::default())
     }
 }

@@ -70,4 +70,4 @@ pub use flows::NormalizingFlow;
 pub use mlp::{MlpConfig, VelocityMlp};
 pub use mlp_train::{mlp_cfm_train_step, MlpGradients};
 pub use net::VelocityNet;
-pub use ot_cfm_train::OtCfmPipeline;
+pub use ot_cfm_train::{DrawnBatch, OtCfmPipeline};

@@ -2,29 +2,45 @@
 //! next batch solved on a second thread while the current step runs.
 //!
 //! Each step pairs its batch by the exact minibatch OT permutation
-//! ([`Coupling::ExactOt`]), then takes the explicit-backward CFM step of
-//! [`VelocityMlp::mse_gradients`]. The assignment needs only the batch and its
-//! noise, which are known as soon as they are drawn, so with `overlap` the
-//! pipeline draws batch `k + 1` (data, `t`, `x₀`, in the same order as a
-//! sequential run draws them) at the start of step `k` and solves its
-//! coupling on a scoped-out thread beside step `k`'s forward, backward and
-//! optimiser passes. The results are bit-identical to the sequential order
-//! (same draws, same deterministic solver); only the random streams run one
-//! batch ahead between steps.
+//! ([`Coupling::ExactOt`]), samples the matcher's path (drawing `ε`), and
+//! takes the explicit-backward step of [`VelocityMlp::mse_gradients`]. The
+//! assignment needs only the batch and its noise, which are known as soon as
+//! they are drawn, so the pipeline holds one batch ahead: the caller draws
+//! batch `k + 1` (data, `t`, `x₀`) and [`push`](OtCfmPipeline::push)es it
+//! before step `k`, and with `overlap` its coupling is solved on another
+//! thread beside step `k`'s forward, backward and optimiser passes. The draw
+//! order is the same with and without `overlap` and the solver is
+//! deterministic, so both give bit-identical results.
+//!
+//! To resume such a run bit-identically, save the random streams' positions
+//! from before the queued batch was drawn as well as the current ones; on
+//! resume, draw the queued batch again from the first and continue from the
+//! second (`fm train` does this).
 
+use std::collections::VecDeque;
 use std::thread::JoinHandle;
 
 use candle::Tensor;
 use fm_core::coupling::{Coupled, Coupling};
-use fm_core::loss::draw_source_and_time;
-use fm_core::path::AffinePath;
-use fm_core::scheduler::Scheduler;
+use fm_core::matcher::Matcher;
 use fm_core::SeededRng;
 
 use crate::optim::GradientStep;
 use crate::{Error, Result, VelocityMlp};
 
-/// A drawn batch whose coupling is solved or being solved.
+/// One drawn training batch before its coupling: source points `x0`, data
+/// `x1` (both `(b, d)`) and times `t` `(b,)`.
+#[derive(Debug, Clone)]
+pub struct DrawnBatch {
+    /// Source samples `(b, d)`.
+    pub x0: Tensor,
+    /// Data samples `(b, d)`.
+    pub x1: Tensor,
+    /// Times `(b,)` in `[0, 1]`.
+    pub t: Tensor,
+}
+
+/// A queued batch whose coupling is solved or being solved.
 struct Pending {
     t: Tensor,
     coupling: Solve,
@@ -55,20 +71,27 @@ impl Solve {
 ///
 /// ```
 /// use candle::{DType, Device};
-/// use fm_core::{path::AffinePath, scheduler::SchedulerKind, SeededRng};
+/// use fm_core::loss::draw_source_and_time;
+/// use fm_core::matcher::{Matcher, MatcherKind};
+/// use fm_core::SeededRng;
 /// use fm_models::optim::{Adam, AdamParams};
-/// use fm_models::{MlpConfig, OtCfmPipeline, VelocityMlp};
+/// use fm_models::{DrawnBatch, MlpConfig, OtCfmPipeline, VelocityMlp};
 /// # fn main() -> anyhow::Result<()> {
 /// let dev = Device::Cpu;
 /// let (model, varmap) = VelocityMlp::init(&MlpConfig::guide(2), &mut SeededRng::new(0), DType::F32, &dev)?;
 /// let mut opt = Adam::new(&varmap, AdamParams::with_lr(1e-3))?;
-/// let path = AffinePath::new(SchedulerKind::CondOt);
-/// let mut data = SeededRng::new(1);
-/// let mut rng = SeededRng::new(2);
+/// let matcher = Matcher::new(MatcherKind::OtCfm, 0.0)?;
+/// let (mut data, mut rng) = (SeededRng::new(1), SeededRng::new(2));
+/// let mut draw = |data: &mut SeededRng, rng: &mut SeededRng| -> anyhow::Result<DrawnBatch> {
+///     let x1 = data.normal((32, 2), DType::F32, &dev)?;
+///     let (x0, t) = draw_source_and_time(&x1, rng)?;
+///     Ok(DrawnBatch { x0, x1, t })
+/// };
 /// let mut ot = OtCfmPipeline::new(true);
+/// ot.push(draw(&mut data, &mut rng)?)?;
 /// for _ in 0..3 {
-///     let mut batch = || -> fm_models::Result<_> { Ok(data.normal((32, 2), DType::F32, &dev)?) };
-///     let loss = ot.step(&model, &path, &mut opt, &mut batch, &mut rng)?;
+///     ot.push(draw(&mut data, &mut rng)?)?; // the next batch, coupled during this step
+///     let loss = ot.step(&model, &matcher, &mut opt, &mut rng)?;
 ///     assert!(loss.is_finite());
 /// }
 /// # Ok(())
@@ -76,61 +99,69 @@ impl Solve {
 /// ```
 pub struct OtCfmPipeline {
     overlap: bool,
-    next: Option<Pending>,
+    queue: VecDeque<Pending>,
 }
 
 impl OtCfmPipeline {
-    /// A pipeline; with `overlap` the next batch's coupling is solved on a
-    /// second thread during each step (worth it with two or more cores),
-    /// without it each step solves its own coupling first.
+    /// An empty pipeline; with `overlap` each pushed batch's coupling is
+    /// solved on its own thread (worth it with two or more cores), without
+    /// it on the caller's thread at [`push`](Self::push).
     pub fn new(overlap: bool) -> Self {
-        Self { overlap, next: None }
+        Self { overlap, queue: VecDeque::new() }
     }
 
-    /// Draws one batch (`x1` from `next_batch`, then `t` and `x₀` from
-    /// `rng`, as [`draw_source_and_time`]) and starts its coupling.
-    fn prepare(
-        &self,
-        next_batch: &mut dyn FnMut() -> Result<Tensor>,
-        rng: &mut SeededRng,
-    ) -> Result<Pending> {
-        let x1 = next_batch()?;
-        let (x0, t) = draw_source_and_time(&x1, rng)?;
+    /// Batches queued and not yet stepped on.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues a drawn batch and starts its exact OT coupling.
+    ///
+    /// # Errors
+    /// [`Error::Core`] for mismatched shapes or, without `overlap`, non-finite
+    /// values (with `overlap` those surface at the batch's [`step`](Self::step)).
+    pub fn push(&mut self, batch: DrawnBatch) -> Result<()> {
+        let DrawnBatch { x0, x1, t } = batch;
         let solve = move || Coupling::ExactOt.couple(&x0, &x1, None, false, &mut SeededRng::new(0));
         let coupling =
             if self.overlap { Solve::Running(std::thread::spawn(solve)) } else { Solve::Done(solve()?) };
-        Ok(Pending { t, coupling })
+        self.queue.push_back(Pending { t, coupling });
+        Ok(())
     }
 
-    /// One OT-CFM step: the loss `mean((u_θ(x_t, t) − ẋ_t)²)` of the coupled
-    /// batch, with the optimiser step taken. `next_batch` supplies data
-    /// batches `(b, d)` in order (it is called once per step, one step ahead
-    /// with `overlap`).
+    /// One OT-CFM step on the oldest queued batch: the loss
+    /// `mean((u_θ(x_t, t) − u_t)²)` of its coupled pairs under `matcher`'s
+    /// path (drawing `ε` from `rng`), with the optimiser step taken. Push the
+    /// next batch first to have its coupling solved during this step.
     ///
     /// # Errors
-    /// [`Error::Core`] naming `loss` if the loss is not finite (the weights
-    /// are then untouched); the coupling's errors (non-finite data);
-    /// tensor errors.
-    pub fn step<S: Scheduler, O: GradientStep + ?Sized>(
+    /// [`Error::Config`] naming `coupling` if no batch is queued or `matcher`
+    /// does not use the exact OT coupling; [`Error::Core`] naming `loss` if
+    /// the loss is not finite (the weights are then untouched); the
+    /// coupling's errors (non-finite data); tensor errors.
+    pub fn step<O: GradientStep + ?Sized>(
         &mut self,
         model: &VelocityMlp,
-        path: &AffinePath<S>,
+        matcher: &Matcher,
         opt: &mut O,
-        next_batch: &mut dyn FnMut() -> Result<Tensor>,
         rng: &mut SeededRng,
     ) -> Result<f64> {
-        let current = match self.next.take() {
-            Some(p) => p,
-            None => self.prepare(next_batch, rng)?,
-        };
-        if self.overlap {
-            // The following batch, drawn now (the draw order is unchanged),
-            // coupled on another thread while this step computes.
-            self.next = Some(self.prepare(next_batch, rng)?);
+        if matcher.coupling() != Coupling::ExactOt {
+            return Err(Error::Config {
+                field: "coupling",
+                reason: format!(
+                    "the OT-CFM pipeline needs the exact OT coupling, not `{}`",
+                    matcher.coupling()
+                ),
+            });
         }
+        let current = self.queue.pop_front().ok_or_else(|| Error::Config {
+            field: "coupling",
+            reason: "no batch queued: push one before stepping".into(),
+        })?;
         let t = current.t;
         let c = current.coupling.finish()?;
-        let ps = path.sample(&c.x0, &c.x1, &t)?;
+        let ps = matcher.sample(&c.x0, &c.x1, &t, rng)?;
         let b = c.x1.dim(0)?;
         let input = Tensor::cat(&[&t.to_dtype(ps.x_t.dtype())?.reshape((b, 1))?, &ps.x_t], 1)?;
         let g = model.mse_gradients(&input, &ps.dx_t)?;
@@ -151,30 +182,38 @@ mod tests {
     use crate::optim::{Adam, AdamParams};
     use crate::MlpConfig;
     use candle::{DType, Device};
-    use fm_core::scheduler::SchedulerKind;
+    use fm_core::loss::draw_source_and_time;
+    use fm_core::matcher::{matcher_loss, MatcherKind};
 
     /// Losses, sorted weights, and the data and noise streams' positions after a run.
     type Run = (Vec<f64>, Vec<Vec<f32>>, u128, u128);
 
+    fn draw(data: &mut SeededRng, rng: &mut SeededRng, dev: &Device) -> anyhow::Result<DrawnBatch> {
+        let x1 = data.normal((48, 2), DType::F32, dev)?.affine(0.5, 3.0)?;
+        let (x0, t) = draw_source_and_time(&x1, rng)?;
+        Ok(DrawnBatch { x0, x1, t })
+    }
+
     /// Overlapped and sequential pipelines give bit-identical losses and
-    /// weights, and the sequential one is the textbook OT-CFM step.
+    /// weights, and the first step is the textbook OT-CFM step.
     #[test]
     fn overlap_is_bit_identical_to_the_sequential_order() -> anyhow::Result<()> {
         let dev = Device::Cpu;
         let config = MlpConfig { dim: 2, hidden: vec![32, 32], activation: crate::Activation::Silu };
-        let path = AffinePath::new(SchedulerKind::CondOt);
+        // σ > 0: the path's ε is drawn between the batches' draws.
+        let matcher = Matcher::new(MatcherKind::OtCfm, 0.1)?;
         let run = |overlap: bool| -> anyhow::Result<Run> {
             let (model, varmap) = VelocityMlp::init(&config, &mut SeededRng::new(0), DType::F32, &dev)?;
             let mut opt = Adam::new(&varmap, AdamParams::with_lr(1e-2))?;
-            let mut data = SeededRng::new(1);
-            let mut rng = SeededRng::new(2);
+            let (mut data, mut rng) = (SeededRng::new(1), SeededRng::new(2));
             let mut ot = OtCfmPipeline::new(overlap);
+            ot.push(draw(&mut data, &mut rng, &dev)?)?;
             let mut losses = Vec::new();
             for _ in 0..6 {
-                let mut batch =
-                    || -> Result<Tensor> { Ok(data.normal((48, 2), DType::F32, &dev)?.affine(0.5, 3.0)?) };
-                losses.push(ot.step(&model, &path, &mut opt, &mut batch, &mut rng)?);
+                ot.push(draw(&mut data, &mut rng, &dev)?)?;
+                losses.push(ot.step(&model, &matcher, &mut opt, &mut rng)?);
             }
+            assert_eq!(ot.queued(), 1);
             let mut weights = Vec::new();
             for v in varmap.all_vars() {
                 weights.push(v.as_tensor().flatten_all()?.to_vec1::<f32>()?);
@@ -186,22 +225,37 @@ mod tests {
         let (lb, wb, db, rb) = run(true)?;
         assert_eq!(la, lb);
         assert_eq!(wa, wb);
-        // The overlapped run has drawn one batch more (the prefetched one).
-        assert!(db > da && rb > ra);
+        assert_eq!((da, ra), (db, rb));
 
-        // The first sequential step equals the step written out by hand.
-        let (model, varmap) = VelocityMlp::init(&config, &mut SeededRng::new(0), DType::F32, &dev)?;
-        let mut opt = Adam::new(&varmap, AdamParams::with_lr(1e-2))?;
-        let x1 = SeededRng::new(1).normal((48, 2), DType::F32, &dev)?.affine(0.5, 3.0)?;
-        let mut rng = SeededRng::new(2);
-        let (x0, t) = draw_source_and_time(&x1, &mut rng)?;
-        let c = Coupling::ExactOt.couple(&x0, &x1, None, false, &mut SeededRng::new(0))?;
+        // The first step's loss is torchcfm's OT-CFM loss of the first batch,
+        // with its ε drawn after the second batch.
+        let (model, _varmap) = VelocityMlp::init(&config, &mut SeededRng::new(0), DType::F32, &dev)?;
+        let (mut data, mut rng) = (SeededRng::new(1), SeededRng::new(2));
+        let first = draw(&mut data, &mut rng, &dev)?;
+        draw(&mut data, &mut rng, &dev)?;
+        let c = Coupling::ExactOt.couple(&first.x0, &first.x1, None, false, &mut SeededRng::new(0))?;
         assert_ne!(c.index, (0..48).collect::<Vec<_>>(), "the coupling re-pairs the batch");
-        let ps = path.sample(&c.x0, &c.x1, &t)?;
-        let input = Tensor::cat(&[&t.reshape((48, 1))?, &ps.x_t], 1)?;
-        let g = model.mse_gradients(&input, &ps.dx_t)?;
-        opt.step_with_grads(&|var| g.grads.iter().find(|(p, _)| p.id() == var.id()).map(|(_, d)| d.clone()))?;
-        assert_eq!(g.loss, la[0]);
+        let loss = matcher_loss(&model, &matcher, &c.x0, &c.x1, &first.t, &mut rng)?;
+        let expected = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        assert!((expected - la[0]).abs() < 1e-5 * expected.abs(), "{expected} vs {}", la[0]);
+        Ok(())
+    }
+
+    #[test]
+    fn stepping_needs_a_queued_batch_and_the_exact_coupling() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let (model, varmap) =
+            VelocityMlp::init(&MlpConfig::guide(2), &mut SeededRng::new(0), DType::F32, &dev)?;
+        let mut opt = Adam::new(&varmap, AdamParams::with_lr(1e-2))?;
+        let mut rng = SeededRng::new(3);
+        let mut ot = OtCfmPipeline::new(false);
+        let ot_cfm = Matcher::new(MatcherKind::OtCfm, 0.0)?;
+        let e = ot.step(&model, &ot_cfm, &mut opt, &mut rng).expect_err("empty").to_string();
+        assert!(e.contains("push"), "{e}");
+        ot.push(draw(&mut SeededRng::new(1), &mut rng, &dev)?)?;
+        let icfm = Matcher::new(MatcherKind::ICfm, 0.0)?;
+        let e = ot.step(&model, &icfm, &mut opt, &mut rng).expect_err("independent").to_string();
+        assert!(e.contains("exact OT"), "{e}");
         Ok(())
     }
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use fm_core::coupling::Coupling;
 use fm_core::likelihood::cnf_nll_loss_exact;
-use fm_core::loss::cfm_train_step;
+use fm_core::loss::{cfm_train_step, draw_source_and_time};
 use fm_core::matcher::{matcher_train_step, matcher_train_step_from, Matcher};
 use fm_core::objective::{objective_train_step, RegressionTarget};
 use fm_core::path::AffinePath;
@@ -18,7 +19,10 @@ use fm_core::SeededRng;
 use fm_models::checkpoint::{self, varmap_tensors};
 use fm_models::optim::AdamParams;
 use fm_models::training::{TrainingOptimizer, TrainingOptions};
-use fm_models::{mlp_cfm_train_step, resume, CheckpointConfig, MlpConfig, ModelConfig, VelocityNet};
+use fm_models::{
+    mlp_cfm_train_step, resume, CheckpointConfig, DrawnBatch, MlpConfig, ModelConfig, OtCfmPipeline,
+    VelocityNet,
+};
 use serde::{Deserialize, Serialize};
 
 use super::images::{drop_labels, UNetSpec};
@@ -52,6 +56,26 @@ fn efm_reference_set(data: &TrainingData, name: &str, device: &Device) -> Result
     Ok(Tensor::from_vec(points.to_vec(), (points.len() / d, d), device)?)
 }
 
+/// Draws one OT-CFM training batch: data from `data_rng`, then `t` and `x₀`
+/// from `train_rng` in the order of `matcher_train_step` (`t` first).
+fn draw_batch(
+    data: &mut TrainingData,
+    r: &Resolved,
+    device: &Device,
+    data_rng: &mut SeededRng,
+    train_rng: &mut SeededRng,
+) -> Result<DrawnBatch> {
+    let x1 = data.batch(r.batch_size, data_rng)?.to_device(device)?;
+    let (x0, t) = if r.source == Source::Normal {
+        draw_source_and_time(&x1, train_rng)?
+    } else {
+        let (b, dim) = (x1.dim(0)?, data.dim());
+        let t = train_rng.uniform(b, 0.0, 1.0, x1.dtype(), x1.device())?;
+        (r.source.sample(b, dim, train_rng, x1.device())?, t)
+    };
+    Ok(DrawnBatch { x0, x1, t })
+}
+
 /// The loop's own state, stored in the resume file.
 #[derive(Debug, Serialize, Deserialize)]
 struct LoopState {
@@ -66,6 +90,10 @@ struct LoopState {
     label_rng: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dropout_rng: Option<String>,
+    /// Exact OT-CFM runs: the data and train stream positions from before the
+    /// queued batch was drawn (a resume draws it again from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queued_from: Option<[String; 2]>,
 }
 
 pub struct Session {
@@ -86,6 +114,10 @@ pub struct Session {
     label_rng: SeededRng,
     /// Dropout masks inside the U-Net.
     dropout_rng: RefCell<SeededRng>,
+    /// Exact OT-CFM runs of the MLP: the next batch's coupling is solved while a step runs.
+    ot: Option<OtCfmPipeline>,
+    /// Data and train stream positions before the batch queued in `ot` was drawn.
+    queued_from: Option<(u128, u128)>,
     /// Steps completed.
     pub step: usize,
     recent: VecDeque<f64>,
@@ -124,6 +156,9 @@ impl Session {
             None => None,
         };
         let init_source = r.init.as_ref().map(|i| i.source.display().to_string());
+        let exact_ot = r.matcher.is_some_and(|m| m.coupling() == Coupling::ExactOt);
+        let ot = (exact_ot && r.unet.is_none() && r.objective == Objective::Cfm && r.spec.is_plain_cfm())
+            .then(|| OtCfmPipeline::new(std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)));
         let opt = TrainingOptimizer::new(&varmap, AdamParams::with_lr(r.lr), r.training)?;
         let train_set = match r.spec.target {
             RegressionTarget::Efm { m } if m > 1 => Some(efm_reference_set(&data, &r.data, device)?),
@@ -137,6 +172,8 @@ impl Session {
             path: AffinePath::new(r.scheduler),
             data_rng: SeededRng::for_stream(r.seed, "data"),
             train_rng: SeededRng::for_stream(r.seed, "train"),
+            ot,
+            queued_from: None,
             settings: r,
             model,
             model_config,
@@ -242,6 +279,17 @@ impl Session {
         if let Some(p) = &state.dropout_rng {
             s.dropout_rng.borrow_mut().set_position(pos(p, "dropout RNG")?);
         }
+        if let (Some([d, t]), Some(ot)) = (&state.queued_from, s.ot.as_mut()) {
+            // Draw the queued batch again, then continue where the streams were saved.
+            let end = (s.data_rng.position(), s.train_rng.position());
+            let from = (pos(d, "queued data RNG")?, pos(t, "queued train RNG")?);
+            s.data_rng.set_position(from.0);
+            s.train_rng.set_position(from.1);
+            ot.push(draw_batch(&mut s.data, &s.settings, &s.device, &mut s.data_rng, &mut s.train_rng)?)?;
+            s.data_rng.set_position(end.0);
+            s.train_rng.set_position(end.1);
+            s.queued_from = Some(from);
+        }
         s.step = state.step;
         s.recent = state.recent_losses.into_iter().collect();
         s.last_saved = Some(state.step);
@@ -251,6 +299,11 @@ impl Session {
 
     /// One optimisation step; the loss of its batch.
     pub fn train_step(&mut self) -> Result<f64> {
+        if self.ot.is_some() {
+            let loss = self.ot_step()?;
+            self.record_loss(loss);
+            return Ok(loss);
+        }
         let mlp = match &self.model {
             VelocityNet::UNet(_) => return self.unet_step(),
             VelocityNet::Mlp(mlp) => mlp,
@@ -290,6 +343,25 @@ impl Session {
         };
         self.record_loss(loss);
         Ok(loss)
+    }
+
+    /// One exact OT-CFM step of the MLP through the pipeline: the next batch
+    /// is drawn and queued (its coupling solved during this step), then the
+    /// step runs on the batch queued before it.
+    fn ot_step(&mut self) -> Result<f64> {
+        let (VelocityNet::Mlp(mlp), Some(matcher), Some(ot)) =
+            (&self.model, self.settings.matcher, &mut self.ot)
+        else {
+            bail!("not an exact OT-CFM run of an MLP");
+        };
+        let (data, r, device) = (&mut self.data, &self.settings, &self.device);
+        if ot.queued() == 0 {
+            ot.push(draw_batch(data, r, device, &mut self.data_rng, &mut self.train_rng)?)?;
+        }
+        let from = (self.data_rng.position(), self.train_rng.position());
+        ot.push(draw_batch(data, r, device, &mut self.data_rng, &mut self.train_rng)?)?;
+        self.queued_from = Some(from);
+        Ok(ot.step(mlp, &matcher, &mut self.opt, &mut self.train_rng)?)
     }
 
     /// One flow-matching step of the U-Net: labels (with label dropout) and
@@ -407,6 +479,7 @@ impl Session {
             recent_losses: self.recent.iter().copied().collect(),
             label_rng: unet.then(|| self.label_rng.position().to_string()),
             dropout_rng: unet.then(|| self.dropout_rng.borrow().position().to_string()),
+            queued_from: self.queued_from.map(|(d, t)| [d.to_string(), t.to_string()]),
         };
         let write = || -> Result<()> {
             resume::save(
