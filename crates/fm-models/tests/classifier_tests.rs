@@ -23,8 +23,8 @@ fn tiny() -> ClassifierConfig {
 fn mnist_network_has_the_stated_shape() -> anyhow::Result<()> {
     let cfg = ClassifierConfig::mnist();
     assert_eq!(cfg.pooled_size(), (7, 7));
-    // conv 1→16 (160), conv 16→32 (4640), fc 1568→128 (200 832), head 128→10 (1290).
-    assert_eq!(cfg.num_parameters(), 160 + 4640 + 200_832 + 1290);
+    // conv 1→32 (320), conv 32→64 (18 496), fc 3136→128 (401 536), head 128→10 (1290).
+    assert_eq!(cfg.num_parameters(), 320 + 18_496 + 401_536 + 1290);
     let (net, _) = ImageClassifier::init(&cfg, &mut SeededRng::new(0), DType::F32, &Device::Cpu)?;
     let x = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu)?;
     assert_eq!(net.features(&x)?.dims(), &[2, 128]);

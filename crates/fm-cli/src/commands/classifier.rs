@@ -20,7 +20,7 @@ use crate::io::print_json;
 /// The classifier's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ClassifierCommand {
-    /// Train the CNN (conv 16 → conv 32 → 128-d features → 10 classes) with Adam on the training
+    /// Train the CNN (conv 32 → conv 64 → 128-d features → 10 classes) with Adam on the training
     /// split; report the test accuracy and the SHA-256 of the weights.
     #[command(
         after_help = "Examples:\n  fm classifier train --data mnist:data/mnist --out runs/mnist-classifier\n  fm classifier train --data mnist:data/mnist --epochs 5 --seed 1 --json"
@@ -34,7 +34,7 @@ pub struct ClassifierTrainArgs {
     #[arg(long)]
     pub data: String,
     /// Passes over the training split.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     pub epochs: usize,
     /// Images per step.
     #[arg(long, default_value_t = 128)]
