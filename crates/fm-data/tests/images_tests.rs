@@ -268,3 +268,14 @@ fn shared_datasets_when_present() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(not(feature = "hub-datasets"))]
+#[test]
+fn hub_copies_need_the_hub_datasets_feature() {
+    // `mnist:hub` in a build without candle-datasets names the feature to enable.
+    let e = fm_data::images::ImageFormat::Mnist
+        .load(Path::new("hub"), Split::Train)
+        .expect_err("no feature")
+        .to_string();
+    assert!(e.contains("hub-datasets") && e.contains("mnist:hub"), "{e}");
+}

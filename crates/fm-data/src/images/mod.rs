@@ -10,12 +10,16 @@ mod batch;
 mod cifar;
 mod digits;
 mod folder;
+#[cfg(feature = "hub-datasets")]
+mod hub;
 mod idx;
 
 pub use batch::{ImageBatch, ImageBatcher};
 pub use cifar::{load_cifar10_dir, parse_cifar10_batch};
 pub use digits::{load_digits_csv, parse_digits};
 pub use folder::load_png_folder;
+#[cfg(feature = "hub-datasets")]
+pub use hub::{hub_repo, load_hub};
 
 pub use idx::{load_mnist_dir, parse_idx, read_idx, IdxArray};
 
@@ -45,7 +49,21 @@ impl ImageFormat {
 
     /// Loads a split. Datasets without a test split (digits, PNG folders) use the
     /// first 90 % of a seeded shuffle for training and the rest for testing.
+    ///
+    /// The path `hub` (`--data mnist:hub`) loads MNIST, Fashion-MNIST or
+    /// CIFAR-10 from its parquet copy on the Hugging Face Hub through
+    /// candle-datasets, with the cargo feature `hub-datasets` (an error
+    /// saying so without it); write `./hub` for a directory of that name.
     pub fn load(&self, path: &std::path::Path, split: Split) -> Result<ImageSet> {
+        if path.as_os_str() == "hub" {
+            #[cfg(feature = "hub-datasets")]
+            return hub::load_hub(*self, split);
+            #[cfg(not(feature = "hub-datasets"))]
+            return Err(Error::InvalidParameter(format!(
+                "{self}:hub loads the Hub copy through candle-datasets, which this build leaves out: \
+                 build with the cargo feature `hub-datasets` (or write ./hub for a directory named hub)"
+            )));
+        }
         match self {
             ImageFormat::Mnist | ImageFormat::FashionMnist => load_mnist_dir(path, split),
             ImageFormat::Cifar10 => load_cifar10_dir(path, split),
