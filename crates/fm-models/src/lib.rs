@@ -52,6 +52,7 @@ pub mod flows;
 mod fused_activation;
 mod fused_adam;
 mod mlp;
+mod mlp_divergence;
 mod mlp_inference;
 mod mlp_train;
 mod mlp_train_blocked;

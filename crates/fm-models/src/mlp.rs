@@ -188,7 +188,21 @@ impl VelocityMlp {
     /// # Shapes
     /// - `x`: `(b, d)`, `t`: `(b,)`
     /// - returns `u`: `(b, d)` and `∇·u`: `(b,)`
+    ///
+    /// Without gradients to track (inference, likelihood), f32 CPU tensors go
+    /// through a graph-free blocked pass on all of candle's threads.
     pub fn velocity_and_divergence(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, d) = x.dims2()?;
+        if d == self.config.dim && t.dims() == [b] {
+            if let Some(r) = self.velocity_and_divergence_blocked(x, &t.to_dtype(x.dtype())?)? {
+                return Ok(r);
+            }
+        }
+        self.velocity_and_divergence_tensors(x, t)
+    }
+
+    /// [`velocity_and_divergence`](Self::velocity_and_divergence) by candle tensor ops.
+    pub(crate) fn velocity_and_divergence_tensors(&self, x: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, d) = x.dims2()?;
         if d != self.config.dim {
             return Err(Error::Config {

@@ -20,11 +20,11 @@ use crate::{Activation, VelocityMlp};
 pub const BLOCK_ROWS: usize = 256;
 
 /// One dense layer's parameters, borrowed: `w` is `(out, inp)` row-major, `b` is `(out,)`.
-struct Dense<'a> {
-    w: &'a [f32],
-    b: Option<&'a [f32]>,
-    out: usize,
-    inp: usize,
+pub(crate) struct Dense<'a> {
+    pub(crate) w: &'a [f32],
+    pub(crate) b: Option<&'a [f32]>,
+    pub(crate) out: usize,
+    pub(crate) inp: usize,
 }
 
 /// The f32 elements of a contiguous CPU storage under `layout`.
@@ -37,7 +37,7 @@ pub(crate) fn f32_slice<'a>(storage: &'a Storage, layout: &candle::Layout) -> Op
 }
 
 /// Borrows the f32 data of a contiguous CPU tensor for the duration of `f`.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     f32_slice(&storage, layout).map(f)
 }
@@ -51,14 +51,40 @@ impl VelocityMlp {
     /// # Shapes
     /// - `x`: `(b, d)`, `t`: `(b,)` (f32) → `(b, d)`
     pub(crate) fn velocity_blocked(&self, x: &Tensor, t: &Tensor) -> candle::Result<Option<Tensor>> {
+        let (rows, d) = x.dims2()?;
+        let (x, t) = (x.contiguous()?, t.contiguous()?);
+        let threads = candle::utils::get_num_threads().max(1);
         let act = self.config().activation;
+        let mut out = vec![0f32; rows * d];
+        let done = self.with_dense_layers(&x, &t, |dense| {
+            with_f32(&x, |xs| with_f32(&t, |ts| forward_rows(dense, act, ts, xs, d, &mut out, threads)))
+        })?;
+        if done.flatten().flatten().flatten().is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_vec(out, (rows, d), x.device())?))
+    }
+
+    /// Runs `f` on the layers borrowed as f32 slices if the blocked path
+    /// applies to `(x, t)`: f32 on the CPU, no tensor tracking gradients, an
+    /// activation with an in-place kernel, a first layer taking `d + 1`
+    /// inputs. `None` where it does not apply.
+    pub(crate) fn with_dense_layers<R>(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        f: impl FnOnce(&[Dense]) -> R,
+    ) -> candle::Result<Option<R>> {
         let layers = self.layers();
         let eligible = x.device().is_cpu()
             && x.dtype() == candle::DType::F32
             && t.dtype() == candle::DType::F32
             && !x.track_op()
             && !t.track_op()
-            && matches!(act, Activation::Silu | Activation::Elu | Activation::Relu | Activation::Tanh)
+            && matches!(
+                self.config().activation,
+                Activation::Silu | Activation::Elu | Activation::Relu | Activation::Tanh
+            )
             && layers.iter().all(|l| {
                 !l.weight().track_op()
                     && l.weight().dtype() == candle::DType::F32
@@ -68,11 +94,8 @@ impl VelocityMlp {
         if !eligible {
             return Ok(None);
         }
-        let (rows, d) = x.dims2()?;
-        let x = x.contiguous()?;
-        let t = t.contiguous()?;
-        let threads = candle::utils::get_num_threads().max(1);
-        // Hold the weights' storage guards while the blocks run.
+        let (_, d) = x.dims2()?;
+        // Hold the weights' storage guards while `f` runs.
         let guards: Vec<_> = layers
             .iter()
             .map(|l| (l.weight().storage_and_layout(), l.bias().map(|b| b.storage_and_layout())))
@@ -93,13 +116,7 @@ impl VelocityMlp {
         if dense.first().map(|l| l.inp) != Some(d + 1) {
             return Ok(None);
         }
-        let mut out = vec![0f32; rows * d];
-        let done =
-            with_f32(&x, |xs| with_f32(&t, |ts| forward_rows(&dense, act, ts, xs, d, &mut out, threads)));
-        if done.flatten().flatten().is_none() {
-            return Ok(None);
-        }
-        Ok(Some(Tensor::from_vec(out, (rows, d), x.device())?))
+        Ok(Some(f(&dense)))
     }
 }
 
@@ -173,7 +190,7 @@ fn forward_range(layers: &[Dense], act: Activation, t: &[f32], x: &[f32], d: usi
 }
 
 /// `dst (m, out) = h (m, inp) · wᵀ + bias`, bias first, product accumulated by `gemm`.
-fn dense_block(layer: &Dense, h: &[f32], m: usize, dst: &mut [f32]) {
+pub(crate) fn dense_block(layer: &Dense, h: &[f32], m: usize, dst: &mut [f32]) {
     let (out, inp) = (layer.out, layer.inp);
     assert!(h.len() >= m * inp && dst.len() >= m * out && layer.w.len() >= out * inp);
     match layer.b {
@@ -208,7 +225,7 @@ fn dense_block(layer: &Dense, h: &[f32], m: usize, dst: &mut [f32]) {
     }
 }
 
-fn activate_in_place(act: Activation, v: &mut [f32]) {
+pub(crate) fn activate_in_place(act: Activation, v: &mut [f32]) {
     match act {
         Activation::Silu => crate::fast_exp::silu_in_place(v),
         Activation::Elu => v.iter_mut().for_each(|z| {

@@ -1,0 +1,224 @@
+//! Graph-free f32 velocity and exact divergence of a [`VelocityMlp`] on the
+//! CPU, in row blocks (the forward-mode pass of
+//! [`VelocityMlp::velocity_and_divergence`] without candle ops).
+//!
+//! Per block of [`BLOCK_ROWS`] rows the `d` tangents `∂h/∂x_i` are stacked
+//! into one `(d·m, width)` matrix, so each layer is two `gemm` calls (the
+//! activations and all tangents), then the activation's slope scales the
+//! tangents in place. The blocks are shared out between scoped threads in
+//! contiguous ranges, so the result does not depend on the thread count.
+
+use candle::Tensor;
+
+use crate::mlp_inference::{activate_in_place, dense_block, with_f32, Dense, BLOCK_ROWS};
+use crate::{Activation, VelocityMlp};
+
+impl VelocityMlp {
+    /// `(u, ∇·u)` at `(x, t)` by the blocked f32 path, or `None` where it
+    /// does not apply (as [`VelocityMlp::velocity_blocked`]: not f32 on the
+    /// CPU, tensors tracking gradients, an activation without a kernel).
+    ///
+    /// # Shapes
+    /// - `x`: `(b, d)`, `t`: `(b,)` (f32) → `(b, d)` and `(b,)`
+    pub(crate) fn velocity_and_divergence_blocked(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+    ) -> candle::Result<Option<(Tensor, Tensor)>> {
+        let (rows, d) = x.dims2()?;
+        let (x, t) = (x.contiguous()?, t.contiguous()?);
+        let threads = candle::utils::get_num_threads().max(1);
+        let act = self.config().activation;
+        let (mut u, mut div) = (vec![0f32; rows * d], vec![0f32; rows]);
+        let done = self.with_dense_layers(&x, &t, |dense| {
+            with_f32(&x, |xs| {
+                with_f32(&t, |ts| divergence_rows(dense, act, ts, xs, d, &mut u, &mut div, threads))
+            })
+        })?;
+        if done.flatten().flatten().flatten().is_none() {
+            return Ok(None);
+        }
+        Ok(Some((Tensor::from_vec(u, (rows, d), x.device())?, Tensor::from_vec(div, rows, x.device())?)))
+    }
+}
+
+/// `u` and `∇·u` for all rows, whole blocks split over `threads` in contiguous shares.
+#[allow(clippy::too_many_arguments)]
+fn divergence_rows(
+    layers: &[Dense],
+    act: Activation,
+    t: &[f32],
+    x: &[f32],
+    d: usize,
+    u: &mut [f32],
+    div: &mut [f32],
+    threads: usize,
+) -> Option<()> {
+    let rows = t.len();
+    if x.len() != rows * d || u.len() != rows * d || div.len() != rows || layers.len() < 2 {
+        return None;
+    }
+    let blocks = rows.div_ceil(BLOCK_ROWS);
+    let per = blocks.div_ceil(threads.min(blocks).max(1)) * BLOCK_ROWS;
+    std::thread::scope(|s| {
+        let (mut rest_u, mut rest_div) = (u, div);
+        let mut start = 0;
+        let mut handles = Vec::new();
+        while start < rows {
+            let n = per.min(rows - start);
+            let (mine_u, ru) = rest_u.split_at_mut(n * d);
+            let (mine_div, rd) = rest_div.split_at_mut(n);
+            (rest_u, rest_div) = (ru, rd);
+            let (ts, xs) = (&t[start..start + n], &x[start * d..(start + n) * d]);
+            if start + n < rows {
+                handles.push(s.spawn(move || divergence_range(layers, act, ts, xs, d, mine_u, mine_div)));
+            } else {
+                divergence_range(layers, act, ts, xs, d, mine_u, mine_div);
+            }
+            start += n;
+        }
+        handles.into_iter().all(|h| h.join().is_ok()).then_some(())
+    })
+}
+
+/// The forward-mode pass on rows `t.len()`, block by block, on this thread.
+fn divergence_range(
+    layers: &[Dense],
+    act: Activation,
+    t: &[f32],
+    x: &[f32],
+    d: usize,
+    u: &mut [f32],
+    div: &mut [f32],
+) {
+    let width = layers.iter().map(|l| l.out.max(l.inp)).max().unwrap_or(0);
+    let mut h = vec![0f32; BLOCK_ROWS * width];
+    let mut pre = vec![0f32; BLOCK_ROWS * width];
+    let mut next = vec![0f32; BLOCK_ROWS * width];
+    let mut tangent = vec![0f32; d * BLOCK_ROWS * width];
+    let mut tangent_pre = vec![0f32; d * BLOCK_ROWS * width];
+    let last = layers.len() - 1;
+    for (block, tb) in t.chunks(BLOCK_ROWS).enumerate() {
+        let m = tb.len();
+        let r0 = block * BLOCK_ROWS;
+        for (i, &ti) in tb.iter().enumerate() {
+            let row = &mut h[i * (d + 1)..(i + 1) * (d + 1)];
+            row[0] = ti;
+            row[1..].copy_from_slice(&x[(r0 + i) * d..(r0 + i + 1) * d]);
+        }
+        for (k, layer) in layers.iter().enumerate() {
+            let (out, inp) = (layer.out, layer.inp);
+            if k == last {
+                dense_block(layer, &h[..m * inp], m, &mut u[r0 * d..(r0 + m) * d]);
+                // ∇·u = Σ_i ∂u_i/∂x_i = Σ_i ⟨tangent_i(row), w_last[i, :]⟩.
+                for (r, dv) in div[r0..r0 + m].iter_mut().enumerate() {
+                    *dv = (0..d)
+                        .map(|i| {
+                            let tr = &tangent[(i * m + r) * inp..(i * m + r + 1) * inp];
+                            tr.iter().zip(&layer.w[i * inp..(i + 1) * inp]).map(|(a, b)| a * b).sum::<f32>()
+                        })
+                        .sum();
+                }
+                break;
+            }
+            dense_block(layer, &h[..m * inp], m, &mut pre[..m * out]);
+            if k == 0 {
+                // ∂pre/∂x_i is weight column 1 + i (after t's), the same in every row.
+                for i in 0..d {
+                    for r in 0..m {
+                        let dst = &mut tangent_pre[(i * m + r) * out..(i * m + r + 1) * out];
+                        for (j, v) in dst.iter_mut().enumerate() {
+                            *v = layer.w[j * inp + 1 + i];
+                        }
+                    }
+                }
+            } else {
+                let linear = Dense { w: layer.w, b: None, out, inp };
+                dense_block(&linear, &tangent[..d * m * inp], d * m, &mut tangent_pre[..d * m * out]);
+            }
+            // y = σ(pre), then tangent = σ'(pre) ⊙ tangent_pre (SiLU's from pre and y, vectorised).
+            let (p, y) = (&pre[..m * out], &mut next[..m * out]);
+            y.copy_from_slice(p);
+            activate_in_place(act, y);
+            for i in 0..d {
+                let span = i * m * out..(i + 1) * m * out;
+                let (src, dst) = (&tangent_pre[span.clone()], &mut tangent[span]);
+                if act == Activation::Silu {
+                    crate::fast_exp::silu_backward(src, p, y, dst);
+                } else {
+                    for ((o, &tp), &z) in dst.iter_mut().zip(src).zip(p) {
+                        *o = tp * slope(act, z);
+                    }
+                }
+            }
+            std::mem::swap(&mut h, &mut next);
+        }
+    }
+}
+
+/// `σ'(z)`, as [`Activation::derivative`] computes it.
+#[inline]
+fn slope(act: Activation, z: f32) -> f32 {
+    match act {
+        Activation::Silu => {
+            let s = 1.0 / (1.0 + (-z).exp());
+            s + z * s * (1.0 - s)
+        }
+        Activation::Elu => {
+            if z > 0.0 {
+                1.0
+            } else {
+                z.exp()
+            }
+        }
+        Activation::Relu => {
+            if z > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::Tanh => 1.0 - z.tanh() * z.tanh(),
+        Activation::Selu => unreachable!("with_dense_layers checks the activation"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MlpConfig;
+    use candle::{DType, Device};
+    use fm_core::SeededRng;
+
+    /// The blocked pass agrees with the tensor pass for every activation with
+    /// a kernel, around the block size and with several layers.
+    #[test]
+    fn blocked_divergence_matches_tensor_path() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        for act in [Activation::Silu, Activation::Elu, Activation::Relu, Activation::Tanh] {
+            for (dim, hidden) in [(2usize, vec![40, 33, 17]), (3, vec![24])] {
+                let config = MlpConfig { dim, hidden, activation: act };
+                let (model, _) = VelocityMlp::init(&config, &mut SeededRng::new(9), DType::F32, &dev)?;
+                let model = model.detached()?;
+                for rows in [1, BLOCK_ROWS - 1, 2 * BLOCK_ROWS + 7] {
+                    let mut rng = SeededRng::new(rows as u64);
+                    let x = rng.normal((rows, dim), DType::F32, &dev)?;
+                    let t = rng.uniform(rows, 0.0, 1.0, DType::F32, &dev)?;
+                    let (u, div) = model.velocity_and_divergence_blocked(&x, &t)?.expect("eligible");
+                    let (u_ref, div_ref) = model.velocity_and_divergence_tensors(&x, &t)?;
+                    let err = |a: &Tensor, b: &Tensor| -> anyhow::Result<f32> {
+                        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+                        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
+                    };
+                    assert!(err(&u, &u_ref)? < 1e-5, "{act} rows {rows}: velocity");
+                    assert!(err(&div, &div_ref)? < 1e-4, "{act} rows {rows}: divergence");
+                }
+            }
+        }
+        // Tracked weights keep the tensor path (CNF training backpropagates through it).
+        let (model, _) = VelocityMlp::init(&MlpConfig::guide(2), &mut SeededRng::new(0), DType::F32, &dev)?;
+        let x = Tensor::zeros((4, 2), DType::F32, &dev)?;
+        assert!(model.velocity_and_divergence_blocked(&x, &Tensor::zeros(4, DType::F32, &dev)?)?.is_none());
+        Ok(())
+    }
+}
