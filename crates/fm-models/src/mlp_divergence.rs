@@ -212,6 +212,22 @@ mod tests {
                     };
                     assert!(err(&u, &u_ref)? < 1e-5, "{act} rows {rows}: velocity");
                     assert!(err(&div, &div_ref)? < 1e-4, "{act} rows {rows}: divergence");
+                    // One thread or three: bit-identical.
+                    let (xs, ts) = (x.flatten_all()?.to_vec1::<f32>()?, t.to_vec1::<f32>()?);
+                    let run = |threads: usize| {
+                        let (mut u, mut div) = (vec![0f32; rows * dim], vec![0f32; rows]);
+                        model
+                            .with_dense_layers(&x, &t, |dense| {
+                                divergence_rows(dense, act, &ts, &xs, dim, &mut u, &mut div, threads)
+                            })
+                            .expect("layers")
+                            .flatten()
+                            .expect("eligible");
+                        (u, div)
+                    };
+                    let (one, three) = (run(1), run(3));
+                    assert_eq!(one, three, "{act} rows {rows}: thread count");
+                    assert_eq!(one.1, div.to_vec1::<f32>()?);
                 }
             }
         }
