@@ -256,7 +256,26 @@ impl VelocityMlp {
     /// # Shapes
     /// - `x`: `(b, d)`, `t`: `(b,)`, `v`: `(k, b, d)`
     /// - returns `u`: `(b, d)` and `J v`: `(k, b, d)`
+    ///
+    /// Without gradients to track (the Hutchinson likelihood), f32 CPU tensors
+    /// go through a graph-free blocked pass on all of candle's threads.
     pub fn velocity_and_jvp(&self, x: &Tensor, t: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, d) = x.dims2()?;
+        if d == self.config.dim && t.dims() == [b] {
+            if let Some(r) = self.velocity_and_jvp_blocked(x, &t.to_dtype(x.dtype())?, v)? {
+                return Ok(r);
+            }
+        }
+        self.velocity_and_jvp_tensors(x, t, v)
+    }
+
+    /// [`velocity_and_jvp`](Self::velocity_and_jvp) by candle tensor ops.
+    pub(crate) fn velocity_and_jvp_tensors(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, d) = x.dims2()?;
         let (k, vb, vd) = v.dims3()?;
         if d != self.config.dim || (vb, vd) != (b, d) {

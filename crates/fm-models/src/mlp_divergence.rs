@@ -42,6 +42,74 @@ impl VelocityMlp {
     }
 }
 
+impl VelocityMlp {
+    /// `(u, J v)` for `k` tangents per row by the blocked f32 path, or `None`
+    /// where it does not apply (as [`VelocityMlp::velocity_and_divergence_blocked`]).
+    ///
+    /// # Shapes
+    /// - `x`: `(b, d)`, `t`: `(b,)`, `v`: `(k, b, d)` (f32) → `(b, d)` and `(k, b, d)`
+    pub(crate) fn velocity_and_jvp_blocked(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        v: &Tensor,
+    ) -> candle::Result<Option<(Tensor, Tensor)>> {
+        let (rows, d) = x.dims2()?;
+        let (k, vb, vd) = v.dims3()?;
+        if (vb, vd) != (rows, d) || v.dtype() != candle::DType::F32 || v.track_op() || !v.device().is_cpu() {
+            return Ok(None);
+        }
+        let (x, t) = (x.contiguous()?, t.contiguous()?);
+        // Tangents row-major per point, (b, k, d), so that each thread owns a contiguous share.
+        let v = v.permute((1, 0, 2))?.contiguous()?;
+        let threads = candle::utils::get_num_threads().max(1);
+        let act = self.config().activation;
+        let (mut u, mut jv) = (vec![0f32; rows * d], vec![0f32; rows * k * d]);
+        let done = self.with_dense_layers(&x, &t, |dense| {
+            with_f32(&x, |xs| {
+                with_f32(&t, |ts| {
+                    with_f32(&v, |vs| {
+                        let mode = Mode::Jvp { v: vs, k };
+                        forward_mode_rows(dense, act, ts, xs, d, mode, &mut u, &mut jv, threads)
+                    })
+                })
+            })
+        })?;
+        if done.flatten().flatten().flatten().flatten().is_none() {
+            return Ok(None);
+        }
+        let jv = Tensor::from_vec(jv, (rows, k, d), x.device())?.permute((1, 0, 2))?.contiguous()?;
+        Ok(Some((Tensor::from_vec(u, (rows, d), x.device())?, jv)))
+    }
+}
+
+/// Which tangents the forward-mode pass pushes through the network.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// The `d` basis directions; the output is the trace `∇·u`, one value a row.
+    Divergence,
+    /// `k` given tangents a row, `v` laid out `(b, k, d)`; the output is `J v`, `(b, k, d)`.
+    Jvp { v: &'a [f32], k: usize },
+}
+
+impl Mode<'_> {
+    /// Tangents per row.
+    fn count(&self, d: usize) -> usize {
+        match self {
+            Mode::Divergence => d,
+            Mode::Jvp { k, .. } => *k,
+        }
+    }
+
+    /// Output values per row.
+    fn out_per_row(&self, d: usize) -> usize {
+        match self {
+            Mode::Divergence => 1,
+            Mode::Jvp { k, .. } => k * d,
+        }
+    }
+}
+
 /// `u` and `∇·u` for all rows, whole blocks split over `threads` in contiguous shares.
 #[allow(clippy::too_many_arguments)]
 fn divergence_rows(
@@ -54,26 +122,59 @@ fn divergence_rows(
     div: &mut [f32],
     threads: usize,
 ) -> Option<()> {
+    forward_mode_rows(layers, act, t, x, d, Mode::Divergence, u, div, threads)
+}
+
+/// `u` and the mode's output for all rows, whole blocks split over `threads`
+/// in contiguous shares.
+#[allow(clippy::too_many_arguments)]
+fn forward_mode_rows(
+    layers: &[Dense],
+    act: Activation,
+    t: &[f32],
+    x: &[f32],
+    d: usize,
+    mode: Mode,
+    u: &mut [f32],
+    out: &mut [f32],
+    threads: usize,
+) -> Option<()> {
     let rows = t.len();
-    if x.len() != rows * d || u.len() != rows * d || div.len() != rows || layers.len() < 2 {
+    let per_row = mode.out_per_row(d);
+    let tangents_ok = match mode {
+        Mode::Divergence => true,
+        Mode::Jvp { v, k } => v.len() == rows * k * d,
+    };
+    if x.len() != rows * d
+        || u.len() != rows * d
+        || out.len() != rows * per_row
+        || layers.len() < 2
+        || !tangents_ok
+    {
         return None;
     }
     let blocks = rows.div_ceil(BLOCK_ROWS);
     let per = blocks.div_ceil(threads.min(blocks).max(1)) * BLOCK_ROWS;
     std::thread::scope(|s| {
-        let (mut rest_u, mut rest_div) = (u, div);
+        let (mut rest_u, mut rest_out) = (u, out);
         let mut start = 0;
         let mut handles = Vec::new();
         while start < rows {
             let n = per.min(rows - start);
             let (mine_u, ru) = rest_u.split_at_mut(n * d);
-            let (mine_div, rd) = rest_div.split_at_mut(n);
-            (rest_u, rest_div) = (ru, rd);
+            let (mine_out, ro) = rest_out.split_at_mut(n * per_row);
+            (rest_u, rest_out) = (ru, ro);
             let (ts, xs) = (&t[start..start + n], &x[start * d..(start + n) * d]);
+            let mode = match mode {
+                Mode::Divergence => Mode::Divergence,
+                Mode::Jvp { v, k } => Mode::Jvp { v: &v[start * k * d..(start + n) * k * d], k },
+            };
             if start + n < rows {
-                handles.push(s.spawn(move || divergence_range(layers, act, ts, xs, d, mine_u, mine_div)));
+                handles.push(
+                    s.spawn(move || forward_mode_range(layers, act, ts, xs, d, mode, mine_u, mine_out)),
+                );
             } else {
-                divergence_range(layers, act, ts, xs, d, mine_u, mine_div);
+                forward_mode_range(layers, act, ts, xs, d, mode, mine_u, mine_out);
             }
             start += n;
         }
@@ -82,21 +183,25 @@ fn divergence_rows(
 }
 
 /// The forward-mode pass on rows `t.len()`, block by block, on this thread.
-fn divergence_range(
+#[allow(clippy::too_many_arguments)]
+fn forward_mode_range(
     layers: &[Dense],
     act: Activation,
     t: &[f32],
     x: &[f32],
     d: usize,
+    mode: Mode,
     u: &mut [f32],
-    div: &mut [f32],
+    out: &mut [f32],
 ) {
+    let q = mode.count(d);
+    let per_row = mode.out_per_row(d);
     let width = layers.iter().map(|l| l.out.max(l.inp)).max().unwrap_or(0);
     let mut h = vec![0f32; BLOCK_ROWS * width];
     let mut pre = vec![0f32; BLOCK_ROWS * width];
     let mut next = vec![0f32; BLOCK_ROWS * width];
-    let mut tangent = vec![0f32; d * BLOCK_ROWS * width];
-    let mut tangent_pre = vec![0f32; d * BLOCK_ROWS * width];
+    let mut tangent = vec![0f32; q * BLOCK_ROWS * width];
+    let mut tangent_pre = vec![0f32; q * BLOCK_ROWS * width];
     let last = layers.len() - 1;
     for (block, tb) in t.chunks(BLOCK_ROWS).enumerate() {
         let m = tb.len();
@@ -107,41 +212,80 @@ fn divergence_range(
             row[1..].copy_from_slice(&x[(r0 + i) * d..(r0 + i + 1) * d]);
         }
         for (k, layer) in layers.iter().enumerate() {
-            let (out, inp) = (layer.out, layer.inp);
+            let (width_out, inp) = (layer.out, layer.inp);
             if k == last {
                 dense_block(layer, &h[..m * inp], m, &mut u[r0 * d..(r0 + m) * d]);
-                // ∇·u = Σ_i ∂u_i/∂x_i = Σ_i ⟨tangent_i(row), w_last[i, :]⟩.
-                for (r, dv) in div[r0..r0 + m].iter_mut().enumerate() {
-                    *dv = (0..d)
-                        .map(|i| {
-                            let tr = &tangent[(i * m + r) * inp..(i * m + r + 1) * inp];
-                            tr.iter().zip(&layer.w[i * inp..(i + 1) * inp]).map(|(a, b)| a * b).sum::<f32>()
-                        })
-                        .sum();
+                let dst = &mut out[r0 * per_row..(r0 + m) * per_row];
+                match mode {
+                    Mode::Divergence => {
+                        // ∇·u = Σ_i ∂u_i/∂x_i = Σ_i ⟨tangent_i(row), w_last[i, :]⟩.
+                        for (r, dv) in dst.iter_mut().enumerate() {
+                            *dv = (0..d)
+                                .map(|i| {
+                                    let tr = &tangent[(i * m + r) * inp..(i * m + r + 1) * inp];
+                                    tr.iter()
+                                        .zip(&layer.w[i * inp..(i + 1) * inp])
+                                        .map(|(a, b)| a * b)
+                                        .sum::<f32>()
+                                })
+                                .sum();
+                        }
+                    }
+                    Mode::Jvp { k: kt, .. } => {
+                        // J v_i = tangent_i · w_lastᵀ, written row-major as (row, i, c).
+                        let linear = Dense { w: layer.w, b: None, out: width_out, inp };
+                        let mut jv = vec![0f32; kt * m * d];
+                        dense_block(&linear, &tangent[..kt * m * inp], kt * m, &mut jv);
+                        for i in 0..kt {
+                            for r in 0..m {
+                                dst[(r * kt + i) * d..(r * kt + i + 1) * d]
+                                    .copy_from_slice(&jv[(i * m + r) * d..(i * m + r + 1) * d]);
+                            }
+                        }
+                    }
                 }
                 break;
             }
-            dense_block(layer, &h[..m * inp], m, &mut pre[..m * out]);
+            dense_block(layer, &h[..m * inp], m, &mut pre[..m * width_out]);
             if k == 0 {
-                // ∂pre/∂x_i is weight column 1 + i (after t's), the same in every row.
-                for i in 0..d {
-                    for r in 0..m {
-                        let dst = &mut tangent_pre[(i * m + r) * out..(i * m + r + 1) * out];
-                        for (j, v) in dst.iter_mut().enumerate() {
-                            *v = layer.w[j * inp + 1 + i];
+                match mode {
+                    // ∂pre/∂x_i is weight column 1 + i (after t's), the same in every row.
+                    Mode::Divergence => {
+                        for i in 0..d {
+                            for r in 0..m {
+                                let dst =
+                                    &mut tangent_pre[(i * m + r) * width_out..(i * m + r + 1) * width_out];
+                                for (j, v) in dst.iter_mut().enumerate() {
+                                    *v = layer.w[j * inp + 1 + i];
+                                }
+                            }
+                        }
+                    }
+                    // ∂pre · v_i = Σ_c w[j, 1 + c] v_i[c] (t has no tangent).
+                    Mode::Jvp { v, k: kt } => {
+                        for i in 0..kt {
+                            for r in 0..m {
+                                let vr = &v[((r0 + r) * kt + i) * d..((r0 + r) * kt + i + 1) * d];
+                                let dst =
+                                    &mut tangent_pre[(i * m + r) * width_out..(i * m + r + 1) * width_out];
+                                for (j, o) in dst.iter_mut().enumerate() {
+                                    let w = &layer.w[j * inp + 1..j * inp + 1 + d];
+                                    *o = w.iter().zip(vr).map(|(a, b)| a * b).sum();
+                                }
+                            }
                         }
                     }
                 }
             } else {
-                let linear = Dense { w: layer.w, b: None, out, inp };
-                dense_block(&linear, &tangent[..d * m * inp], d * m, &mut tangent_pre[..d * m * out]);
+                let linear = Dense { w: layer.w, b: None, out: width_out, inp };
+                dense_block(&linear, &tangent[..q * m * inp], q * m, &mut tangent_pre[..q * m * width_out]);
             }
             // y = σ(pre), then tangent = σ'(pre) ⊙ tangent_pre (SiLU's from pre and y, vectorised).
-            let (p, y) = (&pre[..m * out], &mut next[..m * out]);
+            let (p, y) = (&pre[..m * width_out], &mut next[..m * width_out]);
             y.copy_from_slice(p);
             activate_in_place(act, y);
-            for i in 0..d {
-                let span = i * m * out..(i + 1) * m * out;
+            for i in 0..q {
+                let span = i * m * width_out..(i + 1) * m * width_out;
                 let (src, dst) = (&tangent_pre[span.clone()], &mut tangent[span]);
                 if act == Activation::Silu {
                     crate::fast_exp::silu_backward(src, p, y, dst);
@@ -229,6 +373,27 @@ mod tests {
                     assert_eq!(one, three, "{act} rows {rows}: thread count");
                     assert_eq!(one.1, div.to_vec1::<f32>()?);
                 }
+            }
+        }
+        // J v for k = 3 tangents: blocked against the tensor path.
+        for act in [Activation::Silu, Activation::Tanh] {
+            let config = MlpConfig { dim: 2, hidden: vec![40, 33], activation: act };
+            let (model, _) = VelocityMlp::init(&config, &mut SeededRng::new(5), DType::F32, &dev)?;
+            let model = model.detached()?;
+            for rows in [3, 2 * BLOCK_ROWS + 7] {
+                let mut rng = SeededRng::new(rows as u64 + 1);
+                let x = rng.normal((rows, 2), DType::F32, &dev)?;
+                let t = rng.uniform(rows, 0.0, 1.0, DType::F32, &dev)?;
+                let v = rng.normal((3, rows, 2), DType::F32, &dev)?;
+                let (u, jv) = model.velocity_and_jvp_blocked(&x, &t, &v)?.expect("eligible");
+                let (u_ref, jv_ref) = model.velocity_and_jvp_tensors(&x, &t, &v)?;
+                assert_eq!(jv.dims(), &[3, rows, 2]);
+                let err = |a: &Tensor, b: &Tensor| -> anyhow::Result<f32> {
+                    let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+                    Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
+                };
+                assert!(err(&u, &u_ref)? < 1e-5, "{act} rows {rows}: velocity");
+                assert!(err(&jv, &jv_ref)? < 1e-4, "{act} rows {rows}: J v");
             }
         }
         // Tracked weights keep the tensor path (CNF training backpropagates through it).
