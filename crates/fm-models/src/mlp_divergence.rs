@@ -2,7 +2,7 @@
 //! CPU, in row blocks (the forward-mode pass of
 //! [`VelocityMlp::velocity_and_divergence`] without candle ops).
 //!
-//! Per block of [`BLOCK_ROWS`] rows the `d` tangents `∂h/∂x_i` are stacked
+//! Per block of [`BLOCK_ROWS`] (128) rows the `d` tangents `∂h/∂x_i` are stacked
 //! into one `(d·m, width)` matrix, so each layer is two `gemm` calls (the
 //! activations and all tangents), then the activation's slope scales the
 //! tangents in place. The blocks are shared out between scoped threads in
@@ -10,7 +10,11 @@
 
 use candle::Tensor;
 
-use crate::mlp_inference::{activate_in_place, dense_block, with_f32, Dense, BLOCK_ROWS};
+use crate::mlp_inference::{activate_in_place, dense_block, with_f32, Dense};
+
+/// Rows per block: with `q` tangents a block holds `2q + 3` buffers of
+/// `(rows, width)`; 128 rows keep them near L2 for width 256.
+pub(crate) const BLOCK_ROWS: usize = 128;
 use crate::{Activation, VelocityMlp};
 
 impl VelocityMlp {
