@@ -10,7 +10,8 @@
 
 use candle::Tensor;
 
-use crate::mlp_inference::{activate_in_place, dense_block, with_f32, Dense};
+use crate::mlp_inference::{dense_block, in_row_shares, with_f32, Dense};
+use crate::mlp_train_blocked::{activate, derivative};
 
 /// Rows per block: with `q` tangents a block holds `2q + 3` buffers of
 /// `(rows, width)`; 128 rows keep them near L2 for width 256.
@@ -36,7 +37,9 @@ impl VelocityMlp {
         let (mut u, mut div) = (vec![0f32; rows * d], vec![0f32; rows]);
         let done = self.with_dense_layers(&x, &t, |dense| {
             with_f32(&x, |xs| {
-                with_f32(&t, |ts| divergence_rows(dense, act, ts, xs, d, &mut u, &mut div, threads))
+                with_f32(&t, |ts| {
+                    forward_mode_rows(dense, act, ts, xs, d, Mode::Divergence, &mut u, &mut div, threads)
+                })
             })
         })?;
         if done.flatten().flatten().flatten().is_none() {
@@ -114,21 +117,6 @@ impl Mode<'_> {
     }
 }
 
-/// `u` and `∇·u` for all rows, whole blocks split over `threads` in contiguous shares.
-#[allow(clippy::too_many_arguments)]
-fn divergence_rows(
-    layers: &[Dense],
-    act: Activation,
-    t: &[f32],
-    x: &[f32],
-    d: usize,
-    u: &mut [f32],
-    div: &mut [f32],
-    threads: usize,
-) -> Option<()> {
-    forward_mode_rows(layers, act, t, x, d, Mode::Divergence, u, div, threads)
-}
-
 /// `u` and the mode's output for all rows, whole blocks split over `threads`
 /// in contiguous shares.
 #[allow(clippy::too_many_arguments)]
@@ -157,32 +145,12 @@ fn forward_mode_rows(
     {
         return None;
     }
-    let blocks = rows.div_ceil(BLOCK_ROWS);
-    let per = blocks.div_ceil(threads.min(blocks).max(1)) * BLOCK_ROWS;
-    std::thread::scope(|s| {
-        let (mut rest_u, mut rest_out) = (u, out);
-        let mut start = 0;
-        let mut handles = Vec::new();
-        while start < rows {
-            let n = per.min(rows - start);
-            let (mine_u, ru) = rest_u.split_at_mut(n * d);
-            let (mine_out, ro) = rest_out.split_at_mut(n * per_row);
-            (rest_u, rest_out) = (ru, ro);
-            let (ts, xs) = (&t[start..start + n], &x[start * d..(start + n) * d]);
-            let mode = match mode {
-                Mode::Divergence => Mode::Divergence,
-                Mode::Jvp { v, k } => Mode::Jvp { v: &v[start * k * d..(start + n) * k * d], k },
-            };
-            if start + n < rows {
-                handles.push(
-                    s.spawn(move || forward_mode_range(layers, act, ts, xs, d, mode, mine_u, mine_out)),
-                );
-            } else {
-                forward_mode_range(layers, act, ts, xs, d, mode, mine_u, mine_out);
-            }
-            start += n;
-        }
-        handles.into_iter().all(|h| h.join().is_ok()).then_some(())
+    in_row_shares(rows, BLOCK_ROWS, threads, [(u, d), (out, per_row)], |r, [u, out]| {
+        let mode = match mode {
+            Mode::Divergence => Mode::Divergence,
+            Mode::Jvp { v, k } => Mode::Jvp { v: &v[r.start * k * d..r.end * k * d], k },
+        };
+        forward_mode_range(layers, act, &t[r.clone()], &x[r.start * d..r.end * d], d, mode, u, out)
     })
 }
 
@@ -284,50 +252,15 @@ fn forward_mode_range(
                 let linear = Dense { w: layer.w, b: None, out: width_out, inp };
                 dense_block(&linear, &tangent[..q * m * inp], q * m, &mut tangent_pre[..q * m * width_out]);
             }
-            // y = σ(pre), then tangent = σ'(pre) ⊙ tangent_pre (SiLU's from pre and y, vectorised).
+            // y = σ(pre), then tangent = σ'(pre) ⊙ tangent_pre (the MLP training kernels).
             let (p, y) = (&pre[..m * width_out], &mut next[..m * width_out]);
-            y.copy_from_slice(p);
-            activate_in_place(act, y);
+            activate(act, p, y);
             for i in 0..q {
                 let span = i * m * width_out..(i + 1) * m * width_out;
-                let (src, dst) = (&tangent_pre[span.clone()], &mut tangent[span]);
-                if act == Activation::Silu {
-                    crate::fast_exp::silu_backward(src, p, y, dst);
-                } else {
-                    for ((o, &tp), &z) in dst.iter_mut().zip(src).zip(p) {
-                        *o = tp * slope(act, z);
-                    }
-                }
+                derivative(act, &tangent_pre[span.clone()], p, y, &mut tangent[span]);
             }
             std::mem::swap(&mut h, &mut next);
         }
-    }
-}
-
-/// `σ'(z)`, as [`Activation::derivative`] computes it.
-#[inline]
-fn slope(act: Activation, z: f32) -> f32 {
-    match act {
-        Activation::Silu => {
-            let s = 1.0 / (1.0 + (-z).exp());
-            s + z * s * (1.0 - s)
-        }
-        Activation::Elu => {
-            if z > 0.0 {
-                1.0
-            } else {
-                z.exp()
-            }
-        }
-        Activation::Relu => {
-            if z > 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }
-        Activation::Tanh => 1.0 - z.tanh() * z.tanh(),
-        Activation::Selu => unreachable!("with_dense_layers checks the activation"),
     }
 }
 
@@ -366,7 +299,17 @@ mod tests {
                         let (mut u, mut div) = (vec![0f32; rows * dim], vec![0f32; rows]);
                         model
                             .with_dense_layers(&x, &t, |dense| {
-                                divergence_rows(dense, act, &ts, &xs, dim, &mut u, &mut div, threads)
+                                forward_mode_rows(
+                                    dense,
+                                    act,
+                                    &ts,
+                                    &xs,
+                                    dim,
+                                    Mode::Divergence,
+                                    &mut u,
+                                    &mut div,
+                                    threads,
+                                )
                             })
                             .expect("layers")
                             .flatten()

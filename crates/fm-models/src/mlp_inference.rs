@@ -134,27 +134,49 @@ fn forward_rows(
     if x.len() != rows * d || out.len() != rows * d {
         return None;
     }
-    let blocks = rows.div_ceil(BLOCK_ROWS);
-    let threads = threads.min(blocks).max(1);
-    if threads == 1 {
-        forward_range(layers, act, t, x, d, out);
-        return Some(());
-    }
-    // Contiguous shares of whole blocks.
-    let per = blocks.div_ceil(threads) * BLOCK_ROWS;
+    in_row_shares(rows, BLOCK_ROWS, threads, [(out, d)], |r, [mine]| {
+        forward_range(layers, act, &t[r.clone()], &x[r.start * d..r.end * d], d, mine)
+    })
+}
+
+/// Runs `f(rows, outputs)` on contiguous shares of whole `block`-row blocks
+/// out of `rows` rows, one share per thread (at most `threads`; the last on
+/// the calling thread, in scoped threads). Output `i` holds `outs[i].1`
+/// values a row and is split with the rows. The blocks, and so the results
+/// of a block-wise `f`, do not depend on the thread count.
+///
+/// # Panics
+/// If an output holds fewer than `rows · outs[i].1` values (callers check).
+pub(crate) fn in_row_shares<const N: usize, F>(
+    rows: usize,
+    block: usize,
+    threads: usize,
+    outs: [(&mut [f32], usize); N],
+    f: F,
+) -> Option<()>
+where
+    F: Fn(std::ops::Range<usize>, [&mut [f32]; N]) + Sync,
+{
+    let blocks = rows.div_ceil(block).max(1);
+    let per = blocks.div_ceil(threads.min(blocks).max(1)) * block;
+    let per_row: [usize; N] = outs.each_ref().map(|o| o.1);
+    let mut rest: [&mut [f32]; N] = outs.map(|o| o.0);
     std::thread::scope(|s| {
-        let mut rest_out = out;
+        let f = &f;
         let mut start = 0;
         let mut handles = Vec::new();
         while start < rows {
             let n = per.min(rows - start);
-            let (mine, rest) = rest_out.split_at_mut(n * d);
-            rest_out = rest;
-            let (ts, xs) = (&t[start..start + n], &x[start * d..(start + n) * d]);
+            let mine: [&mut [f32]; N] = std::array::from_fn(|i| {
+                let (head, tail) = std::mem::take(&mut rest[i]).split_at_mut(n * per_row[i]);
+                rest[i] = tail;
+                head
+            });
+            let range = start..start + n;
             if start + n < rows {
-                handles.push(s.spawn(move || forward_range(layers, act, ts, xs, d, mine)));
+                handles.push(s.spawn(move || f(range, mine)));
             } else {
-                forward_range(layers, act, ts, xs, d, mine);
+                f(range, mine);
             }
             start += n;
         }
@@ -225,7 +247,7 @@ pub(crate) fn dense_block(layer: &Dense, h: &[f32], m: usize, dst: &mut [f32]) {
     }
 }
 
-pub(crate) fn activate_in_place(act: Activation, v: &mut [f32]) {
+fn activate_in_place(act: Activation, v: &mut [f32]) {
     match act {
         Activation::Silu => crate::fast_exp::silu_in_place(v),
         Activation::Elu => v.iter_mut().for_each(|z| {

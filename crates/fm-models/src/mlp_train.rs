@@ -11,7 +11,7 @@
 
 use candle::{DType, Tensor};
 use fm_core::loss::draw_source_and_time;
-use fm_core::path::AffinePath;
+use fm_core::path::{AffinePath, PathSample};
 use fm_core::scheduler::Scheduler;
 use fm_core::SeededRng;
 
@@ -114,7 +114,25 @@ pub fn mlp_cfm_train_step<S: Scheduler, O: GradientStep + ?Sized>(
 ) -> Result<f64> {
     let (x0, t) = draw_source_and_time(x1, rng)?;
     let ps = path.sample(&x0, x1, &t)?;
-    let b = x1.dim(0)?;
+    regression_step(model, &t, &ps, opt)
+}
+
+/// One explicit-backward optimiser step regressing `u_θ(x_t, t)` on `ẋ_t`
+/// of a sampled path; the batch loss. Shared by the CFM and OT-CFM steps.
+///
+/// # Shapes
+/// - `t`: `(b,)`; `ps.x_t`, `ps.dx_t`: `(b, d)`
+///
+/// # Errors
+/// [`Error::Core`] naming `loss` if the loss is NaN or infinite (before the
+/// weights are touched); tensor errors.
+pub(crate) fn regression_step<O: GradientStep + ?Sized>(
+    model: &VelocityMlp,
+    t: &Tensor,
+    ps: &PathSample,
+    opt: &mut O,
+) -> Result<f64> {
+    let b = ps.x_t.dim(0)?;
     let input = Tensor::cat(&[&t.to_dtype(ps.x_t.dtype())?.reshape((b, 1))?, &ps.x_t], 1)?;
     let g = model.mse_gradients(&input, &ps.dx_t)?;
     if !g.loss.is_finite() {

@@ -291,7 +291,7 @@ fn gemm_f32(
 }
 
 /// `h = σ(z)`.
-fn activate(act: Activation, z: &[f32], h: &mut [f32]) {
+pub(crate) fn activate(act: Activation, z: &[f32], h: &mut [f32]) {
     match act {
         Activation::Silu => crate::fast_exp::silu_forward(z, h),
         Activation::Elu => {
@@ -299,12 +299,12 @@ fn activate(act: Activation, z: &[f32], h: &mut [f32]) {
         }
         Activation::Relu => h.iter_mut().zip(z).for_each(|(h, &v)| *h = v.max(0.0)),
         Activation::Tanh => h.iter_mut().zip(z).for_each(|(h, &v)| *h = v.tanh()),
-        _ => unreachable!("mse_gradients_blocked checks the activation"),
+        _ => unreachable!("the blocked paths check the activation"),
     }
 }
 
 /// `out = g ⊙ σ'(z)`, given `h = σ(z)`.
-fn derivative(act: Activation, g: &[f32], z: &[f32], h: &[f32], out: &mut [f32]) {
+pub(crate) fn derivative(act: Activation, g: &[f32], z: &[f32], h: &[f32], out: &mut [f32]) {
     let each = |f: &dyn Fn(f32, f32, f32) -> f32, out: &mut [f32]| {
         out.iter_mut().zip(g.iter().zip(z.iter().zip(h))).for_each(|(o, (&g, (&z, &h)))| *o = f(g, z, h))
     };
@@ -313,7 +313,7 @@ fn derivative(act: Activation, g: &[f32], z: &[f32], h: &[f32], out: &mut [f32])
         Activation::Elu => each(&|g, z, h| g * if z > 0.0 { 1.0 } else { h + 1.0 }, out),
         Activation::Relu => each(&|g, z, _| if z > 0.0 { g } else { 0.0 }, out),
         Activation::Tanh => each(&|g, _, h| g * (1.0 - h * h), out),
-        _ => unreachable!("mse_gradients_blocked checks the activation"),
+        _ => unreachable!("the blocked paths check the activation"),
     }
 }
 

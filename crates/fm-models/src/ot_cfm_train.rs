@@ -162,17 +162,7 @@ impl OtCfmPipeline {
         let t = current.t;
         let c = current.coupling.finish()?;
         let ps = matcher.sample(&c.x0, &c.x1, &t, rng)?;
-        let b = c.x1.dim(0)?;
-        let input = Tensor::cat(&[&t.to_dtype(ps.x_t.dtype())?.reshape((b, 1))?, &ps.x_t], 1)?;
-        let g = model.mse_gradients(&input, &ps.dx_t)?;
-        if !g.loss.is_finite() {
-            return Err(Error::Core(fm_core::Error::invalid(
-                "loss",
-                format!("the training loss became {}; lower the learning rate", g.loss),
-            )));
-        }
-        opt.step_with_grads(&|var| g.grads.iter().find(|(p, _)| p.id() == var.id()).map(|(_, d)| d.clone()))?;
-        Ok(g.loss)
+        crate::mlp_train::regression_step(model, &t, &ps, opt)
     }
 }
 
