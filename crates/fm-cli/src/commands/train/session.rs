@@ -57,7 +57,7 @@ fn efm_reference_set(data: &TrainingData, name: &str, device: &Device) -> Result
 }
 
 /// Draws one OT-CFM training batch: data from `data_rng`, then `t` and `x₀`
-/// from `train_rng` in the order of `matcher_train_step` (`t` first).
+/// from `train_rng` ([`draw_source`]).
 fn draw_batch(
     data: &mut TrainingData,
     r: &Resolved,
@@ -66,14 +66,19 @@ fn draw_batch(
     train_rng: &mut SeededRng,
 ) -> Result<DrawnBatch> {
     let x1 = data.batch(r.batch_size, data_rng)?.to_device(device)?;
-    let (x0, t) = if r.source == Source::Normal {
-        draw_source_and_time(&x1, train_rng)?
-    } else {
-        let (b, dim) = (x1.dim(0)?, data.dim());
-        let t = train_rng.uniform(b, 0.0, 1.0, x1.dtype(), x1.device())?;
-        (r.source.sample(b, dim, train_rng, x1.device())?, t)
-    };
+    let (x0, t) = draw_source(&x1, &r.source, train_rng)?;
     Ok(DrawnBatch { x0, x1, t })
+}
+
+/// `x₀` from `source` and `t ~ U(0, 1)` for the data batch `x1` `(b, d)`,
+/// drawn from `rng` in the order of `draw_source_and_time` (`t` first).
+fn draw_source(x1: &Tensor, source: &Source, rng: &mut SeededRng) -> Result<(Tensor, Tensor)> {
+    if *source == Source::Normal {
+        return Ok(draw_source_and_time(x1, rng)?);
+    }
+    let (b, dim) = x1.dims2()?;
+    let t = rng.uniform(b, 0.0, 1.0, x1.dtype(), x1.device())?;
+    Ok((source.sample(b, dim, rng, x1.device())?, t))
 }
 
 /// The loop's own state, stored in the resume file.
@@ -312,14 +317,8 @@ impl Session {
             self.data.batch(self.settings.batch_size, &mut self.data_rng)?.to_device(&self.device)?;
         let loss = match self.settings.objective {
             Objective::Cfm if self.settings.spec.is_plain_cfm() => match &self.settings.matcher {
-                Some(m) if self.settings.source == Source::Normal => {
-                    matcher_train_step(mlp, m, &mut self.opt, &x1, &mut self.train_rng)?
-                }
                 Some(m) => {
-                    // The same draws as `draw_source_and_time`: t, then x0 from the source.
-                    let (b, dim) = (x1.dim(0)?, self.data.dim());
-                    let t = self.train_rng.uniform(b, 0.0, 1.0, x1.dtype(), x1.device())?;
-                    let x0 = self.settings.source.sample(b, dim, &mut self.train_rng, x1.device())?;
+                    let (x0, t) = draw_source(&x1, &self.settings.source, &mut self.train_rng)?;
                     matcher_train_step_from(mlp, m, &mut self.opt, &x0, &x1, &t, &mut self.train_rng)?
                 }
                 // Explicit backward pass: same draws and loss as fm-core's `cfm_train_step`, faster.
