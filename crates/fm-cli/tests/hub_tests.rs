@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use candle::{Device, Tensor};
-use common::{fails, last_json, ok, s, temp_in};
+use common::{failed, fails, last_json, ok, s, succeeded, temp_in};
 use hub_server::HubServer;
 
 fn temp(name: &str) -> std::path::PathBuf {
@@ -35,22 +35,11 @@ fn fm_hub(args: &[&str], endpoint: &str, cache: &Path, extra: &[(&str, &str)]) -
 }
 
 fn hub_ok(args: &[&str], endpoint: &str, cache: &Path, extra: &[(&str, &str)]) -> String {
-    let out = fm_hub(args, endpoint, cache, extra);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fm {args:?} failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    succeeded(args, fm_hub(args, endpoint, cache, extra))
 }
 
 fn hub_fails(args: &[&str], endpoint: &str, cache: &Path) -> String {
-    let out = fm_hub(args, endpoint, cache, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "fm {args:?} should fail");
-    assert!(!stderr.contains("panicked"), "fm {args:?} panicked: {stderr}");
-    stderr
+    failed(args, fm_hub(args, endpoint, cache, &[]))
 }
 
 /// A 3-step tiny U-Net run on the digits; `class_cond` adds the label embedding.

@@ -11,7 +11,15 @@ pub fn fm(args: &[&str]) -> Output {
 }
 
 pub fn ok(args: &[&str]) -> String {
-    let out = fm(args);
+    succeeded(args, fm(args))
+}
+
+pub fn fails(args: &[&str]) -> String {
+    failed(args, fm(args))
+}
+
+/// The stdout of a run of `fm args` that must have succeeded.
+pub fn succeeded(args: &[&str], out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -21,8 +29,8 @@ pub fn ok(args: &[&str]) -> String {
     stdout
 }
 
-pub fn fails(args: &[&str]) -> String {
-    let out = fm(args);
+/// The stderr of a run of `fm args` that must have failed cleanly (no panic).
+pub fn failed(args: &[&str], out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "fm {args:?} should fail");
     assert!(
