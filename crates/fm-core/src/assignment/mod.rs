@@ -25,7 +25,10 @@
 //! # }
 //! ```
 
+mod kernels;
+
 use crate::{Error, Result};
+use kernels::{RowKernels, NONE};
 
 /// An optimal assignment of rows to distinct columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +39,6 @@ pub struct Assignment {
     /// The total cost `Σ_i cost[i, row_to_col[i]]` (summed in row order).
     pub cost: f64,
 }
-
-const NONE: usize = usize::MAX;
 
 /// Exact minimum-cost assignment of every row to a distinct column.
 ///
@@ -59,7 +60,7 @@ const NONE: usize = usize::MAX;
 /// # Complexity
 /// `O(n_rows² · n_cols)` worst case. The geometric case that minibatch OT
 /// meets, squared distances between 256 draws of `N(0, I)` and 256 two-moons
-/// points, takes about 1.4 ms of CPU in a release build with AVX2 (`cargo bench -p
+/// points, takes about 0.7 ms of CPU in a release build on an AVX2 CPU (`cargo bench -p
 /// fm-core`, `coupling/exact_ot`).
 pub fn linear_sum_assignment(cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
     let expected = n_rows
@@ -87,35 +88,46 @@ pub fn linear_sum_assignment(cost: &[f64], n_rows: usize, n_cols: usize) -> Resu
         return Ok(Assignment { row_to_col: Vec::new(), cost: 0.0 });
     }
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2::solve(cost, n_rows, n_cols) };
+    if let Some(k) = kernels::Avx2::detect() {
+        return avx2::solve(k, cost, n_rows, n_cols);
     }
-    solve(cost, n_rows, n_cols)
+    solve(kernels::Portable, cost, n_rows, n_cols)
 }
 
-/// The solver compiled with AVX2 enabled: the row scans run four `f64` (and
-/// the auction's eight `f32`) lanes wide, 1.6× faster on the 2-D benchmark.
-/// Only the instructions change, not the arithmetic (no FMA contraction), so
-/// the result is bit-identical to the baseline build's.
+/// The solver with the AVX2 row kernels, compiled with AVX2 enabled
+/// throughout. Only the instructions change, not the arithmetic (no FMA
+/// contraction), so the result is bit-identical to the portable build's.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn solve(
+    use super::kernels::Avx2;
+
+    pub(super) fn solve(
+        k: Avx2,
         cost: &[f64],
         n_rows: usize,
         n_cols: usize,
     ) -> crate::Result<super::Assignment> {
-        super::solve(cost, n_rows, n_cols)
+        // SAFETY: a value of `Avx2` exists only where the CPU supports AVX2.
+        unsafe { solve_avx2(k, cost, n_rows, n_cols) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn solve_avx2(
+        k: Avx2,
+        cost: &[f64],
+        n_rows: usize,
+        n_cols: usize,
+    ) -> crate::Result<super::Assignment> {
+        super::solve(k, cost, n_rows, n_cols)
     }
 }
 
-/// [`linear_sum_assignment`] on a validated, non-empty problem; inlined
-/// (with its helpers) into each instruction-set variant.
+/// [`linear_sum_assignment`] on a validated, non-empty problem with the row
+/// kernels `k`; inlined (with its helpers) into each instruction-set variant.
 #[inline(always)]
-fn solve(cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
+fn solve<K: RowKernels>(k: K, cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
     let n = n_cols;
     // Dual potentials of rows and columns: reduced costs
     // `cost[i, j] − u[i] − v[j]` are ≥ 0, and 0 on matched pairs.
@@ -128,13 +140,13 @@ fn solve(cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
         // Square problems: an ε-scaling auction finds near-optimal column
         // prices (so the shortest paths below are short); costs too large
         // for its f32 copy fall back to the Jonker–Volgenant initialisation.
-        let free = match auction_initialise(cost, n, &mut v, &mut col4row, &mut row4col) {
+        let free = match auction_initialise(k, cost, n, &mut v, &mut col4row, &mut row4col) {
             Some(free) => free,
             None => jv_initialise(cost, n, &mut v, &mut col4row, &mut row4col),
         };
         for (i, ui) in u.iter_mut().enumerate() {
             let row = &cost[i * n..(i + 1) * n];
-            *ui = row.iter().zip(&v).map(|(c, vj)| c - vj).fold(f64::INFINITY, f64::min);
+            *ui = k.min_reduced(row, &v);
         }
         free
     } else {
@@ -169,9 +181,9 @@ fn solve(cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
             visited_rows.push((i, reached_at));
             let row = &cost[i * n..(i + 1) * n];
             let base = min_val - u[i];
-            let (lowest, mut pick) = relax_row(row, base, i, &v, &mut shortest, &mut path);
+            let (lowest, mut pick, second) = k.relax_row(row, base, i, &v, &mut shortest, &mut path);
             // On ties prefer a free column: it ends the search at once.
-            if pick != NONE && row4col[pick] != NONE {
+            if pick != NONE && row4col[pick] != NONE && second == lowest {
                 if let Some(&j) = free_cols.iter().find(|&&j| shortest[j] == lowest) {
                     pick = j;
                 }
@@ -223,70 +235,6 @@ fn solve(cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
     Ok(Assignment { row_to_col: col4row, cost: total })
 }
 
-/// One Dijkstra scan of row `i`: `shortest[j] ← min(shortest[j], base +
-/// row[j] − v[j])`, recording `i` in `path[j]` where it improves; returns
-/// `(min_j shortest[j], the smallest j attaining it)`. Branch-free, with four
-/// independent lanes so the running minimum is no serial dependency chain.
-#[inline(always)]
-fn relax_row(
-    row: &[f64],
-    base: f64,
-    i: usize,
-    v: &[f64],
-    shortest: &mut [f64],
-    path: &mut [usize],
-) -> (f64, usize) {
-    use std::hint::select_unpredictable as select;
-    const LANES: usize = 4;
-    let n = row.len().min(v.len()).min(shortest.len()).min(path.len());
-    let (row, v, shortest, path) = (&row[..n], &v[..n], &mut shortest[..n], &mut path[..n]);
-    let mut lowest = [f64::INFINITY; LANES];
-    let mut arg = [NONE; LANES];
-    let split = n - n % LANES;
-    let (row_main, row_tail) = row.split_at(split);
-    let (v_main, v_tail) = v.split_at(split);
-    let (s_main, s_tail) = shortest.split_at_mut(split);
-    let (p_main, p_tail) = path.split_at_mut(split);
-    for (block, (((c, vj), s), p)) in row_main
-        .chunks_exact(LANES)
-        .zip(v_main.chunks_exact(LANES))
-        .zip(s_main.chunks_exact_mut(LANES))
-        .zip(p_main.chunks_exact_mut(LANES))
-        .enumerate()
-    {
-        for k in 0..LANES {
-            let r = base + c[k] - vj[k];
-            let better = r < s[k];
-            s[k] = select(better, r, s[k]);
-            p[k] = select(better, i, p[k]);
-            let lower = s[k] < lowest[k];
-            lowest[k] = select(lower, s[k], lowest[k]);
-            arg[k] = select(lower, block * LANES + k, arg[k]);
-        }
-    }
-    let (mut low, mut at) = (f64::INFINITY, NONE);
-    for k in 0..LANES {
-        if lowest[k] < low || (lowest[k] == low && arg[k] < at) {
-            low = lowest[k];
-            at = arg[k];
-        }
-    }
-    for (k, (((&c, &vj), s), p)) in
-        row_tail.iter().zip(v_tail).zip(s_tail.iter_mut()).zip(p_tail.iter_mut()).enumerate()
-    {
-        let r = base + c - vj;
-        if r < *s {
-            *s = r;
-            *p = i;
-        }
-        if *s < low {
-            low = *s;
-            at = split + k;
-        }
-    }
-    (low, at)
-}
-
 /// The auction's first ε, relative to the cost range.
 const AUCTION_FIRST_EPS: f64 = 1e-2;
 /// The auction's last ε, relative to the cost range.
@@ -305,7 +253,8 @@ const AUCTION_BIDS_PER_ROW: usize = 64;
 /// stay matched, and the others are returned for the shortest-path
 /// searches. `None` (nothing changed) if the costs do not fit an f32.
 #[inline(always)]
-fn auction_initialise(
+fn auction_initialise<K: RowKernels>(
+    k: K,
     cost: &[f64],
     n: usize,
     v: &mut [f64],
@@ -350,7 +299,7 @@ fn auction_initialise(
                 break;
             }
             budget -= 1;
-            let (h1, j1, h2) = best_two(&c32[i * n..(i + 1) * n], &v32);
+            let (h1, j1, h2) = k.best_two(&c32[i * n..(i + 1) * n], &v32);
             // Bid: lower j1's value until i is ε-indifferent to its second best.
             v32[j1] -= (h2 - h1) + eps32;
             let previous = std::mem::replace(&mut row4col[j1], i);
@@ -372,7 +321,7 @@ fn auction_initialise(
     let mut free = Vec::new();
     for i in 0..n {
         let row = &cost[i * n..(i + 1) * n];
-        let min = row.iter().zip(v.iter()).map(|(c, vj)| c - vj).fold(f64::INFINITY, f64::min);
+        let min = k.min_reduced(row, v);
         let j = col4row[i];
         if j == NONE || row[j] - v[j] > min {
             if j != NONE {
@@ -383,47 +332,6 @@ fn auction_initialise(
         }
     }
     Some(free)
-}
-
-/// `(h₁, j₁, h₂)`: the smallest `row[j] − v[j]`, the first `j` attaining it,
-/// and the second smallest value (`+∞` if `n = 1`). Branch-free over eight
-/// independent lanes so that it vectorises.
-#[inline(always)]
-fn best_two(row: &[f32], v: &[f32]) -> (f32, usize, f32) {
-    const LANES: usize = 8;
-    let n = row.len().min(v.len());
-    let (mut h1, mut h2, mut j1) = ([f32::INFINITY; LANES], [f32::INFINITY; LANES], [0u32; LANES]);
-    let split = n - n % LANES;
-    for (block, (c, vv)) in row[..split].chunks_exact(LANES).zip(v[..split].chunks_exact(LANES)).enumerate() {
-        for k in 0..LANES {
-            let h = c[k] - vv[k];
-            h2[k] = h2[k].min(h.max(h1[k]));
-            j1[k] = if h < h1[k] { (block * LANES + k) as u32 } else { j1[k] };
-            h1[k] = h1[k].min(h);
-        }
-    }
-    let (mut b1, mut bj, mut b2) = (f32::INFINITY, 0usize, f32::INFINITY);
-    for k in 0..LANES {
-        if h1[k] < b1 || (h1[k] == b1 && (j1[k] as usize) < bj) {
-            b2 = b2.min(b1);
-            b1 = h1[k];
-            bj = j1[k] as usize;
-        } else {
-            b2 = b2.min(h1[k]);
-        }
-        b2 = b2.min(h2[k]);
-    }
-    for j in split..n {
-        let h = row[j] - v[j];
-        if h < b1 {
-            b2 = b1;
-            b1 = h;
-            bj = j;
-        } else if h < b2 {
-            b2 = h;
-        }
-    }
-    (b1, bj, b2)
 }
 
 /// The Jonker–Volgenant initialisation of a square `n × n` problem
@@ -719,7 +627,7 @@ mod tests {
                 .collect();
             for cost in [geometric, rng.uniform_vec(n_rows * n_cols, 0.0, 1.0)] {
                 let dispatched = linear_sum_assignment(&cost, n_rows, n_cols)?;
-                let baseline = solve(&cost, n_rows, n_cols)?;
+                let baseline = solve(kernels::Portable, &cost, n_rows, n_cols)?;
                 assert_eq!(dispatched.row_to_col, baseline.row_to_col);
                 assert_eq!(dispatched.cost.to_bits(), baseline.cost.to_bits());
             }
