@@ -226,16 +226,8 @@ impl Coupling {
         };
         let mut index = vec![0usize; b];
         for rows in &groups {
-            let n = rows.len();
-            let mut cost = vec![0.0f64; n * n];
-            for (p, &i) in rows.iter().enumerate() {
-                let xi = &a[i * d..(i + 1) * d];
-                for (q, &j) in rows.iter().enumerate() {
-                    let yj = &c[j * d..(j + 1) * d];
-                    cost[p * n + q] = xi.iter().zip(yj).map(|(u, v)| (u - v) * (u - v)).sum();
-                }
-            }
-            let local = self.pair_indices(&cost, n, rng)?;
+            let cost = squared_distances(&a, &c, d, rows);
+            let local = self.pair_indices(&cost, rows.len(), rng)?;
             for (p, &q) in local.iter().enumerate() {
                 index[rows[p]] = rows[q];
             }
@@ -247,6 +239,30 @@ impl Coupling {
         };
         Ok(Coupled { x0: x0.clone(), x1: x1.index_select(&idx, 0)?, labels, index })
     }
+}
+
+/// The `n × n` row-major matrix of squared distances `‖a_p − c_q‖²` between
+/// the points `rows[p]` of `a` and `rows[q]` of `c` (both `(b, d)` row-major),
+/// summed over coordinates in order. The data points are first transposed to
+/// one contiguous row per coordinate, so that each cost row is built by `d`
+/// vectorisable passes.
+fn squared_distances(a: &[f64], c: &[f64], d: usize, rows: &[usize]) -> Vec<f64> {
+    let n = rows.len();
+    let mut by_coord = vec![0.0f64; d * n];
+    for (q, &j) in rows.iter().enumerate() {
+        for (k, &y) in c[j * d..(j + 1) * d].iter().enumerate() {
+            by_coord[k * n + q] = y;
+        }
+    }
+    let mut cost = vec![0.0f64; n * n];
+    for (row, &i) in cost.chunks_exact_mut(n).zip(rows) {
+        for (&x, coord) in a[i * d..(i + 1) * d].iter().zip(by_coord.chunks_exact(n)) {
+            for (out, &y) in row.iter_mut().zip(coord) {
+                *out += (x - y) * (x - y);
+            }
+        }
+    }
+    cost
 }
 
 /// Index `j` with `Σ_{k<j} w_k ≤ u·Σw < Σ_{k≤j} w_k`; uniform if `w` is degenerate
