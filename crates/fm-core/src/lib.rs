@@ -68,6 +68,7 @@ pub mod divergence;
 pub mod efm;
 pub mod energy;
 mod error;
+pub mod fast_exp;
 mod field;
 pub mod gaussian;
 pub mod jacobian;

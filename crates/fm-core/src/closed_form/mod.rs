@@ -32,7 +32,9 @@
 //! (Heun, RK4, Dopri5) therefore get a finite velocity. The computation runs
 //! in the dtype of the training set: store it in `f64` for exact work.
 
-use candle::{DType, Tensor, D};
+mod stream_f32;
+
+use candle::{CpuStorage, DType, Storage, Tensor, D};
 
 use crate::scheduler::{Scheduler, SchedulerOutput};
 use crate::{to_f64_vec, Error, Result, VelocityField};
@@ -223,6 +225,9 @@ impl<S: Scheduler> EmpiricalVelocity<S> {
 
     /// One streaming pass over the training set.
     fn stream(&self, xq: &Tensor, co: &[SchedulerOutput]) -> Result<Streamed> {
+        if let Some(s) = self.stream_cpu_f32(xq, co)? {
+            return Ok(s);
+        }
         let (a, c) = self.logit_coefficients(co)?;
         let xq_scaled = xq.broadcast_mul(&a)?;
         let n = self.num_points();
@@ -253,6 +258,40 @@ impl<S: Scheduler> EmpiricalVelocity<S> {
         }
         let (_, s) = state.ok_or_else(|| Error::invalid("data", "the training set is empty"))?;
         Ok(s)
+    }
+
+    /// [`Self::stream`] on raw f32 slices (see `stream_f32`), where the
+    /// training set is f32 on the CPU and nothing tracks gradients; `None`
+    /// elsewhere.
+    fn stream_cpu_f32(&self, xq: &Tensor, co: &[SchedulerOutput]) -> Result<Option<Streamed>> {
+        if self.data.dtype() != DType::F32
+            || !self.data.device().is_cpu()
+            || self.data.track_op()
+            || xq.track_op()
+        {
+            return Ok(None);
+        }
+        let (b, d) = (xq.dim(0)?, self.point_dim());
+        let mut xq_scaled = xq.flatten_all()?.to_vec1::<f32>()?;
+        let mut c = Vec::with_capacity(b);
+        for (row, s) in xq_scaled.chunks_exact_mut(d.max(1)).zip(co) {
+            let a = (s.alpha / (s.sigma * s.sigma)) as f32;
+            row.iter_mut().for_each(|x| *x *= a);
+            c.push((-0.5 * s.alpha * s.alpha / (s.sigma * s.sigma)) as f32);
+        }
+        let sq_norms = self.sq_norms.flatten_all()?.to_vec1::<f32>()?;
+        let (storage, layout) = self.data.storage_and_layout();
+        let data = match (&*storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => &v[start..end],
+            _ => return Ok(None),
+        };
+        let threads = candle::utils::get_num_threads();
+        let s = stream_f32::stream(data, &sq_norms, d, &xq_scaled, &c, self.chunk_size, threads);
+        let device = self.data.device();
+        Ok(Some(Streamed {
+            acc: Tensor::from_vec(s.acc, (b, d), device)?,
+            sum: Tensor::from_vec(s.sum, (b, 1), device)?,
+        }))
     }
 
     /// `x̄_λ` flattened to `(b, D)` in the data dtype, and the coefficients.
