@@ -252,8 +252,6 @@ def build(name, quick):
         return OtCoupling(256, 2)
     if name == "gemm":
         return Gemm(pick(1024, 256))
-    if name == "gemm_2048":
-        return Gemm(pick(2048, 384))
     raise SystemExit(f"unknown workload {name}")
 
 

@@ -1,10 +1,8 @@
 //! A square single-precision GEMM, to measure the machine's peak rate.
 //!
 //! The product is written into a buffer allocated once, so that the rate is
-//! the kernel's alone: allocating and zero-filling a fresh 4 MiB result per
-//! call (what `Tensor::matmul` does) is serial page-fault work that held the
-//! two-thread rate to 1.07× the one-thread rate here, below what the
-//! closed-form velocity's streamed GEMMs reach. The PyTorch peer likewise
+//! the kernel's alone, without allocating and zero-filling a fresh 4 MiB
+//! result per call (what `Tensor::matmul` does). The PyTorch peer likewise
 //! writes into a preallocated `out=` tensor.
 
 use gemm::Parallelism;

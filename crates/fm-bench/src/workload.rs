@@ -51,7 +51,6 @@ pub const NAMES: &[&str] = &[
     "closed_form",
     "ot_coupling",
     "gemm",
-    "gemm_2048",
 ];
 
 /// Builds the named workload.
@@ -72,7 +71,6 @@ pub fn build(name: &str, scale: Scale) -> Result<Box<dyn Workload>> {
         "closed_form" => Box::new(closed_form::ClosedForm::new(scale.pick(10_000, 1000), 784, 256)?),
         "ot_coupling" => Box::new(coupling::OtCoupling::new(256, 2)?),
         "gemm" => Box::new(gemm::Gemm::new(scale.pick(1024, 256))?),
-        "gemm_2048" => Box::new(gemm::Gemm::new(scale.pick(2048, 384))?),
         _ => return Err(Error::UnknownWorkload { name: name.into(), known: NAMES.join(", ") }),
     })
 }
