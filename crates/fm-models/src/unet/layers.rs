@@ -6,6 +6,7 @@ use candle::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use fm_core::SeededRng;
 
+use super::channel_linear::channel_linear;
 use super::group_norm::GroupNorm;
 use super::im2col::{im2col, Patches};
 use crate::fused_activation::Fused;
@@ -20,11 +21,12 @@ pub type DropoutRng<'a> = Option<&'a RefCell<SeededRng>>;
 pub(crate) fn conv2d(vb: &VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Conv> {
     let w = vb.get((cout, cin, k, k), "weight")?;
     let b = vb.get(cout, "bias")?;
-    Ok(Conv { weight: w.reshape((cout, cin * k * k))?, bias: b.reshape((1, cout, 1))?, k, stride })
+    Ok(Conv { weight: w.reshape((cout, cin * k * k))?, bias: b, k, stride })
 }
 
 /// A 2-D convolution (`weight (cout, cin, k, k)`, padding `k / 2`) computed as
-/// [`im2col`] (one custom op, at the real stride) and one matrix product.
+/// [`im2col`] (one custom op, at the real stride) and one matrix product with
+/// the bias ([`channel_linear`], one more).
 ///
 /// candle's CPU `conv2d` backward goes through a direct `conv_transpose2d`
 /// loop, which made U-Net training steps several times slower; here the
@@ -51,7 +53,7 @@ impl Module for Conv {
         } else {
             im2col(x, self.k, self.stride)?
         };
-        self.weight.broadcast_matmul(&cols)?.broadcast_add(&self.bias)?.reshape((b, cout, ho, wo))
+        channel_linear(&cols, &self.weight, &self.bias)?.reshape((b, cout, ho, wo))
     }
 }
 
@@ -79,11 +81,11 @@ impl Conv1x1 {
     pub(crate) fn new(vb: &VarBuilder, cin: usize, cout: usize) -> Result<Self> {
         let w = vb.get((cout, cin, 1), "weight")?;
         let b = vb.get(cout, "bias")?;
-        Ok(Self { weight: w.squeeze(2)?, bias: b.reshape((1, cout, 1))? })
+        Ok(Self { weight: w.squeeze(2)?, bias: b })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.weight.broadcast_matmul(x)?.broadcast_add(&self.bias)?)
+        Ok(channel_linear(x, &self.weight, &self.bias)?)
     }
 }
 

@@ -13,6 +13,7 @@
 //! null-class row to `label_emb.weight`).
 
 mod attention;
+mod channel_linear;
 mod config;
 mod cpu_kernel;
 mod group_norm;
