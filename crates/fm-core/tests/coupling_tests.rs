@@ -3,17 +3,13 @@
 mod common;
 
 use std::f64::consts::FRAC_PI_2;
-use std::time::Instant;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use common::mlp;
 use fm_core::assignment::linear_sum_assignment;
 use fm_core::coupling::{sinkhorn_plan, Coupling};
-use fm_core::loss::cfm_train_step;
 use fm_core::matcher::{matcher_train_step, Matcher, MatcherKind};
-use fm_core::path::AffinePath;
-use fm_core::scheduler::SchedulerKind;
 use fm_core::straightness::straightness;
 use fm_core::{to_f64_vec, Result, SeededRng, VelocityField};
 use fm_solvers::{Euler, Midpoint, Rk4, TimeGrid};
@@ -385,48 +381,5 @@ fn straightness_is_zero_for_straight_fields() -> Result<()> {
     // Rotation by 1 rad: ∫‖u − Δ‖² = E‖x‖² (1 + |e^{i}−1|² − 2·sin(1)·… ) > 0.
     assert!(r.value > 0.1, "{}", r.value);
     assert_eq!(r.nfe, 200 + 100);
-    Ok(())
-}
-
-/// Times one exact-OT coupling of a 2-D batch of 256 against one CFM step
-/// of an MLP 3-64-64-2 (printed; run with `--nocapture`).
-#[test]
-fn ot_coupling_cost_relative_to_a_training_step() -> Result<()> {
-    let b = 256;
-    let mut rng = SeededRng::new(12);
-    let x1 = rng.normal((b, 2), DType::F32, &cpu())?.affine(0.5, 1.0)?;
-    let (field, vm) = mlp(2, 64, 1.0, 13)?;
-    let x1d = x1.to_dtype(DType::F64)?;
-    let mut opt = candle_nn::AdamW::new(vm.all_vars(), candle_nn::ParamsAdamW::default())?;
-    let path = AffinePath::new(SchedulerKind::CondOt);
-    let reps = 30;
-    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        f()?;
-        let start = Instant::now();
-        for _ in 0..reps {
-            f()?;
-        }
-        Ok(start.elapsed().as_secs_f64() / reps as f64)
-    };
-    let step = time(&mut || cfm_train_step(&field, &path, &mut opt, &x1d, &mut rng).map(|_| ()))?;
-    // A fresh source batch per coupling.
-    let couple = |c: Coupling, rng: &mut SeededRng| -> Result<()> {
-        let x0 = rng.normal((b, 2), DType::F32, &Device::Cpu)?;
-        c.couple(&x0, &x1, None, false, rng).map(|_| ())
-    };
-    let ot = time(&mut || couple(Coupling::ExactOt, &mut rng))?;
-    let sk = time(&mut || couple(Coupling::sinkhorn_default(), &mut rng))?;
-    let otcfm = Matcher::new(MatcherKind::OtCfm, 0.0)?;
-    let ot_step = time(&mut || matcher_train_step(&field, &otcfm, &mut opt, &x1d, &mut rng).map(|_| ()))?;
-    println!(
-        "batch {b}, 2-D: CFM step {:.3} ms; exact OT coupling {:.3} ms ({:.2}× a step); \
-         Sinkhorn (reg 0.05) {:.3} ms; OT-CFM step {:.3} ms",
-        step * 1e3,
-        ot * 1e3,
-        ot / step,
-        sk * 1e3,
-        ot_step * 1e3
-    );
-    let _ = opt.learning_rate();
     Ok(())
 }
