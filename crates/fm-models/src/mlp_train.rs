@@ -132,6 +132,14 @@ pub(crate) fn regression_step<O: GradientStep + ?Sized>(
     ps: &PathSample,
     opt: &mut O,
 ) -> Result<f64> {
+    let g = regression_gradients(model, t, ps)?;
+    apply_gradients(&g, opt)?;
+    Ok(g.loss)
+}
+
+/// The loss and gradients of [`regression_step`], checked finite, before
+/// any weight is touched.
+pub(crate) fn regression_gradients(model: &VelocityMlp, t: &Tensor, ps: &PathSample) -> Result<MlpGradients> {
     let b = ps.x_t.dim(0)?;
     let input = Tensor::cat(&[&t.to_dtype(ps.x_t.dtype())?.reshape((b, 1))?, &ps.x_t], 1)?;
     let g = model.mse_gradients(&input, &ps.dx_t)?;
@@ -141,8 +149,12 @@ pub(crate) fn regression_step<O: GradientStep + ?Sized>(
             format!("the training loss became {}; lower the learning rate", g.loss),
         )));
     }
-    opt.step_with_grads(&|var| g.grads.iter().find(|(p, _)| p.id() == var.id()).map(|(_, d)| d.clone()))?;
-    Ok(g.loss)
+    Ok(g)
+}
+
+/// The optimiser step of [`regression_step`] with the gradients `g`.
+pub(crate) fn apply_gradients<O: GradientStep + ?Sized>(g: &MlpGradients, opt: &mut O) -> Result<()> {
+    opt.step_with_grads(&|var| g.grads.iter().find(|(p, _)| p.id() == var.id()).map(|(_, d)| d.clone()))
 }
 
 #[cfg(test)]

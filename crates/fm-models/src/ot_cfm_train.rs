@@ -1,5 +1,5 @@
 //! OT-CFM training steps of a [`VelocityMlp`] with the exact coupling of the
-//! next batch solved on a second thread while the current step runs.
+//! next batch solved on a second thread while the current step finishes.
 //!
 //! Each step pairs its batch by the exact minibatch OT permutation
 //! ([`Coupling::ExactOt`]), samples the matcher's path (drawing `ε`), and
@@ -7,10 +7,12 @@
 //! assignment needs only the batch and its noise, which are known as soon as
 //! they are drawn, so the pipeline holds one batch ahead: the caller draws
 //! batch `k + 1` (data, `t`, `x₀`) and [`push`](OtCfmPipeline::push)es it
-//! before step `k`, and with `overlap` its coupling is solved on another
-//! thread beside step `k`'s forward, backward and optimiser passes. The draw
-//! order is the same with and without `overlap` and the solver is
-//! deterministic, so both give bit-identical results.
+//! before step `k`. With `overlap`, its coupling starts on another thread
+//! once step `k`'s gradients are computed (that pass uses every thread the
+//! model is given) and runs beside the single-threaded rest: the optimiser
+//! update, the caller's next draw and the next path sample. The draw order is
+//! the same with and without `overlap` and the solver is deterministic, so
+//! both give bit-identical results.
 //!
 //! To resume such a run bit-identically, save the random streams' positions
 //! from before the queued batch was drawn as well as the current ones; on
@@ -47,13 +49,29 @@ struct Pending {
 }
 
 enum Solve {
-    Done(Coupled),
+    /// Not started: waits for the current step's gradients to be computed.
+    Queued(Tensor, Tensor),
     Running(JoinHandle<fm_core::Result<Coupled>>),
+    Done(Coupled),
+}
+
+/// The exact OT coupling of a drawn batch (deterministic: no draws).
+fn solve(x0: &Tensor, x1: &Tensor) -> fm_core::Result<Coupled> {
+    Coupling::ExactOt.couple(x0, x1, None, false, &mut SeededRng::new(0))
 }
 
 impl Solve {
+    /// Starts a queued solve on its own thread.
+    fn start(self) -> Self {
+        match self {
+            Solve::Queued(x0, x1) => Solve::Running(std::thread::spawn(move || solve(&x0, &x1))),
+            other => other,
+        }
+    }
+
     fn finish(self) -> Result<Coupled> {
         match self {
+            Solve::Queued(x0, x1) => solve(&x0, &x1).map_err(Error::Core),
             Solve::Done(c) => Ok(c),
             Solve::Running(h) => h
                 .join()
@@ -104,8 +122,9 @@ pub struct OtCfmPipeline {
 
 impl OtCfmPipeline {
     /// An empty pipeline; with `overlap` each pushed batch's coupling is
-    /// solved on its own thread (worth it with two or more cores), without
-    /// it on the caller's thread at [`push`](Self::push).
+    /// solved on its own thread, started once the gradients of the step
+    /// before it are computed (worth it with two or more cores), without it
+    /// on the caller's thread at [`push`](Self::push).
     pub fn new(overlap: bool) -> Self {
         Self { overlap, queue: VecDeque::new() }
     }
@@ -122,9 +141,7 @@ impl OtCfmPipeline {
     /// values (with `overlap` those surface at the batch's [`step`](Self::step)).
     pub fn push(&mut self, batch: DrawnBatch) -> Result<()> {
         let DrawnBatch { x0, x1, t } = batch;
-        let solve = move || Coupling::ExactOt.couple(&x0, &x1, None, false, &mut SeededRng::new(0));
-        let coupling =
-            if self.overlap { Solve::Running(std::thread::spawn(solve)) } else { Solve::Done(solve()?) };
+        let coupling = if self.overlap { Solve::Queued(x0, x1) } else { Solve::Done(solve(&x0, &x1)?) };
         self.queue.push_back(Pending { t, coupling });
         Ok(())
     }
@@ -162,7 +179,15 @@ impl OtCfmPipeline {
         let t = current.t;
         let c = current.coupling.finish()?;
         let ps = matcher.sample(&c.x0, &c.x1, &t, rng)?;
-        crate::mlp_train::regression_step(model, &t, &ps, opt)
+        let g = crate::mlp_train::regression_gradients(model, &t, &ps)?;
+        // The gradients kept every thread busy; what follows until the next
+        // step's gradients (optimiser, the caller's next draw, path sampling)
+        // runs on one, so the next batch's coupling is solved beside it.
+        if let Some(next) = self.queue.pop_front() {
+            self.queue.push_front(Pending { t: next.t, coupling: next.coupling.start() });
+        }
+        crate::mlp_train::apply_gradients(&g, opt)?;
+        Ok(g.loss)
     }
 }
 
