@@ -29,6 +29,11 @@ const WORKLOADS: &[(&str, &str, usize)] = &[
     ("train_b4096", "CFM train step, same MLP, batch 4096", 4),
     ("train_ot_b256", "exact OT-CFM train step, same MLP, batch 256", 40),
     ("unet_train_mnist", "U-Net train step, MNIST 1×28×28 (torchcfm's MNIST U-Net), Adam, batch 128", 2),
+    (
+        "realnvp_train_mnist",
+        "RealNVP train step, MNIST 784 (8 checkerboard couplings, ELU 64-64 conditioners, logit), Adam, batch 256",
+        10,
+    ),
     ("sample_euler100", "sample 10,000 points, Euler 100 steps", 1),
     ("sample_dopri5", "sample 10,000 points, Dopri5 rtol=atol=1e-5", 1),
     ("likelihood_exact", "likelihood of 1,000 points, exact divergence, RK4 25 steps", 1),

@@ -2,7 +2,8 @@
 //! builds it for images: 8 affine couplings with checkerboard masks on
 //! `1×28×28`, ELU conditioners `784 → 64 → 64 → 1568`, the logit
 //! pre-processing (`γ = 0.05`), maximum likelihood (forward KL), Adam
-//! `lr = 1e-3`, batch 256, f32. (fm side only: no PyTorch peer yet.)
+//! `lr = 1e-3`, batch 256, f32. The PyTorch peer is `RealNvpTrain` in
+//! `xtask/python/peer.py`.
 
 use candle::{DType, Device, Tensor};
 use fm_core::SeededRng;
