@@ -361,8 +361,11 @@ fn trained_realnvp_density_integrates_to_one() -> Result<()> {
     let mut rng = SeededRng::new(12);
     let cfg = RealNvpConfig { actnorm: true, ..RealNvpConfig::new(2, 6, &[32, 32]) };
     let (flow, vm) = NormalizingFlow::init(&ModelConfig::RealNvp(cfg), &mut rng, DType::F32, &DEV)?;
+    // lr 2e-3 over 600 steps ends near NLL 1.3 whatever the last bits of
+    // the arithmetic; at 5e-3 over 300 steps, a 1e-7 relative change in the
+    // log-scale moved the end point between 1.55 and 1.85.
     let mut opt =
-        AdamW::new(vm.all_vars(), ParamsAdamW { lr: 5e-3, weight_decay: 0.0, ..Default::default() })?;
+        AdamW::new(vm.all_vars(), ParamsAdamW { lr: 2e-3, weight_decay: 0.0, ..Default::default() })?;
     let test = moons(2000, 0.1, &mut SeededRng::new(13))?;
     let nll0 = flow.forward_kl_loss(&test)?.to_scalar::<f32>()?;
     // The best Gaussian's NLL on the test set, as a yardstick.
@@ -371,7 +374,7 @@ fn trained_realnvp_density_integrates_to_one() -> Result<()> {
     let cov = (centred.t()?.matmul(&centred)? / 2000.0)?.to_vec2::<f64>()?;
     let det = cov[0][0] * cov[1][1] - cov[0][1] * cov[1][0];
     let gauss_nll = (2.0 * std::f64::consts::PI).ln() + 0.5 * det.ln() + 1.0;
-    for _ in 0..300 {
+    for _ in 0..600 {
         let x = moons(256, 0.1, &mut rng)?;
         opt.backward_step(&flow.forward_kl_loss(&x)?)?;
     }

@@ -237,6 +237,8 @@ impl RealNvpConfig {
 pub struct AffineCoupling {
     mask: Tensor,
     free: Tensor,
+    /// `1 − β`, as values.
+    free_values: Vec<f64>,
     net: Vec<Linear>,
     activation: Activation,
     scale_factor: f64,
@@ -276,22 +278,45 @@ impl AffineCoupling {
             let b = vb.get(pair[1], &format!("net.{}.bias", 2 * i))?;
             net.push(Linear::new(w, Some(b)));
         }
-        Ok(Self { mask: mask_t.unsqueeze(0)?, free: free.unsqueeze(0)?, net, activation, scale_factor, dim })
+        let free_values = mask.iter().map(|m| 1.0 - m).collect();
+        Ok(Self {
+            mask: mask_t.unsqueeze(0)?,
+            free: free.unsqueeze(0)?,
+            free_values,
+            net,
+            activation,
+            scale_factor,
+            dim,
+        })
+    }
+
+    /// The conditioner's raw output `(b, 2d)` from the conditioning coordinates.
+    fn conditioner(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.broadcast_mul(&self.mask)?;
+        let last = self.net.len() - 1;
+        for (i, layer) in self.net.iter().enumerate() {
+            h = match layer.bias() {
+                Some(b) => crate::fused_linear::linear(&h, layer.weight(), b)?,
+                None => layer.forward(&h)?,
+            };
+            if i < last {
+                h = self.activation.forward(&h)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// The bounded log-scale `s` `(b, d)` of the free coordinates (zero where `β = 1`).
+    fn log_scale(&self, h: &Tensor) -> Result<Tensor> {
+        let raw = h.narrow(1, 0, self.dim)?;
+        Ok(crate::scaled_tanh::scaled_tanh(&raw, self.scale_factor)?.broadcast_mul(&self.free)?)
     }
 
     /// `(s, t)` of the free coordinates from the conditioning ones, both
     /// `(b, d)` and zero where `β = 1`.
     fn scale_shift(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let mut h = x.broadcast_mul(&self.mask)?;
-        let last = self.net.len() - 1;
-        for (i, layer) in self.net.iter().enumerate() {
-            h = layer.forward(&h)?;
-            if i < last {
-                h = self.activation.forward(&h)?;
-            }
-        }
-        let s =
-            h.narrow(1, 0, self.dim)?.tanh()?.affine(self.scale_factor, 0.0)?.broadcast_mul(&self.free)?;
+        let h = self.conditioner(x)?;
+        let s = self.log_scale(&h)?;
         let t = h.narrow(1, self.dim, self.dim)?.broadcast_mul(&self.free)?;
         Ok((s, t))
     }
@@ -312,8 +337,10 @@ impl FlowLayer for AffineCoupling {
 
     fn inverse(&self, y: &Tensor) -> Result<(Tensor, Tensor)> {
         check_input(y, self.dim, "an affine coupling")?;
-        let (s, t) = self.scale_shift(y)?;
-        let x = ((y - t)? * s.neg()?.exp()?)?;
+        let h = self.conditioner(y)?;
+        let s = self.log_scale(&h)?;
+        // x = (y − t) e^{−s}, one fused op.
+        let x = super::affine_inverse::affine_inverse(y, &s, &h, &self.free_values)?;
         Ok((x, s.sum(1)?.neg()?))
     }
 

@@ -21,6 +21,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_kernel::{fusable, values};
+use crate::gemm_call::{gemm_into, Elem};
 
 /// Partitions of the batch whose weight-gradient sums are added in order.
 const PARTITIONS: usize = 4;
@@ -43,74 +44,6 @@ pub(crate) fn channel_linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> cand
 pub(crate) fn channel_linear_by_ops(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle::Result<Tensor> {
     let o = weight.dim(0)?;
     weight.broadcast_matmul(x)?.broadcast_add(&bias.reshape((1, o, 1))?)
-}
-
-/// The element types the kernels run in.
-trait Elem: Copy + Send + Sync + Default + std::ops::Add<Output = Self> + 'static {
-    const ONE: Self;
-}
-impl Elem for f32 {
-    const ONE: Self = 1.0;
-}
-impl Elem for f64 {
-    const ONE: Self = 1.0;
-}
-
-/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, strides given as
-/// (column stride, row stride).
-#[allow(clippy::too_many_arguments)]
-fn gemm_into<T: Elem>(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
-    dst_s: (usize, usize),
-    accumulate: bool,
-    lhs: &[T],
-    lhs_s: (usize, usize),
-    rhs: &[T],
-    rhs_s: (usize, usize),
-    parallelism: Parallelism,
-) {
-    let extent = |rows: usize, cols: usize, (cs, rs): (usize, usize)| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * rs + (cols - 1) * cs + 1
-        }
-    };
-    assert!(
-        dst.len() >= extent(m, n, dst_s)
-            && lhs.len() >= extent(m, k, lhs_s)
-            && rhs.len() >= extent(k, n, rhs_s),
-        "channel_linear: operand too short for its strides"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: every element the strides address lies inside its slice
-    // (asserted above), and `dst` is a `&mut` distinct from the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_s.0 as isize,
-            dst_s.1 as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_s.0 as isize,
-            lhs_s.1 as isize,
-            rhs.as_ptr(),
-            rhs_s.0 as isize,
-            rhs_s.1 as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
 }
 
 /// Runs `f(sample, out_block)` over the `n` blocks of `out`: in parallel over
