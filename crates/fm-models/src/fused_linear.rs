@@ -16,7 +16,7 @@
 use candle::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
-use crate::gemm_call::{gemm_into, Elem};
+use crate::gemm_call::{gemm_into, par_row_blocks, Elem, RowsOut};
 
 /// `x · Wᵀ + b`.
 ///
@@ -43,14 +43,6 @@ pub(crate) fn linear_by_ops(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candl
     x.matmul(&weight.t()?)?.broadcast_add(bias)
 }
 
-/// `gemm` threaded over candle's thread count.
-fn parallelism() -> Parallelism {
-    match candle::utils::get_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
-
 /// The values of a contiguous operand.
 fn values<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle::Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -74,19 +66,45 @@ fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], (n, k): (usize, usize)) -> Vec<T>
     for _ in 0..n {
         y.extend_from_slice(b);
     }
-    gemm_into((n, o, k), &mut y, (1, o), true, x, (1, k), w, (k, 1), parallelism());
+    let out = RowsOut::new(&mut y, o);
+    par_row_blocks(n, |r| {
+        // SAFETY: par_row_blocks hands out disjoint row ranges.
+        let y = unsafe { out.rows(r.clone()) };
+        gemm_into((r.len(), o, k), y, (1, o), true, &x[r.start * k..], (1, k), w, (k, 1), Parallelism::None);
+    });
     y
 }
 
 fn grad_input<T: Elem>(g: &[T], w: &[T], (n, o, k): (usize, usize, usize)) -> Vec<T> {
     let mut dx = vec![T::default(); n * k];
-    gemm_into((n, k, o), &mut dx, (1, k), false, g, (1, o), w, (1, k), parallelism());
+    let out = RowsOut::new(&mut dx, k);
+    par_row_blocks(n, |r| {
+        // SAFETY: par_row_blocks hands out disjoint row ranges.
+        let dx = unsafe { out.rows(r.clone()) };
+        gemm_into(
+            (r.len(), k, o),
+            dx,
+            (1, k),
+            false,
+            &g[r.start * o..],
+            (1, o),
+            w,
+            (1, k),
+            Parallelism::None,
+        );
+    });
     dx
 }
 
+/// `dW = gᵀ · x`, in blocks of rows of `dW` (so no partial sums to add).
 fn grad_weight<T: Elem>(g: &[T], x: &[T], (n, o, k): (usize, usize, usize)) -> Vec<T> {
     let mut dw = vec![T::default(); o * k];
-    gemm_into((o, k, n), &mut dw, (1, k), false, g, (o, 1), x, (1, k), parallelism());
+    let out = RowsOut::new(&mut dw, k);
+    par_row_blocks(o, |r| {
+        // SAFETY: par_row_blocks hands out disjoint row ranges.
+        let dw = unsafe { out.rows(r.clone()) };
+        gemm_into((r.len(), k, n), dw, (1, k), false, &g[r.start..], (o, 1), x, (1, k), Parallelism::None);
+    });
     dw
 }
 

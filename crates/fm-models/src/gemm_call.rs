@@ -70,3 +70,51 @@ pub(crate) fn gemm_into<T: Elem>(
         );
     }
 }
+
+/// Rows per work item of [`par_row_blocks`].
+const ROW_BLOCK: usize = 32;
+
+/// Runs `f(rows)` over `0..n_rows` in blocks of rows, on candle's own CPU
+/// worker pool (the one its elementwise ops use) when candle runs more than
+/// one thread, so that the products of the custom ops and candle's ops share
+/// one set of threads instead of two pools competing for the cores.
+pub(crate) fn par_row_blocks(n_rows: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let items = n_rows.div_ceil(ROW_BLOCK);
+    if candle::utils::get_num_threads() <= 1 || items <= 1 {
+        f(0..n_rows);
+        return;
+    }
+    candle::utils::barrier_pool()
+        .execute_chunked(items, |r| f(r.start * ROW_BLOCK..(r.end * ROW_BLOCK).min(n_rows)));
+}
+
+/// A mutable buffer written in disjoint row ranges from several threads.
+pub(crate) struct RowsOut<T> {
+    ptr: *mut T,
+    len: usize,
+    row_len: usize,
+}
+
+// SAFETY: `rows` hands out slices of disjoint row ranges only (its caller
+// guarantees each range is taken once), so sharing the pointer is sound.
+unsafe impl<T: Send> Sync for RowsOut<T> {}
+
+impl<T> RowsOut<T> {
+    /// Wraps `buf`, made of rows of `row_len` values.
+    pub(crate) fn new(buf: &mut [T], row_len: usize) -> Self {
+        Self { ptr: buf.as_mut_ptr(), len: buf.len(), row_len }
+    }
+
+    /// The rows `rows` of the buffer.
+    ///
+    /// # Safety
+    /// No two live slices may overlap: each row range is taken once.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn rows(&self, rows: std::ops::Range<usize>) -> &mut [T] {
+        let (a, b) = (rows.start * self.row_len, rows.end * self.row_len);
+        assert!(a <= b && b <= self.len, "RowsOut: rows out of range");
+        // SAFETY: in bounds (asserted) and disjoint from every other live
+        // slice (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(a), b - a) }
+    }
+}
