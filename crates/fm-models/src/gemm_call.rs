@@ -74,18 +74,21 @@ pub(crate) fn gemm_into<T: Elem>(
 /// Rows per work item of [`par_row_blocks`].
 const ROW_BLOCK: usize = 32;
 
-/// Runs `f(rows)` over `0..n_rows` in blocks of rows, on candle's own CPU
-/// worker pool (the one its elementwise ops use) when candle runs more than
-/// one thread, so that the products of the custom ops and candle's ops share
-/// one set of threads instead of two pools competing for the cores.
-pub(crate) fn par_row_blocks(n_rows: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    let items = n_rows.div_ceil(ROW_BLOCK);
-    if candle::utils::get_num_threads() <= 1 || items <= 1 {
-        f(0..n_rows);
+/// Runs `f(items)` over `0..n_items` in ranges, on candle's own CPU worker
+/// pool (the one its elementwise ops use) when candle runs more than one
+/// thread, so that the products of the custom ops and candle's ops share one
+/// set of threads instead of two pools competing for the cores.
+pub(crate) fn par_items(n_items: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    if candle::utils::get_num_threads() <= 1 || n_items <= 1 {
+        f(0..n_items);
         return;
     }
-    candle::utils::barrier_pool()
-        .execute_chunked(items, |r| f(r.start * ROW_BLOCK..(r.end * ROW_BLOCK).min(n_rows)));
+    candle::utils::barrier_pool().execute_chunked(n_items, f);
+}
+
+/// [`par_items`] over `0..n_rows` in blocks of [`ROW_BLOCK`] rows.
+pub(crate) fn par_row_blocks(n_rows: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    par_items(n_rows.div_ceil(ROW_BLOCK), |r| f(r.start * ROW_BLOCK..(r.end * ROW_BLOCK).min(n_rows)));
 }
 
 /// A mutable buffer written in disjoint row ranges from several threads.

@@ -18,10 +18,9 @@
 
 use candle::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 use super::cpu_kernel::{fusable, values};
-use crate::gemm_call::{gemm_into, Elem};
+use crate::gemm_call::{gemm_into, par_items, Elem, RowsOut};
 
 /// Partitions of the batch whose weight-gradient sums are added in order.
 const PARTITIONS: usize = 4;
@@ -46,21 +45,27 @@ pub(crate) fn channel_linear_by_ops(x: &Tensor, weight: &Tensor, bias: &Tensor) 
     weight.broadcast_matmul(x)?.broadcast_add(&bias.reshape((1, o, 1))?)
 }
 
-/// Runs `f(sample, out_block)` over the `n` blocks of `out`: in parallel over
-/// samples when there are at least as many samples as threads, otherwise
-/// sample by sample with `gemm` itself threaded.
+/// Runs `f(sample, out_block)` over the `n` blocks of `out`: spread over
+/// samples on candle's CPU worker pool when there are at least as many
+/// samples as threads, otherwise sample by sample with `gemm` itself threaded.
 fn per_sample<T: Elem>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T], Parallelism) + Sync) {
     if n == 0 {
         return;
     }
     let len = out.len() / n;
-    let threads = rayon::current_num_threads();
+    let threads = candle::utils::get_num_threads();
     if threads > 1 && n < threads {
         for (s, o) in out.chunks_mut(len).enumerate() {
             f(s, o, Parallelism::Rayon(threads));
         }
     } else {
-        out.par_chunks_mut(len).enumerate().for_each(|(s, o)| f(s, o, Parallelism::None));
+        let rows = RowsOut::new(out, len);
+        par_items(n, |r| {
+            for s in r {
+                // SAFETY: par_items hands out disjoint ranges of samples.
+                f(s, unsafe { rows.rows(s..s + 1) }, Parallelism::None);
+            }
+        });
     }
 }
 
@@ -96,29 +101,32 @@ fn grad_input<T: Elem>(w: &[T], g: &[T], (n, o, t): (usize, usize, usize)) -> Ve
 
 fn grad_weight<T: Elem>(g: &[T], x: &[T], (n, o, t): (usize, usize, usize), k: usize) -> Vec<T> {
     let per = n.div_ceil(PARTITIONS).max(1);
-    let threads = rayon::current_num_threads();
-    let inner = if threads > 1 && n.div_ceil(per) < threads {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    let partials: Vec<Vec<T>> = (0..n.div_ceil(per))
-        .into_par_iter()
-        .map(|p| {
-            let mut acc = vec![T::default(); o * k];
+    let parts = n.div_ceil(per);
+    if parts == 0 {
+        return vec![T::default(); o * k];
+    }
+    let threads = candle::utils::get_num_threads();
+    let inner = if threads > 1 && parts < threads { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let mut buf = vec![T::default(); parts * o * k];
+    let out = RowsOut::new(&mut buf, o * k);
+    par_items(parts, |r| {
+        for p in r {
+            // SAFETY: par_items hands out disjoint ranges of partitions.
+            let acc = unsafe { out.rows(p..p + 1) };
             for s in p * per..((p + 1) * per).min(n) {
                 let (gs, xs) = (&g[s * o * t..(s + 1) * o * t], &x[s * k * t..(s + 1) * k * t]);
-                gemm_into((o, k, t), &mut acc, (1, k), s > p * per, gs, (1, t), xs, (t, 1), inner);
+                gemm_into((o, k, t), acc, (1, k), s > p * per, gs, (1, t), xs, (t, 1), inner);
             }
-            acc
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![T::default(); o * k]);
-    for part in parts {
-        total.iter_mut().zip(part).for_each(|(a, b)| *a = *a + b);
+        }
+    });
+    // The partitions' sums, added in order.
+    let size = o * k;
+    let (total, rest) = buf.split_at_mut(size.min(parts * size));
+    for part in rest.chunks_exact(size.max(1)) {
+        total.iter_mut().zip(part).for_each(|(a, &b)| *a = *a + b);
     }
-    total
+    buf.truncate(size);
+    buf
 }
 
 /// The bias gradient `Σ_{n, t} g[n, o, t]`, summed per sample in position
