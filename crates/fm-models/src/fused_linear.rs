@@ -16,7 +16,7 @@
 use candle::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
-use crate::gemm_call::{gemm_into, par_row_blocks, Elem, RowsOut};
+use crate::cpu_op::{gemm_into, par_row_blocks, values, Elem, RowsOut};
 
 /// `x · Wᵀ + b`.
 ///
@@ -41,14 +41,6 @@ pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle::Resu
 /// reference, and the path on other devices.
 pub(crate) fn linear_by_ops(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle::Result<Tensor> {
     x.matmul(&weight.t()?)?.broadcast_add(bias)
-}
-
-/// The values of a contiguous operand.
-fn values<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle::bail!("{op}: non-contiguous operand"),
-    }
 }
 
 /// Forward: `(x (n, K), W (O, K), b (O,))` → `(n, O)`.

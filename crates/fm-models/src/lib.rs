@@ -45,6 +45,7 @@
 mod activation;
 pub mod checkpoint;
 pub mod classifier;
+mod cpu_op;
 pub mod ema;
 mod error;
 pub mod fast_exp;
@@ -52,7 +53,6 @@ pub mod flows;
 mod fused_activation;
 mod fused_adam;
 mod fused_linear;
-mod gemm_call;
 mod mlp;
 mod mlp_divergence;
 mod mlp_inference;

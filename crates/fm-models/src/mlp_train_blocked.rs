@@ -13,6 +13,8 @@
 use candle::Tensor;
 use gemm::Parallelism;
 
+use crate::cpu_op::gemm_into;
+
 use crate::mlp_inference::f32_slice;
 use crate::{Activation, MlpGradients, VelocityMlp};
 
@@ -181,10 +183,8 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
             let (h_now, rest) = hs.split_at_mut(k + 1);
             let z = &mut zs[k][..m * l.out];
             z.chunks_exact_mut(l.out).for_each(|row| row.copy_from_slice(&l.b[..l.out]));
-            gemm_f32(
-                m,
-                l.out,
-                l.inp,
+            gemm_into(
+                (m, l.out, l.inp),
                 z,
                 (1, l.out),
                 true,
@@ -192,6 +192,7 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
                 (1, l.inp),
                 l.w,
                 (l.inp, 1),
+                Parallelism::None,
             );
             if k < last {
                 activate(act, z, &mut rest[0][..m * l.out]);
@@ -210,10 +211,8 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
             let l = &net[k];
             let g = &dz[..m * l.out];
             // dW += dzᵀ h, db += Σ_rows dz.
-            gemm_f32(
-                l.out,
-                l.inp,
-                m,
+            gemm_into(
+                (l.out, l.inp, m),
                 &mut dw[k],
                 (1, l.inp),
                 accumulate,
@@ -221,6 +220,7 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
                 (l.out, 1),
                 &hs[k][..m * l.inp],
                 (1, l.inp),
+                Parallelism::None,
             );
             for row in g.chunks_exact(l.out) {
                 db[k].iter_mut().zip(row).for_each(|(a, b)| *a += b);
@@ -228,66 +228,23 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
             if k > 0 {
                 // dh = dz W, then dz ← dh ⊙ σ'(z_{k−1}).
                 let dhk = &mut dh[..m * l.inp];
-                gemm_f32(m, l.inp, l.out, dhk, (1, l.inp), false, g, (1, l.out), l.w, (1, l.inp));
+                gemm_into(
+                    (m, l.inp, l.out),
+                    dhk,
+                    (1, l.inp),
+                    false,
+                    g,
+                    (1, l.out),
+                    l.w,
+                    (1, l.inp),
+                    Parallelism::None,
+                );
                 let (z, h) = (&zs[k - 1][..m * l.inp], &hs[k][..m * l.inp]);
                 derivative(act, dhk, z, h, &mut dz[..m * l.inp]);
             }
         }
     }
     Some(Partial { sq, dw, db })
-}
-
-/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)` with (column, row) strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_s: (usize, usize),
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_s: (usize, usize),
-    rhs: &[f32],
-    rhs_s: (usize, usize),
-) {
-    let extent = |rows: usize, cols: usize, (cs, rs): (usize, usize)| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * rs + (cols - 1) * cs + 1
-        }
-    };
-    assert!(
-        dst.len() >= extent(m, n, dst_s)
-            && lhs.len() >= extent(m, k, lhs_s)
-            && rhs.len() >= extent(k, n, rhs_s)
-    );
-    // SAFETY: every element the strides address lies inside its slice
-    // (asserted above), and `dst` is a `&mut` distinct from the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_s.0 as isize,
-            dst_s.1 as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_s.0 as isize,
-            lhs_s.1 as isize,
-            rhs.as_ptr(),
-            rhs_s.0 as isize,
-            rhs_s.1 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
 }
 
 /// `h = σ(z)`.

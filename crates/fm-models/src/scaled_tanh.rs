@@ -16,6 +16,8 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use fm_core::fast_exp::exp_f32;
 
+use crate::cpu_op::values;
+
 /// `c · tanh(x)`, elementwise.
 ///
 /// # Shapes
@@ -75,14 +77,6 @@ fn forward_f32(x: &[f32], c: f32, out: &mut [f32]) {
         return;
     }
     forward_loop(x, c, out)
-}
-
-/// The values of a contiguous operand.
-fn values<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle::bail!("{op}: non-contiguous operand"),
-    }
 }
 
 /// Forward: `x` → `c · tanh(x)`.

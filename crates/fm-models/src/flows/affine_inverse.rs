@@ -15,6 +15,8 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use fm_core::fast_exp::exp_f32;
 
+use crate::cpu_op::values;
+
 /// `x = (y − free ⊙ h[:, d..]) ⊙ e^{−s}`: the coupling's inverse given the
 /// masked log-scale `s` and the conditioner's raw output `h` (its last `d`
 /// columns are the shift before masking).
@@ -44,14 +46,6 @@ pub(crate) fn affine_inverse_by_ops(
     let free = Tensor::new(free, y.device())?.to_dtype(y.dtype())?.unsqueeze(0)?;
     let t = h.narrow(1, d, d)?.broadcast_mul(&free)?;
     (y - t)? * s.neg()?.exp()?
-}
-
-/// The values of a contiguous operand.
-fn values<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle::bail!("{op}: non-contiguous operand"),
-    }
 }
 
 /// `e^{−v}` in each dtype (f32 vectorisable).

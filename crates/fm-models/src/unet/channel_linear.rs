@@ -20,7 +20,7 @@ use candle::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
 use super::cpu_kernel::{fusable, values};
-use crate::gemm_call::{gemm_into, par_items, Elem, RowsOut};
+use crate::cpu_op::{gemm_into, par_items, Elem, RowsOut};
 
 /// Partitions of the batch whose weight-gradient sums are added in order.
 const PARTITIONS: usize = 4;

@@ -1,8 +1,6 @@
 //! What the U-Net's CPU custom ops share: the float element trait and
 //! access to a contiguous operand's values.
 
-use candle::Layout;
-
 /// The element types the custom ops compute in (f32 and f64), with the few
 /// operations they need.
 pub(crate) trait Real:
@@ -44,13 +42,7 @@ macro_rules! real {
 real!(f32);
 real!(f64);
 
-/// The values of a contiguous operand (`op` names the custom op in the error).
-pub(crate) fn values<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle::bail!("{op}: non-contiguous operand"),
-    }
-}
+pub(crate) use crate::cpu_op::values;
 
 /// Whether the custom CPU kernels apply to `x` (CPU, f32 or f64); other
 /// devices and dtypes take the composed tensor-op path.

@@ -1,7 +1,17 @@
-//! One `gemm` call on slices with explicit strides, for the custom ops that
-//! compute matrix products themselves (f32 and f64).
+//! What fm's CPU custom ops share: a contiguous operand's values, one `gemm`
+//! call on slices with explicit strides (f32 and f64), and work spread over
+//! candle's own CPU worker pool.
 
+use candle::Layout;
 use gemm::Parallelism;
+
+/// The values of a contiguous operand (`op` names the custom op in the error).
+pub(crate) fn values<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle::bail!("{op}: non-contiguous operand"),
+    }
+}
 
 /// The element types the kernels run in.
 pub(crate) trait Elem: Copy + Send + Sync + Default + std::ops::Add<Output = Self> + 'static {
