@@ -252,27 +252,8 @@ impl CustomOp2 for GradWeight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle::{DType, Device, Var};
-
-    fn flat(t: &Tensor) -> Vec<f64> {
-        t.to_dtype(DType::F64).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1()).expect("values")
-    }
-
-    fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (u, v)) in a.iter().zip(b).enumerate() {
-            assert!((u - v).abs() <= tol * (1.0 + v.abs()), "{what}[{i}]: {u} vs {v}");
-        }
-    }
-
-    fn var(shape: &[usize], seed: f64, dtype: DType) -> Var {
-        let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n).map(|j| ((j as f64 + seed) * 0.73).sin()).collect();
-        Var::from_tensor(
-            &Tensor::from_vec(v, shape, &Device::Cpu).and_then(|t| t.to_dtype(dtype)).expect("tensor"),
-        )
-        .expect("var")
-    }
+    use crate::test_util::{close, flat, var};
+    use candle::DType;
 
     /// The custom op equals `x · Wᵀ + b` from candle's ops, values and the
     /// gradients of `x`, `W` and `b`, in f32 and f64, from one row up.

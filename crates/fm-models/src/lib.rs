@@ -63,6 +63,8 @@ pub mod optim;
 mod ot_cfm_train;
 pub mod resume;
 mod scaled_tanh;
+#[cfg(test)]
+mod test_util;
 pub mod torchcfm;
 pub mod training;
 pub mod unet;

@@ -299,22 +299,13 @@ impl CustomOp1 for GradH {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle::{DType, Device, Var};
-
-    fn var(shape: &[usize], seed: f64, dtype: DType) -> Var {
-        let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n).map(|j| ((j as f64 + seed) * 0.73).sin()).collect();
-        Var::from_tensor(
-            &Tensor::from_vec(v, shape, &Device::Cpu).and_then(|t| t.to_dtype(dtype)).expect("tensor"),
-        )
-        .expect("var")
-    }
+    use crate::test_util::{close, flat, var};
+    use candle::DType;
 
     /// The op equals the composed ops, value and the gradients of `y`, `s`
     /// and `h`, in f32 and f64.
     #[test]
     fn matches_the_composed_ops() -> candle::Result<()> {
-        let flat = |t: &Tensor| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>();
         for (dtype, tol) in [(DType::F64, 1e-14), (DType::F32, 2e-6)] {
             let (b, d) = (5, 7);
             let free: Vec<f64> = (0..d).map(|j| (j % 2) as f64).collect();
@@ -325,16 +316,11 @@ mod tests {
             let probe = var(&[b, d], 9.0, dtype);
             let g_ours = (&ours * probe.as_tensor())?.sum_all()?.backward()?;
             let g_theirs = (&theirs * probe.as_tensor())?.sum_all()?.backward()?;
-            let mut pairs = vec![(flat(&ours)?, flat(&theirs)?, "x".to_string())];
+            close(&flat(&ours), &flat(&theirs), tol, &format!("{dtype:?} x"));
             for (name, p) in [("y", &y), ("s", &s), ("h", &h)] {
                 let (a, c) = (g_ours.get(p).expect("gradient"), g_theirs.get(p).expect("gradient"));
                 assert_eq!(a.dims(), p.dims(), "d{name}");
-                pairs.push((flat(a)?, flat(c)?, format!("d{name}")));
-            }
-            for (a, c, what) in pairs {
-                for (i, (u, w)) in a.iter().zip(&c).enumerate() {
-                    assert!((u - w).abs() <= tol * (1.0 + w.abs()), "{dtype:?} {what}[{i}]: {u} vs {w}");
-                }
+                close(&flat(a), &flat(c), tol, &format!("{dtype:?} d{name}"));
             }
         }
         Ok(())
