@@ -2,7 +2,7 @@
 //! call on slices with explicit strides (f32 and f64), and work spread over
 //! candle's own CPU worker pool.
 
-use candle::Layout;
+use candle::{CpuStorage, Layout};
 use gemm::Parallelism;
 
 /// The values of a contiguous operand (`op` names the custom op in the error).
@@ -130,4 +130,64 @@ impl<T> RowsOut<T> {
         // slice (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(a), b - a) }
     }
+}
+
+/// The error for operands that are not all f32 or all f64.
+pub(crate) fn bad_dtypes(op: &str) -> candle::Error {
+    candle::Error::Msg(format!("{op}: needs f32 or f64 operands of one dtype"))
+}
+
+/// A custom op's forward pass on one contiguous f32 or f64 operand: `f32` or
+/// `f64` maps its values to the result's.
+pub(crate) fn map1(
+    op: &str,
+    (s, l): (&CpuStorage, &Layout),
+    f32: impl FnOnce(&[f32]) -> Vec<f32>,
+    f64: impl FnOnce(&[f64]) -> Vec<f64>,
+) -> candle::Result<CpuStorage> {
+    Ok(match s {
+        CpuStorage::F32(a) => CpuStorage::F32(f32(values(a, l, op)?)),
+        CpuStorage::F64(a) => CpuStorage::F64(f64(values(a, l, op)?)),
+        _ => return Err(bad_dtypes(op)),
+    })
+}
+
+/// [`map1`] for two operands of one dtype.
+pub(crate) fn map2(
+    op: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f32: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+    f64: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
+) -> candle::Result<CpuStorage> {
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(f32(values(a, l1, op)?, values(b, l2, op)?))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            CpuStorage::F64(f64(values(a, l1, op)?, values(b, l2, op)?))
+        }
+        _ => return Err(bad_dtypes(op)),
+    })
+}
+
+/// The three operands of [`map3`]: storage and layout of each.
+pub(crate) type Operands3<'a> = [(&'a CpuStorage, &'a Layout); 3];
+
+/// [`map1`] for three operands of one dtype.
+pub(crate) fn map3(
+    op: &str,
+    [(s1, l1), (s2, l2), (s3, l3)]: Operands3,
+    f32: impl FnOnce(&[f32], &[f32], &[f32]) -> Vec<f32>,
+    f64: impl FnOnce(&[f64], &[f64], &[f64]) -> Vec<f64>,
+) -> candle::Result<CpuStorage> {
+    Ok(match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+            CpuStorage::F32(f32(values(a, l1, op)?, values(b, l2, op)?, values(c, l3, op)?))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+            CpuStorage::F64(f64(values(a, l1, op)?, values(b, l2, op)?, values(c, l3, op)?))
+        }
+        _ => return Err(bad_dtypes(op)),
+    })
 }

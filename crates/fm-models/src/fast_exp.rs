@@ -72,8 +72,9 @@ mod avx2 {
     }
 }
 
+/// Whether this CPU has AVX2 and FMA (the kernels' vectorised copies need both).
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
+pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 

@@ -13,10 +13,10 @@
 //! `CANDLE_GRAD_DO_NOT_DETACH`), off the CPU, or for other dtypes than f32
 //! and f64, the composed ops are used.
 
-use candle::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
-use crate::cpu_op::{gemm_into, par_row_blocks, values, Elem, RowsOut};
+use crate::cpu_op::{gemm_into, map1, map2, map3, par_row_blocks, Elem, RowsOut};
 
 /// `x · Wᵀ + b`.
 ///
@@ -51,6 +51,9 @@ struct GradInput;
 
 /// `gᵀ · x`: `(g (n, O), x (n, K))` → `(O, K)`.
 struct GradWeight;
+
+/// `Σ_i g[i, ·]`: `g (n, O)` → `(O,)`.
+struct GradBias;
 
 fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], (n, k): (usize, usize)) -> Vec<T> {
     let o = b.len();
@@ -109,10 +112,6 @@ fn grad_bias<T: Elem>(g: &[T], o: usize) -> Vec<T> {
     db
 }
 
-fn bad_dtypes(name: &str) -> candle::Error {
-    candle::Error::Msg(format!("{name}: needs f32 or f64 operands of one dtype"))
-}
-
 impl CustomOp3 for FusedLinear {
     fn name(&self) -> &'static str {
         "fm-linear"
@@ -133,21 +132,12 @@ impl CustomOp3 for FusedLinear {
         if kw != k || l3.dims() != [o] {
             candle::bail!("{name}: x {:?}, weight {:?}, bias {:?}", l1.dims(), l2.dims(), l3.dims());
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(forward(
-                values(x, l1, name)?,
-                values(w, l2, name)?,
-                values(b, l3, name)?,
-                (n, k),
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(forward(
-                values(x, l1, name)?,
-                values(w, l2, name)?,
-                values(b, l3, name)?,
-                (n, k),
-            )),
-            _ => return Err(bad_dtypes(name)),
-        };
+        let out = map3(
+            name,
+            [(s1, l1), (s2, l2), (s3, l3)],
+            |x, w, b| forward(x, w, b, (n, k)),
+            |x, w, b| forward(x, w, b, (n, k)),
+        )?;
         Ok((out, Shape::from((n, o))))
     }
 
@@ -169,20 +159,7 @@ impl CustomOp3 for FusedLinear {
         let (weight, x) = (weight.detach(), x.detach());
         let dx = grad.apply_op2_no_bwd(&weight, &GradInput)?;
         let dw = grad.apply_op2_no_bwd(&x, &GradWeight)?;
-        let o = grad.dim(1)?;
-        let db = {
-            let (s, l) = grad.storage_and_layout();
-            let name = self.name();
-            match &*s {
-                candle::Storage::Cpu(CpuStorage::F32(g)) => {
-                    Tensor::from_vec(grad_bias(values(g, l, name)?, o), o, grad.device())?
-                }
-                candle::Storage::Cpu(CpuStorage::F64(g)) => {
-                    Tensor::from_vec(grad_bias(values(g, l, name)?, o), o, grad.device())?
-                }
-                _ => return Err(bad_dtypes(name)),
-            }
-        };
+        let db = grad.apply_op1_no_bwd(&GradBias)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -205,15 +182,9 @@ impl CustomOp2 for GradInput {
         if ow != o {
             candle::bail!("{name}: gradient {:?}, weight {:?}", l1.dims(), l2.dims());
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(w)) => {
-                CpuStorage::F32(grad_input(values(g, l1, name)?, values(w, l2, name)?, (n, o, k)))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(w)) => {
-                CpuStorage::F64(grad_input(values(g, l1, name)?, values(w, l2, name)?, (n, o, k)))
-            }
-            _ => return Err(bad_dtypes(name)),
-        };
+        let dims = (n, o, k);
+        let out =
+            map2(name, (s1, l1), (s2, l2), |g, w| grad_input(g, w, dims), |g, w| grad_input(g, w, dims))?;
         Ok((out, Shape::from((n, k))))
     }
 }
@@ -236,16 +207,22 @@ impl CustomOp2 for GradWeight {
         if nx != n {
             candle::bail!("{name}: gradient {:?}, x {:?}", l1.dims(), l2.dims());
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(x)) => {
-                CpuStorage::F32(grad_weight(values(g, l1, name)?, values(x, l2, name)?, (n, o, k)))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(x)) => {
-                CpuStorage::F64(grad_weight(values(g, l1, name)?, values(x, l2, name)?, (n, o, k)))
-            }
-            _ => return Err(bad_dtypes(name)),
-        };
+        let dims = (n, o, k);
+        let out =
+            map2(name, (s1, l1), (s2, l2), |g, x| grad_weight(g, x, dims), |g, x| grad_weight(g, x, dims))?;
         Ok((out, Shape::from((o, k))))
+    }
+}
+
+impl CustomOp1 for GradBias {
+    fn name(&self) -> &'static str {
+        "fm-linear-grad-bias"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let (_, o) = l.shape().dims2()?;
+        let out = map1(self.name(), (s, l), |g| grad_bias(g, o), |g| grad_bias(g, o))?;
+        Ok((out, Shape::from(o)))
     }
 }
 

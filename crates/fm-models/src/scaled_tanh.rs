@@ -16,7 +16,7 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use fm_core::fast_exp::exp_f32;
 
-use crate::cpu_op::values;
+use crate::cpu_op::{map1, map2};
 
 /// `c · tanh(x)`, elementwise.
 ///
@@ -68,15 +68,17 @@ mod avx2 {
     }
 }
 
-/// `out[i] = c · tanh(x[i])` in f32 (vectorised where the CPU allows).
-fn forward_f32(x: &[f32], c: f32, out: &mut [f32]) {
+/// `c · tanh(x[i])` in f32 (vectorised where the CPU allows).
+fn forward_f32(x: &[f32], c: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if crate::fast_exp::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
-        unsafe { avx2::forward(x, c, out) };
-        return;
+        unsafe { avx2::forward(x, c, &mut out) };
+        return out;
     }
-    forward_loop(x, c, out)
+    forward_loop(x, c, &mut out);
+    out
 }
 
 /// Forward: `x` → `c · tanh(x)`.
@@ -92,18 +94,12 @@ impl CustomOp1 for ScaledTanh {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
         let c = self.0;
-        let out = match s {
-            CpuStorage::F32(x) => {
-                let x = values(x, l, self.name())?;
-                let mut out = vec![0.0f32; x.len()];
-                forward_f32(x, c as f32, &mut out);
-                CpuStorage::F32(out)
-            }
-            CpuStorage::F64(x) => {
-                CpuStorage::F64(values(x, l, self.name())?.iter().map(|v| c * v.tanh()).collect())
-            }
-            _ => candle::bail!("{}: needs f32 or f64", self.name()),
-        };
+        let out = map1(
+            self.name(),
+            (s, l),
+            |x| forward_f32(x, c as f32),
+            |x| x.iter().map(|v| c * v.tanh()).collect(),
+        )?;
         Ok((out, l.shape().clone()))
     }
 
@@ -133,19 +129,15 @@ impl CustomOp2 for ScaledTanhBackward {
         if l1.shape() != l2.shape() {
             candle::bail!("{}: output {:?}, gradient {:?}", self.name(), l1.dims(), l2.dims());
         }
-        let (c, name) = (self.0, self.name());
-        let out = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => {
-                let (c, inv) = (c as f32, (1.0 / c) as f32);
-                let (y, g) = (values(y, l1, name)?, values(g, l2, name)?);
-                CpuStorage::F32(y.iter().zip(g).map(|(&y, &g)| g * (c - y * y * inv)).collect())
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => {
-                let (y, g) = (values(y, l1, name)?, values(g, l2, name)?);
-                CpuStorage::F64(y.iter().zip(g).map(|(&y, &g)| g * (c - y * y / c)).collect())
-            }
-            _ => candle::bail!("{name}: needs f32 or f64 operands of one dtype"),
-        };
+        let c = self.0;
+        let (c32, inv32) = (c as f32, (1.0 / c) as f32);
+        let out = map2(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |y, g| y.iter().zip(g).map(|(&y, &g)| g * (c32 - y * y * inv32)).collect(),
+            |y, g| y.iter().zip(g).map(|(&y, &g)| g * (c - y * y / c)).collect(),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 }

@@ -15,7 +15,7 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use fm_core::fast_exp::exp_f32;
 
-use crate::cpu_op::values;
+use crate::cpu_op::{map1, map2, map3};
 
 /// `x = (y − free ⊙ h[:, d..]) ⊙ e^{−s}`: the coupling's inverse given the
 /// masked log-scale `s` and the conditioner's raw output `h` (its last `d`
@@ -43,9 +43,13 @@ pub(crate) fn affine_inverse_by_ops(
     free: &[f64],
 ) -> candle::Result<Tensor> {
     let d = free.len();
-    let free = Tensor::new(free, y.device())?.to_dtype(y.dtype())?.unsqueeze(0)?;
-    let t = h.narrow(1, d, d)?.broadcast_mul(&free)?;
+    let t = h.narrow(1, d, d)?.broadcast_mul(&free_row(free, y)?)?;
     (y - t)? * s.neg()?.exp()?
+}
+
+/// `free` as a `(1, d)` tensor on `like`'s device, in its dtype.
+fn free_row(free: &[f64], like: &Tensor) -> candle::Result<Tensor> {
+    Tensor::new(free, like.device())?.to_dtype(like.dtype())?.unsqueeze(0)
 }
 
 /// `e^{−v}` in each dtype (f32 vectorisable).
@@ -67,6 +71,13 @@ impl NegExp for f64 {
 
 /// Forward: `(y, s, h)` → `x`.
 struct AffineInverse(Vec<f64>);
+
+impl AffineInverse {
+    /// The mask `free` in f32.
+    fn free_f32(&self) -> Vec<f32> {
+        self.0.iter().map(|&f| f as f32).collect()
+    }
+}
 
 /// `(g, s)` → `g e^{−s}` (the gradient of `y`).
 struct GradY;
@@ -117,15 +128,10 @@ mod avx2 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
 fn forward_f32(y: &[f32], s: &[f32], h: &[f32], free: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; y.len()];
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if crate::fast_exp::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::forward_rows(y, s, h, free, &mut out) };
         return out;
@@ -137,7 +143,7 @@ fn forward_f32(y: &[f32], s: &[f32], h: &[f32], free: &[f32]) -> Vec<f32> {
 fn grad_y_f32(g: &[f32], s: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; g.len()];
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if crate::fast_exp::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::grad_y(g, s, &mut out) };
         return out;
@@ -158,10 +164,6 @@ where
         }
     }
     out
-}
-
-fn bad_dtypes(name: &str) -> candle::Error {
-    candle::Error::Msg(format!("{name}: needs f32 or f64 operands of one dtype"))
 }
 
 impl CustomOp3 for AffineInverse {
@@ -188,29 +190,16 @@ impl CustomOp3 for AffineInverse {
                 l3.dims()
             );
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(y), CpuStorage::F32(s), CpuStorage::F32(h)) => {
-                let free: Vec<f32> = self.0.iter().map(|&f| f as f32).collect();
-                CpuStorage::F32(forward_f32(
-                    values(y, l1, name)?,
-                    values(s, l2, name)?,
-                    values(h, l3, name)?,
-                    &free,
-                ))
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(s), CpuStorage::F64(h)) => {
-                let mut out = vec![0.0f64; b * d];
-                forward_rows(
-                    values(y, l1, name)?,
-                    values(s, l2, name)?,
-                    values(h, l3, name)?,
-                    &self.0,
-                    &mut out,
-                );
-                CpuStorage::F64(out)
-            }
-            _ => return Err(bad_dtypes(name)),
-        };
+        let out = map3(
+            name,
+            [(s1, l1), (s2, l2), (s3, l3)],
+            |y, s, h| forward_f32(y, s, h, &self.free_f32()),
+            |y, s, h| {
+                let mut out = vec![0.0f64; y.len()];
+                forward_rows(y, s, h, &self.0, &mut out);
+                out
+            },
+        )?;
         Ok((out, Shape::from((b, d))))
     }
 
@@ -226,11 +215,8 @@ impl CustomOp3 for AffineInverse {
             // x = (y − t) e^{−s}: dy = g e^{−s}, ds = −g x, dt = −dy.
             let dy = (grad * s.neg()?.exp()?)?;
             let ds = (grad * x)?.neg()?;
-            let d = self.0.len();
-            let free = Tensor::new(self.0.as_slice(), y.device())?.to_dtype(y.dtype())?.unsqueeze(0)?;
-            let dt = dy.broadcast_mul(&free)?.neg()?;
+            let dt = dy.broadcast_mul(&free_row(&self.0, y)?)?.neg()?;
             let dh = Tensor::cat(&[&dt.zeros_like()?, &dt], 1)?;
-            debug_assert_eq!(dh.dim(1)?, 2 * d);
             return Ok((Some(dy), Some(ds), Some(dh)));
         }
         let grad = grad.contiguous()?;
@@ -257,18 +243,11 @@ impl CustomOp2 for GradY {
         if l1.shape() != l2.shape() {
             candle::bail!("{name}: gradient {:?}, s {:?}", l1.dims(), l2.dims());
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(s)) => {
-                CpuStorage::F32(grad_y_f32(values(g, l1, name)?, values(s, l2, name)?))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(s)) => {
-                let (g, s) = (values(g, l1, name)?, values(s, l2, name)?);
-                let mut out = vec![0.0f64; g.len()];
-                grad_y_loop(g, s, &mut out);
-                CpuStorage::F64(out)
-            }
-            _ => return Err(bad_dtypes(name)),
-        };
+        let out = map2(name, (s1, l1), (s2, l2), grad_y_f32, |g, s| {
+            let mut out = vec![0.0f64; g.len()];
+            grad_y_loop(g, s, &mut out);
+            out
+        })?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -284,14 +263,8 @@ impl CustomOp1 for GradH {
         if dd != d {
             candle::bail!("{name}: gradient {:?} for {d} coordinates", l.dims());
         }
-        let out = match s {
-            CpuStorage::F32(g) => {
-                let free: Vec<f32> = self.0.iter().map(|&f| f as f32).collect();
-                CpuStorage::F32(grad_h(values(g, l, name)?, &free))
-            }
-            CpuStorage::F64(g) => CpuStorage::F64(grad_h(values(g, l, name)?, &self.0)),
-            _ => return Err(bad_dtypes(name)),
-        };
+        let free32: Vec<f32> = self.0.iter().map(|&f| f as f32).collect();
+        let out = map1(name, (s, l), |g| grad_h(g, &free32), |g| grad_h(g, &self.0))?;
         Ok((out, Shape::from((b, 2 * d))))
     }
 }

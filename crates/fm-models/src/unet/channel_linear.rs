@@ -16,11 +16,11 @@
 //! When the incoming gradient itself carries a graph (second-order autograd,
 //! `CANDLE_GRAD_DO_NOT_DETACH`), or off the CPU, the composed ops are used.
 
-use candle::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
-use super::cpu_kernel::{fusable, values};
-use crate::cpu_op::{gemm_into, par_items, Elem, RowsOut};
+use super::cpu_kernel::fusable;
+use crate::cpu_op::{gemm_into, map1, map2, map3, par_items, Elem, RowsOut};
 
 /// Partitions of the batch whose weight-gradient sums are added in order.
 const PARTITIONS: usize = 4;
@@ -77,6 +77,9 @@ struct GradInput;
 
 /// `Σ_n g[n] · x[n]ᵀ`: `(g (n, O, T), x (n, K, T))` → `(O, K)`.
 struct GradWeight;
+
+/// `Σ_{n, t} g[n, ·, t]`: `g (n, O, T)` → `(O,)`.
+struct GradBias;
 
 fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], (n, k, t): (usize, usize, usize)) -> Vec<T> {
     let o = b.len();
@@ -171,22 +174,12 @@ impl CustomOp3 for ChannelLinear {
                 l3.dims()
             );
         }
-        let name = self.name();
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(forward(
-                values(x, l1, name)?,
-                values(w, l2, name)?,
-                values(b, l3, name)?,
-                (n, k, t),
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(forward(
-                values(x, l1, name)?,
-                values(w, l2, name)?,
-                values(b, l3, name)?,
-                (n, k, t),
-            )),
-            _ => candle::bail!("{name}: needs f32 or f64 operands of one dtype"),
-        };
+        let out = map3(
+            self.name(),
+            [(s1, l1), (s2, l2), (s3, l3)],
+            |x, w, b| forward(x, w, b, (n, k, t)),
+            |x, w, b| forward(x, w, b, (n, k, t)),
+        )?;
         Ok((out, Shape::from((n, o, t))))
     }
 
@@ -209,20 +202,7 @@ impl CustomOp3 for ChannelLinear {
         let (weight, x) = (weight.detach(), x.detach());
         let dx = weight.apply_op2_no_bwd(&grad, &GradInput)?;
         let dw = grad.apply_op2_no_bwd(&x, &GradWeight)?;
-        let db = {
-            let (n, o, t) = grad.dims3()?;
-            let (s, l) = grad.storage_and_layout();
-            let name = "fm-channel-linear";
-            match &*s {
-                candle::Storage::Cpu(CpuStorage::F32(g)) => {
-                    Tensor::from_vec(grad_bias(values(g, l, name)?, (n, o, t)), o, grad.device())?
-                }
-                candle::Storage::Cpu(CpuStorage::F64(g)) => {
-                    Tensor::from_vec(grad_bias(values(g, l, name)?, (n, o, t)), o, grad.device())?
-                }
-                _ => candle::bail!("{name}: needs an f32 or f64 gradient on the CPU"),
-            }
-        };
+        let db = grad.apply_op1_no_bwd(&GradBias)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -244,16 +224,14 @@ impl CustomOp2 for GradInput {
         if og != o {
             candle::bail!("{}: weight {:?}, gradient {:?}", self.name(), l1.dims(), l2.dims());
         }
-        let name = self.name();
-        let out = match (s1, s2) {
-            (CpuStorage::F32(w), CpuStorage::F32(g)) => {
-                CpuStorage::F32(grad_input(values(w, l1, name)?, values(g, l2, name)?, (n, o, t)))
-            }
-            (CpuStorage::F64(w), CpuStorage::F64(g)) => {
-                CpuStorage::F64(grad_input(values(w, l1, name)?, values(g, l2, name)?, (n, o, t)))
-            }
-            _ => candle::bail!("{name}: needs f32 or f64 operands of one dtype"),
-        };
+        let dims = (n, o, t);
+        let out = map2(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |w, g| grad_input(w, g, dims),
+            |w, g| grad_input(w, g, dims),
+        )?;
         Ok((out, Shape::from((n, k, t))))
     }
 }
@@ -275,17 +253,27 @@ impl CustomOp2 for GradWeight {
         if (nx, tx) != (n, t) {
             candle::bail!("{}: gradient {:?}, x {:?}", self.name(), l1.dims(), l2.dims());
         }
-        let name = self.name();
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(x)) => {
-                CpuStorage::F32(grad_weight(values(g, l1, name)?, values(x, l2, name)?, (n, o, t), k))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(x)) => {
-                CpuStorage::F64(grad_weight(values(g, l1, name)?, values(x, l2, name)?, (n, o, t), k))
-            }
-            _ => candle::bail!("{name}: needs f32 or f64 operands of one dtype"),
-        };
+        let dims = (n, o, t);
+        let out = map2(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |g, x| grad_weight(g, x, dims, k),
+            |g, x| grad_weight(g, x, dims, k),
+        )?;
         Ok((out, Shape::from((o, k))))
+    }
+}
+
+impl CustomOp1 for GradBias {
+    fn name(&self) -> &'static str {
+        "fm-channel-linear-grad-bias"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let (n, o, t) = dims3(l, "gradient")?;
+        let out = map1(self.name(), (s, l), |g| grad_bias(g, (n, o, t)), |g| grad_bias(g, (n, o, t)))?;
+        Ok((out, Shape::from(o)))
     }
 }
 
