@@ -89,38 +89,47 @@ pub fn linear_sum_assignment(cost: &[f64], n_rows: usize, n_cols: usize) -> Resu
         return Ok(Assignment { row_to_col: Vec::new(), cost: 0.0 });
     }
     #[cfg(target_arch = "x86_64")]
+    if let Some(k) = kernels::Avx512::detect() {
+        return simd::solve_avx512(k, cost, n_rows, n_cols);
+    }
+    #[cfg(target_arch = "x86_64")]
     if let Some(k) = kernels::Avx2::detect() {
-        return avx2::solve(k, cost, n_rows, n_cols);
+        return simd::solve_avx2(k, cost, n_rows, n_cols);
     }
     solve(kernels::Portable, cost, n_rows, n_cols)
 }
 
-/// The solver with the AVX2 row kernels, compiled with AVX2 enabled
-/// throughout. Only the instructions change, not the arithmetic (no FMA
-/// contraction), so the result is bit-identical to the portable build's.
+/// The solver with the AVX2 or AVX-512 row kernels, compiled with those
+/// instructions enabled throughout. Only the instructions change, not the
+/// arithmetic (no FMA contraction), so the result is bit-identical to the
+/// portable build's.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::kernels::Avx2;
+mod simd {
+    use super::kernels::{Avx2, Avx512};
+    use super::Assignment;
+    use crate::Result;
 
-    pub(super) fn solve(
-        k: Avx2,
-        cost: &[f64],
-        n_rows: usize,
-        n_cols: usize,
-    ) -> crate::Result<super::Assignment> {
+    pub(super) fn solve_avx2(k: Avx2, cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
         // SAFETY: a value of `Avx2` exists only where the CPU supports AVX2.
-        unsafe { solve_avx2(k, cost, n_rows, n_cols) }
+        unsafe { avx2(k, cost, n_rows, n_cols) }
+    }
+
+    pub(super) fn solve_avx512(k: Avx512, cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
+        // SAFETY: a value of `Avx512` exists only where the CPU supports AVX-512F.
+        unsafe { avx512(k, cost, n_rows, n_cols) }
     }
 
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    unsafe fn solve_avx2(
-        k: Avx2,
-        cost: &[f64],
-        n_rows: usize,
-        n_cols: usize,
-    ) -> crate::Result<super::Assignment> {
+    unsafe fn avx2(k: Avx2, cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
+        super::solve(k, cost, n_rows, n_cols)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(k: Avx512, cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
         super::solve(k, cost, n_rows, n_cols)
     }
 }
@@ -614,7 +623,7 @@ mod tests {
 
     #[test]
     fn instruction_set_variants_agree_bit_for_bit() -> Result<()> {
-        // The dispatched solver (AVX2 where the CPU has it) against the
+        // The AVX2 and AVX-512 builds (where the CPU has them) against the
         // baseline build of the same code, on geometric and random costs.
         let mut rng = SeededRng::new(11);
         for &(n_rows, n_cols) in &[(256usize, 256usize), (97, 97), (60, 75)] {
@@ -627,10 +636,21 @@ mod tests {
                 })
                 .collect();
             for cost in [geometric, rng.uniform_vec(n_rows * n_cols, 0.0, 1.0)] {
-                let dispatched = linear_sum_assignment(&cost, n_rows, n_cols)?;
                 let baseline = solve(kernels::Portable, &cost, n_rows, n_cols)?;
-                assert_eq!(dispatched.row_to_col, baseline.row_to_col);
-                assert_eq!(dispatched.cost.to_bits(), baseline.cost.to_bits());
+                let mut variants = vec![linear_sum_assignment(&cost, n_rows, n_cols)?];
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if let Some(k) = kernels::Avx2::detect() {
+                        variants.push(simd::solve_avx2(k, &cost, n_rows, n_cols)?);
+                    }
+                    if let Some(k) = kernels::Avx512::detect() {
+                        variants.push(simd::solve_avx512(k, &cost, n_rows, n_cols)?);
+                    }
+                }
+                for v in variants {
+                    assert_eq!(v.row_to_col, baseline.row_to_col);
+                    assert_eq!(v.cost.to_bits(), baseline.cost.to_bits());
+                }
             }
         }
         Ok(())
