@@ -5,9 +5,10 @@
 //! weighted sum. The tensor version runs seven elementwise candle ops per
 //! chunk, allocates each result afresh, and calls libm's `expf` (which takes
 //! a slow path on every underflow) — a quarter of its time on the benchmark
-//! (`n = 10 000`, `d = 784`, `b = 256`). On several threads the queries
-//! are split into one group per thread, each streaming the data on its own
-//! (the fused pass would otherwise run on one core while `gemm` uses all).
+//! (`n = 10 000`, `d = 784`, `b = 256`). On several threads the training
+//! points (or, for small training sets, the queries) are split into one
+//! group per thread, each streamed on its own and the partial sums merged:
+//! the fused pass would otherwise run on one core while `gemm` uses all.
 
 use gemm::Parallelism;
 
@@ -19,14 +20,20 @@ use crate::fast_exp::exp_f32;
 const CHUNK: usize = 1024;
 
 /// The weighted sums of one pass: `acc (b, d) = Σᵢ exp(Lᵢ − m) x⁽ⁱ⁾` and
-/// `sum (b) = Σᵢ exp(Lᵢ − m)`, with `m` each row's largest logit.
+/// `sum (b) = Σᵢ exp(Lᵢ − m)`, with `m (b)` each row's largest logit.
 pub(super) struct StreamedF32 {
     pub(super) acc: Vec<f32>,
     pub(super) sum: Vec<f32>,
+    max: Vec<f32>,
 }
 
-/// Query rows per thread below which the queries are not split between
-/// threads (`gemm` then shares out each product instead).
+/// Training points per thread from which the points are split between
+/// threads (each group then streams at least one full chunk).
+const MIN_POINTS_PER_THREAD: usize = CHUNK;
+
+/// Query rows per thread from which, with too few points to split, the
+/// queries are split between threads (below it `gemm` shares out each
+/// product instead).
 const MIN_ROWS_PER_THREAD: usize = 64;
 
 /// Streams the training set once.
@@ -37,10 +44,12 @@ const MIN_ROWS_PER_THREAD: usize = 64;
 /// - `c`: `(b,)`, `−α²/2σ²`; the logits are `L_qi = xq_scaled_q · x⁽ⁱ⁾ + c_q rᵢ`
 ///
 /// `chunk` bounds the points per step (the smaller of it and 1024 is used).
-/// With `threads > 1` and at least 64 queries per thread, the queries are
-/// split into `threads` groups that stream the data independently on
-/// candle's CPU worker pool (no synchronisation per chunk, and the
-/// elementwise pass runs in parallel too); otherwise `gemm` gets the threads.
+/// With `threads > 1` and at least 1024 points per thread, the points are
+/// split into `threads` contiguous groups, each streamed for all queries on
+/// candle's CPU worker pool, and the partial sums merged (log-sum-exp
+/// style); each group reads only its share of the data, and the elementwise
+/// pass runs in parallel too. Failing that, with at least 64 queries per
+/// thread, the queries are split instead; otherwise `gemm` gets the threads.
 pub(super) fn stream(
     data: &[f32],
     sq_norms: &[f32],
@@ -50,42 +59,96 @@ pub(super) fn stream(
     chunk: usize,
     threads: usize,
 ) -> StreamedF32 {
-    let b = c.len();
-    assert!(xq_scaled.len() >= b * d, "stream: slices shorter than their shapes");
+    let (n, b) = (sq_norms.len(), c.len());
+    assert!(data.len() >= n * d && xq_scaled.len() >= b * d, "stream: slices shorter than their shapes");
+    if threads > 1 && n / threads >= MIN_POINTS_PER_THREAD {
+        let per = n.div_ceil(threads);
+        let parts = in_groups(threads, |g| {
+            let points = g * per..((g + 1) * per).min(n);
+            stream_rows(
+                &data[points.start * d..points.end * d],
+                &sq_norms[points],
+                d,
+                xq_scaled,
+                c,
+                chunk,
+                Parallelism::None,
+            )
+        });
+        let mut parts = parts.into_iter();
+        let mut out = parts.next().expect("at least two groups");
+        parts.for_each(|part| merge(&mut out, &part, d));
+        return out;
+    }
     let groups = threads.min(b / MIN_ROWS_PER_THREAD).max(1);
     if groups == 1 {
         let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
         return stream_rows(data, sq_norms, d, xq_scaled, c, chunk, parallelism);
     }
     let per = b.div_ceil(groups);
-    let parts: Vec<std::sync::Mutex<Option<StreamedF32>>> = (0..groups).map(|_| Default::default()).collect();
-    candle::utils::barrier_pool().execute_chunked(groups, |range| {
-        for g in range {
-            let rows = g * per..((g + 1) * per).min(b);
-            let part = stream_rows(
-                data,
-                sq_norms,
-                d,
-                &xq_scaled[rows.start * d..rows.end * d],
-                &c[rows],
-                chunk,
-                Parallelism::None,
-            );
-            if let Ok(mut slot) = parts[g].lock() {
-                *slot = Some(part);
-            }
-        }
+    let parts = in_groups(groups, |g| {
+        let rows = g * per..((g + 1) * per).min(b);
+        stream_rows(
+            data,
+            sq_norms,
+            d,
+            &xq_scaled[rows.start * d..rows.end * d],
+            &c[rows],
+            chunk,
+            Parallelism::None,
+        )
     });
-    let mut out = StreamedF32 { acc: Vec::with_capacity(b * d), sum: Vec::with_capacity(b) };
+    let mut out = StreamedF32 {
+        acc: Vec::with_capacity(b * d),
+        sum: Vec::with_capacity(b),
+        max: Vec::with_capacity(b),
+    };
     for part in parts {
-        let part = part.into_inner().ok().flatten().expect("every query group was streamed");
         out.acc.extend_from_slice(&part.acc);
         out.sum.extend_from_slice(&part.sum);
+        out.max.extend_from_slice(&part.max);
     }
     out
 }
 
-/// [`stream`] for one group of queries, with `gemm` on `parallelism`.
+/// `f(0), …, f(groups − 1)`, run on candle's CPU worker pool.
+fn in_groups(groups: usize, f: impl Fn(usize) -> StreamedF32 + Sync) -> Vec<StreamedF32> {
+    let slots: Vec<std::sync::Mutex<Option<StreamedF32>>> = (0..groups).map(|_| Default::default()).collect();
+    candle::utils::barrier_pool().execute_chunked(groups, |range| {
+        for g in range {
+            let part = f(g);
+            if let Ok(mut slot) = slots[g].lock() {
+                *slot = Some(part);
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| slot.into_inner().ok().flatten().expect("the pool runs every group"))
+        .collect()
+}
+
+/// Adds the sums of `other` (the same queries, other points) to `into`,
+/// both rescaled to the larger of the two maxima.
+fn merge(into: &mut StreamedF32, other: &StreamedF32, d: usize) {
+    for (q, (m_into, &m_other)) in into.max.iter_mut().zip(&other.max).enumerate() {
+        let m = m_into.max(m_other);
+        if m == f32::NEG_INFINITY {
+            continue;
+        }
+        let scale = |m_part: f32| if m_part == f32::NEG_INFINITY { 0.0 } else { (m_part - m).exp() };
+        let (a, b) = (scale(*m_into), scale(m_other));
+        into.sum[q] = into.sum[q] * a + other.sum[q] * b;
+        let rows = q * d..(q + 1) * d;
+        for (x, &y) in into.acc[rows.clone()].iter_mut().zip(&other.acc[rows]) {
+            *x = *x * a + y * b;
+        }
+        *m_into = m;
+    }
+}
+
+/// [`stream`] in one pass (over one group of points or queries), with
+/// `gemm` on `parallelism`.
 fn stream_rows(
     data: &[f32],
     sq_norms: &[f32],
@@ -163,7 +226,7 @@ fn stream_rows(
         }
         start += len;
     }
-    StreamedF32 { acc, sum }
+    StreamedF32 { acc, sum, max }
 }
 
 /// `eˣ` for `x ≤ 0`, and exactly 0 where it would be subnormal or underflow
@@ -315,12 +378,11 @@ mod tests {
     use super::*;
     use crate::SeededRng;
 
-    /// Splitting the queries between threads gives each query the sums of
-    /// one pass over all of them (bit-identical here, where `gemm`'s blocking
-    /// does not depend on the number of rows; compared to f32 rounding so as
-    /// not to depend on it), with an uneven last group and several chunks.
+    /// Splitting the points (two groups of 1050, merged) or the queries
+    /// (three groups, the last uneven) between threads gives the sums of
+    /// one pass over everything, to f32 rounding, over several chunks.
     #[test]
-    fn query_groups_give_the_single_pass_result() {
+    fn thread_groups_give_the_single_pass_result() {
         let mut rng = SeededRng::new(21);
         let (n, d, b) = (2_100, 9, 197);
         let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
@@ -329,16 +391,26 @@ mod tests {
         let xq = f32s(rng.normal_vec(b * d));
         let c = f32s(rng.uniform_vec(b, -3.0, -0.5));
         let single = stream(&data, &sq_norms, d, &xq, &c, 1024, 1);
+        // Two threads split the points, three the queries.
+        assert!(n / 2 >= MIN_POINTS_PER_THREAD && n / 3 < MIN_POINTS_PER_THREAD);
+        assert!(b / 3 >= MIN_ROWS_PER_THREAD);
         for threads in [2, 3] {
-            assert!(b / MIN_ROWS_PER_THREAD >= threads, "the queries must be split");
             let split = stream(&data, &sq_norms, d, &xq, &c, 1024, threads);
             assert_eq!(split.sum.len(), b);
             assert_eq!(split.acc.len(), b * d);
-            for (k, (s, t)) in split.sum.iter().zip(&single.sum).enumerate() {
-                assert!((s - t).abs() <= 1e-5 * t.abs(), "sum {k}: {s} vs {t}");
-            }
-            for (k, (s, t)) in split.acc.iter().zip(&single.acc).enumerate() {
-                assert!((s - t).abs() <= 1e-4 * (1.0 + t.abs()), "acc {k}: {s} vs {t}");
+            // Sums relative to different maxima: compare the normalised means
+            // and the sums rescaled to the single pass's maxima.
+            for q in 0..b {
+                let rescale = (split.max[q] - single.max[q]).exp();
+                let (s, t) = (split.sum[q] * rescale, single.sum[q]);
+                assert!((s - t).abs() <= 1e-5 * t.abs(), "{threads} threads, sum {q}: {s} vs {t}");
+                for k in q * d..(q + 1) * d {
+                    let (x, y) = (split.acc[k] / split.sum[q], single.acc[k] / single.sum[q]);
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{threads} threads, acc {k}: {x} vs {y}"
+                    );
+                }
             }
         }
     }
