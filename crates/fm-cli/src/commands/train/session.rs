@@ -163,7 +163,7 @@ impl Session {
         let init_source = r.init.as_ref().map(|i| i.source.display().to_string());
         let exact_ot = r.matcher.is_some_and(|m| m.coupling() == Coupling::ExactOt);
         let ot = (exact_ot && r.unet.is_none() && r.objective == Objective::Cfm && r.spec.is_plain_cfm())
-            .then(|| OtCfmPipeline::new(std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)));
+            .then(|| OtCfmPipeline::new(false)); // sequential: faster than overlapped on two cores
         let opt = TrainingOptimizer::new(&varmap, AdamParams::with_lr(r.lr), r.training)?;
         let train_set = match r.spec.target {
             RegressionTarget::Efm { m } if m > 1 => Some(efm_reference_set(&data, &r.data, device)?),
