@@ -13,7 +13,7 @@
 use candle::Tensor;
 use gemm::Parallelism;
 
-use crate::cpu_op::gemm_into;
+use crate::cpu_op::{gemm_into, par_items};
 
 use crate::mlp_inference::f32_slice;
 use crate::{Activation, MlpGradients, VelocityMlp};
@@ -32,6 +32,7 @@ struct Layer<'a> {
 }
 
 /// One partition's sums: squared error and, per layer, `dW` and `db`.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Partial {
     sq: f64,
     dw: Vec<Vec<f32>>,
@@ -89,9 +90,8 @@ impl VelocityMlp {
         let (is, il) = input.storage_and_layout();
         let (ts, tl) = target.storage_and_layout();
         let (Some(x), Some(y)) = (f32_slice(&is, il), f32_slice(&ts, tl)) else { return Ok(None) };
-        let threads = candle::utils::get_num_threads().max(1);
         let scale = 2.0 / (rows * d) as f32;
-        let Some(partials) = gradients_in_partitions(&net, act, x, y, rows, scale, threads) else {
+        let Some(partials) = gradients_in_partitions(&net, act, x, y, rows, scale) else {
             return Ok(None);
         };
         // Sum the partitions in order.
@@ -117,7 +117,9 @@ impl VelocityMlp {
     }
 }
 
-/// The partitions' sums, computed on up to `threads` threads.
+/// The partitions' sums, computed on candle's CPU worker pool (persistent
+/// threads with warm allocator heaps; a thread spawned per step cost more),
+/// each into its own slot so that they stay in partition order.
 fn gradients_in_partitions(
     net: &[Layer],
     act: Activation,
@@ -125,39 +127,29 @@ fn gradients_in_partitions(
     y: &[f32],
     rows: usize,
     scale: f32,
-    threads: usize,
 ) -> Option<Vec<Partial>> {
     let (inp, d) = (net.first()?.inp, net.last()?.out);
-    let blocks = rows.div_ceil(TRAIN_BLOCK_ROWS);
-    let parts = blocks.min(PARTITIONS);
-    let per = blocks.div_ceil(parts) * TRAIN_BLOCK_ROWS;
-    let ranges: Vec<(usize, usize)> =
-        (0..parts).map(|p| (p * per, ((p + 1) * per).min(rows))).filter(|(a, b)| a < b).collect();
+    let ranges = partition_ranges(rows);
     let run = |&(a, b): &(usize, usize)| partition(net, act, &x[a * inp..b * inp], &y[a * d..b * d], scale);
-    let threads = threads.min(ranges.len()).max(1);
-    if threads == 1 {
-        return ranges.iter().map(run).collect();
-    }
-    std::thread::scope(|s| {
-        // Thread j takes partitions j, j + threads, …; the caller is thread 0.
-        let handles: Vec<_> = (1..threads)
-            .map(|j| {
-                let (ranges, run) = (&ranges, &run);
-                s.spawn(move || ranges.iter().skip(j).step_by(threads).map(run).collect::<Vec<_>>())
-            })
-            .collect();
-        let mine: Vec<_> = ranges.iter().step_by(threads).map(run).collect();
-        let mut by_thread = vec![mine];
-        for h in handles {
-            by_thread.push(h.join().ok()?);
+    let slots: Vec<std::sync::Mutex<Option<Partial>>> = ranges.iter().map(|_| Default::default()).collect();
+    par_items(ranges.len(), |items| {
+        for p in items {
+            let partial = run(&ranges[p]);
+            if let Ok(mut slot) = slots[p].lock() {
+                *slot = partial;
+            }
         }
-        // Back into partition order.
-        let mut out = Vec::with_capacity(ranges.len());
-        for p in 0..ranges.len() {
-            out.push(by_thread[p % threads][p / threads].take()?);
-        }
-        Some(out)
-    })
+    });
+    slots.into_iter().map(|slot| slot.into_inner().ok().flatten()).collect()
+}
+
+/// The row ranges of the partitions of a batch of `rows`: at most
+/// [`PARTITIONS`], each a whole number of blocks (but the last).
+fn partition_ranges(rows: usize) -> Vec<(usize, usize)> {
+    let blocks = rows.div_ceil(TRAIN_BLOCK_ROWS);
+    let parts = blocks.clamp(1, PARTITIONS);
+    let per = blocks.div_ceil(parts) * TRAIN_BLOCK_ROWS;
+    (0..parts).map(|p| (p * per, ((p + 1) * per).min(rows))).filter(|(a, b)| a < b).collect()
 }
 
 /// The sums of one partition's rows, block by block.
@@ -283,7 +275,7 @@ mod tests {
 
     /// The blocked f32 gradients agree with the f64 tensor path on the same
     /// weights, for every supported activation and batch sizes around the
-    /// block and partition sizes; the thread count changes nothing.
+    /// block and partition sizes; the worker pool changes nothing.
     #[test]
     fn blocked_gradients_match_the_tensor_path() -> anyhow::Result<()> {
         let dev = Device::Cpu;
@@ -306,7 +298,7 @@ mod tests {
                     let scale = r.abs()?.max_all()?.to_scalar::<f64>()?;
                     assert!(err <= 1e-4 * scale.max(1e-3), "{act} {rows}: {err} vs {scale}");
                 }
-                // One thread or three: the same bits.
+                // On the worker pool or one partition after another: the same bits.
                 let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32");
                 let (x, y) = (flat(&i32_), flat(&t32));
                 let weights: Vec<_> = m32
@@ -318,14 +310,14 @@ mod tests {
                     .collect();
                 let net: Vec<Layer> =
                     weights.iter().map(|(w, b, (out, inp))| Layer { w, b, out: *out, inp: *inp }).collect();
-                let sums = |threads| -> Vec<(f64, Vec<Vec<f32>>)> {
-                    gradients_in_partitions(&net, act, &x, &y, rows, 0.5, threads)
-                        .expect("shapes")
-                        .into_iter()
-                        .map(|p| (p.sq, p.dw))
-                        .collect()
-                };
-                assert_eq!(sums(1), sums(3));
+                let pooled = gradients_in_partitions(&net, act, &x, &y, rows, 0.5).expect("shapes");
+                let in_turn: Vec<Partial> = partition_ranges(rows)
+                    .iter()
+                    .map(|&(a, b)| {
+                        partition(&net, act, &x[a * 3..b * 3], &y[a * 2..b * 2], 0.5).expect("shapes")
+                    })
+                    .collect();
+                assert_eq!(pooled, in_turn);
             }
         }
         Ok(())

@@ -127,10 +127,10 @@ impl OtCfmPipeline {
     /// [`push`](Self::push).
     ///
     /// Overlapping pays only where a core would otherwise sit idle: the
-    /// gradient pass uses every thread candle is given, and on two cores
-    /// (the 2-D benchmark, batch 256, a 2-core Zen 5 machine) the overlapped
-    /// step took 2.0–2.7 ms against 1.5–1.9 ms sequential, so `fm train` and
-    /// the benchmark run sequentially.
+    /// gradient pass uses every thread candle is given. On two cores (the
+    /// 2-D benchmark, batch 256, a 2-core Zen 5 machine) the overlapped step
+    /// measured no faster than the sequential one (1.50–1.60 ms against
+    /// 1.44–1.75 ms), so `fm train` and the benchmark run sequentially.
     pub fn new(overlap: bool) -> Self {
         Self { overlap, queue: VecDeque::new() }
     }
