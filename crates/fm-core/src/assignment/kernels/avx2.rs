@@ -22,33 +22,7 @@ impl Avx2 {
     }
 }
 
-impl RowKernels for Avx2 {
-    #[inline(always)]
-    fn relax_row(
-        self,
-        row: &[f64],
-        base: f64,
-        i: usize,
-        v: &[f64],
-        shortest: &mut [f64],
-        path: &mut [usize],
-    ) -> (f64, usize, f64) {
-        // SAFETY: `self` exists only on CPUs with AVX2.
-        unsafe { relax_row(row, base, i, v, shortest, path) }
-    }
-
-    #[inline(always)]
-    fn best_two(self, row: &[f32], v: &[f32]) -> (f32, usize, f32) {
-        // SAFETY: as above.
-        unsafe { best_two(row, v) }
-    }
-
-    #[inline(always)]
-    fn min_reduced(self, row: &[f64], v: &[f64]) -> f64 {
-        // SAFETY: as above.
-        unsafe { min_reduced(row, v) }
-    }
-}
+row_kernels_from_module_fns!(Avx2);
 
 /// `_mm256_loadu_pd(p)` hidden from the optimiser, which would otherwise
 /// fuse a load, blend and store back to the same address into a masked

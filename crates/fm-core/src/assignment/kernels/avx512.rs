@@ -18,33 +18,7 @@ impl Avx512 {
     }
 }
 
-impl RowKernels for Avx512 {
-    #[inline(always)]
-    fn relax_row(
-        self,
-        row: &[f64],
-        base: f64,
-        i: usize,
-        v: &[f64],
-        shortest: &mut [f64],
-        path: &mut [usize],
-    ) -> (f64, usize, f64) {
-        // SAFETY: `self` exists only on CPUs with AVX-512F.
-        unsafe { relax_row(row, base, i, v, shortest, path) }
-    }
-
-    #[inline(always)]
-    fn best_two(self, row: &[f32], v: &[f32]) -> (f32, usize, f32) {
-        // SAFETY: as above.
-        unsafe { best_two(row, v) }
-    }
-
-    #[inline(always)]
-    fn min_reduced(self, row: &[f64], v: &[f64]) -> f64 {
-        // SAFETY: as above.
-        unsafe { min_reduced(row, v) }
-    }
-}
+row_kernels_from_module_fns!(Avx512);
 
 /// # Safety
 /// The CPU must support AVX-512F.

@@ -114,6 +114,43 @@ fn best_two_tail(
     (b1, bj, b2)
 }
 
+/// Implements [`RowKernels`] for an instruction-set type `$ty` by calling the
+/// invoking module's `relax_row`, `best_two` and `min_reduced`, which are
+/// `unsafe` because they are compiled for that instruction set.
+#[cfg(target_arch = "x86_64")]
+macro_rules! row_kernels_from_module_fns {
+    ($ty:ty) => {
+        impl RowKernels for $ty {
+            #[inline(always)]
+            fn relax_row(
+                self,
+                row: &[f64],
+                base: f64,
+                i: usize,
+                v: &[f64],
+                shortest: &mut [f64],
+                path: &mut [usize],
+            ) -> (f64, usize, f64) {
+                // SAFETY: a value of this type exists only on CPUs with its
+                // instruction set (see its `detect`).
+                unsafe { relax_row(row, base, i, v, shortest, path) }
+            }
+
+            #[inline(always)]
+            fn best_two(self, row: &[f32], v: &[f32]) -> (f32, usize, f32) {
+                // SAFETY: as above.
+                unsafe { best_two(row, v) }
+            }
+
+            #[inline(always)]
+            fn min_reduced(self, row: &[f64], v: &[f64]) -> f64 {
+                // SAFETY: as above.
+                unsafe { min_reduced(row, v) }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
