@@ -253,7 +253,7 @@ const AUCTION_FIRST_EPS: f64 = 1e-2;
 const AUCTION_LAST_EPS: f64 = 1e-3;
 /// ε shrinks by this factor between auction phases.
 const AUCTION_SHRINK: f64 = 4.0;
-/// Bids computed together against the same prices (see the auction loop).
+/// Bids computed together against the same prices (see [`auction_phase`]).
 const AUCTION_GROUP: usize = 6;
 /// Bids allowed per auction phase, per row (a safety net; a phase on the
 /// 2-D benchmark takes about 5 per row).
@@ -303,9 +303,8 @@ fn auction_initialise<K: RowKernels>(
     }
     let mut eps = range * AUCTION_FIRST_EPS;
     let last = range * AUCTION_LAST_EPS;
-    let mut queue: Vec<usize> = Vec::with_capacity(n);
     loop {
-        let complete = auction_phase(k, &c32, n, &mut v32, eps as f32, col4row, row4col, &mut queue);
+        let complete = auction_phase(k, &c32, n, &mut v32, eps as f32, col4row, row4col);
         if eps <= last || !complete {
             break;
         }
@@ -337,9 +336,8 @@ fn auction_initialise<K: RowKernels>(
 /// `c32[i, j] − v32[j]`): every row starts unassigned and bids until all are
 /// assigned, each within `eps32` of its best column (ε-complementary
 /// slackness), or until [`AUCTION_BIDS_PER_ROW`]` · n` bids are spent
-/// (returns `false`, some rows unassigned). `queue` is scratch space.
+/// (returns `false`, some rows unassigned).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn auction_phase<K: RowKernels>(
     k: K,
     c32: &[f32],
@@ -348,12 +346,11 @@ fn auction_phase<K: RowKernels>(
     eps32: f32,
     col4row: &mut [usize],
     row4col: &mut [usize],
-    queue: &mut Vec<usize>,
 ) -> bool {
     col4row.fill(NONE);
     row4col.fill(NONE);
-    queue.clear();
-    queue.extend((0..n).rev());
+    // The unassigned rows, taken from the end.
+    let mut queue: Vec<usize> = (0..n).rev().collect();
     let mut budget = AUCTION_BIDS_PER_ROW * n;
     // Bids are computed a group at a time against the same prices, so that
     // their row scans overlap in the CPU, and then placed in turn. A bid
@@ -806,18 +803,10 @@ mod tests {
             .collect();
         let mut v32: Vec<f32> =
             (0..n).map(|j| (0..n).map(|i| c32[i * n + j]).fold(f32::INFINITY, f32::min)).collect();
-        let (mut col4row, mut row4col, mut queue) = (vec![NONE; n], vec![NONE; n], Vec::new());
+        let (mut col4row, mut row4col) = (vec![NONE; n], vec![NONE; n]);
         for eps in [0.1f32, 0.01, 0.001] {
-            let complete = auction_phase(
-                kernels::Portable,
-                &c32,
-                n,
-                &mut v32,
-                eps,
-                &mut col4row,
-                &mut row4col,
-                &mut queue,
-            );
+            let complete =
+                auction_phase(kernels::Portable, &c32, n, &mut v32, eps, &mut col4row, &mut row4col);
             assert!(complete, "ε = {eps}: the bid budget ran out");
             for i in 0..n {
                 let j = col4row[i];
