@@ -14,7 +14,7 @@
 //! an `ε` at which the cost range is 16 ε.
 //!
 //! The loops are written to vectorise: the exponentials by
-//! [`exp_f64`](crate::fast_exp::exp_f64), the sums and maxima in sixteen
+//! [`exp_f64`], the sums and maxima in sixteen
 //! interleaved partial results, and the whole solver compiled for AVX2 or
 //! AVX-512 where the CPU has them (chosen at run time; the same bits
 //! either way). On SB-CFM's 256 × 256 problem (two moons, `ε = 0.02`, 200
