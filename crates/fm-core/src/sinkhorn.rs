@@ -187,17 +187,18 @@ pub fn sinkhorn(
     if let Some(k) = cost.iter().position(|c| !c.is_finite()) {
         return Err(Error::invalid("cost", format!("entry {k} is {}; costs must be finite", cost[k])));
     }
+    let problem = Problem { cost, n: n_rows, m: n_cols, reg, max_iters, tol };
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F.
-        return Ok(unsafe { simd::solve_avx512(cost, n_rows, n_cols, reg, max_iters, tol) });
+        return Ok(unsafe { simd::solve_avx512(&problem) });
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2.
-        return Ok(unsafe { simd::solve_avx2(cost, n_rows, n_cols, reg, max_iters, tol) });
+        return Ok(unsafe { simd::solve_avx2(&problem) });
     }
-    Ok(solve(cost, n_rows, n_cols, reg, max_iters, tol))
+    Ok(solve(&problem))
 }
 
 /// The solver compiled for AVX2 or AVX-512: the compiler vectorises its
@@ -205,41 +206,38 @@ pub fn sinkhorn(
 /// fixed order), so the result is bit-identical to the baseline build's.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::Sinkhorn;
+    use super::{Problem, Sinkhorn};
 
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn solve_avx2(
-        cost: &[f64],
-        n: usize,
-        m: usize,
-        reg: f64,
-        iters: usize,
-        tol: f64,
-    ) -> Sinkhorn {
-        super::solve(cost, n, m, reg, iters, tol)
+    pub(super) unsafe fn solve_avx2(p: &Problem) -> Sinkhorn {
+        super::solve(p)
     }
 
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn solve_avx512(
-        cost: &[f64],
-        n: usize,
-        m: usize,
-        reg: f64,
-        iters: usize,
-        tol: f64,
-    ) -> Sinkhorn {
-        super::solve(cost, n, m, reg, iters, tol)
+    pub(super) unsafe fn solve_avx512(p: &Problem) -> Sinkhorn {
+        super::solve(p)
     }
+}
+
+/// A validated problem: `n × m` costs, the target `ε`, the iteration cap
+/// and the row-marginal tolerance.
+struct Problem<'a> {
+    cost: &'a [f64],
+    n: usize,
+    m: usize,
+    reg: f64,
+    max_iters: usize,
+    tol: f64,
 }
 
 /// [`sinkhorn`] on validated input; inlined into each instruction-set
 /// variant.
 #[inline(always)]
-fn solve(cost: &[f64], n: usize, m: usize, reg: f64, max_iters: usize, tol: f64) -> Sinkhorn {
+fn solve(&Problem { cost, n, m, reg, max_iters, tol }: &Problem) -> Sinkhorn {
     let (ra, cb) = (1.0 / n as f64, 1.0 / m as f64);
     let (lo, hi) = cost.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &c| (l.min(c), h.max(c)));
     let range = hi - lo;
@@ -462,18 +460,19 @@ mod tests {
                     (x[2 * i] - y[2 * j]).powi(2) + (x[2 * i + 1] - y[2 * j + 1]).powi(2)
                 })
                 .collect();
-            let base = solve(&cost, n, m, eps, iters, 1e-9);
+            let p = Problem { cost: &cost, n, m, reg: eps, max_iters: iters, tol: 1e-9 };
+            let base = solve(&p);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             let mut variants = Vec::new();
             #[cfg(target_arch = "x86_64")]
             {
                 if std::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU supports AVX2.
-                    variants.push(unsafe { simd::solve_avx2(&cost, n, m, eps, iters, 1e-9) });
+                    variants.push(unsafe { simd::solve_avx2(&p) });
                 }
                 if std::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU supports AVX-512F.
-                    variants.push(unsafe { simd::solve_avx512(&cost, n, m, eps, iters, 1e-9) });
+                    variants.push(unsafe { simd::solve_avx512(&p) });
                 }
             }
             for v in variants {
