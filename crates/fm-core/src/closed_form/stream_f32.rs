@@ -22,7 +22,8 @@ use crate::fast_exp::exp_f32;
 const CHUNK: usize = 256;
 
 /// The weighted sums of one pass: `acc (b, d) = Σᵢ exp(Lᵢ − m) x⁽ⁱ⁾` and
-/// `sum (b) = Σᵢ exp(Lᵢ − m)`, with `m (b)` each row's largest logit.
+/// `sum (b) = Σᵢ exp(Lᵢ − m)`, with `m (b)` each row's largest logit (while
+/// the pass runs: over the points streamed so far).
 pub(super) struct StreamedF32 {
     pub(super) acc: Vec<f32>,
     pub(super) sum: Vec<f32>,
@@ -165,9 +166,8 @@ fn stream_rows(
     assert!(data.len() >= n * d && xq_scaled.len() >= b * d, "stream: slices shorter than their shapes");
     let chunk = chunk.clamp(1, CHUNK).min(n.max(1));
     let mut logits = vec![0.0f32; b * chunk];
-    let mut acc = vec![0.0f32; b * d];
-    let mut sum = vec![0.0f32; b];
-    let mut max = vec![f32::NEG_INFINITY; b];
+    let mut state =
+        StreamedF32 { acc: vec![0.0f32; b * d], sum: vec![0.0f32; b], max: vec![f32::NEG_INFINITY; b] };
     let mut start = 0;
     while start < n {
         let len = chunk.min(n - start);
@@ -200,7 +200,7 @@ fn stream_rows(
                 parallelism,
             );
         }
-        weigh_chunk(g, len, &sq_norms[start..start + len], c, &mut max, &mut sum, &mut acc, d);
+        weigh_chunk(g, len, &sq_norms[start..start + len], c, &mut state, d);
         // acc (b, d) += g (b, len) · points (len, d).
         // SAFETY: as above, with `acc` holding b·d elements.
         unsafe {
@@ -208,7 +208,7 @@ fn stream_rows(
                 b,
                 d,
                 len,
-                acc.as_mut_ptr(),
+                state.acc.as_mut_ptr(),
                 1,
                 d as isize,
                 true,
@@ -228,7 +228,7 @@ fn stream_rows(
         }
         start += len;
     }
-    StreamedF32 { acc, sum, max }
+    state
 }
 
 /// `eˣ` for `x ≤ 0`, and exactly 0 where it would be subnormal or underflow
@@ -244,33 +244,23 @@ fn weight(x: f32) -> f32 {
 }
 
 /// Turns one chunk's raw products `g (b, len)` into weights in place:
-/// `Lᵢ = gᵢ + c_q rᵢ`, the row max `m` raised to cover them (rescaling the
-/// row's `sum` and `acc` by `exp(m_old − m_new)`), then `gᵢ ← exp(Lᵢ − m)`
-/// and `sum += Σᵢ gᵢ`.
-#[allow(clippy::too_many_arguments)]
-fn weigh_chunk(
-    g: &mut [f32],
-    len: usize,
-    r: &[f32],
-    c: &[f32],
-    max: &mut [f32],
-    sum: &mut [f32],
-    acc: &mut [f32],
-    d: usize,
-) {
+/// `Lᵢ = gᵢ + c_q rᵢ`, the row max `m` of `state` raised to cover them
+/// (rescaling the row's `sum` and `acc` by `exp(m_old − m_new)`), then
+/// `gᵢ ← exp(Lᵢ − m)` and `sum += Σᵢ gᵢ`.
+fn weigh_chunk(g: &mut [f32], len: usize, r: &[f32], c: &[f32], state: &mut StreamedF32, d: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the features were detected on this CPU just above.
-        unsafe { weigh_chunk_avx512(g, len, r, c, max, sum, acc, d) };
+        unsafe { weigh_chunk_avx512(g, len, r, c, state, d) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the features were detected on this CPU just above.
-        unsafe { weigh_chunk_avx2(g, len, r, c, max, sum, acc, d) };
+        unsafe { weigh_chunk_avx2(g, len, r, c, state, d) };
         return;
     }
-    weigh_chunk_loop(g, len, r, c, max, sum, acc, d)
+    weigh_chunk_loop(g, len, r, c, state, d)
 }
 
 /// [`weigh_chunk_loop`] compiled with AVX2 and FMA (bit-identical results:
@@ -280,18 +270,15 @@ fn weigh_chunk(
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn weigh_chunk_avx2(
     g: &mut [f32],
     len: usize,
     r: &[f32],
     c: &[f32],
-    max: &mut [f32],
-    sum: &mut [f32],
-    acc: &mut [f32],
+    state: &mut StreamedF32,
     d: usize,
 ) {
-    weigh_chunk_loop(g, len, r, c, max, sum, acc, d)
+    weigh_chunk_loop(g, len, r, c, state, d)
 }
 
 /// [`weigh_chunk_loop`] compiled with AVX-512 and FMA (bit-identical
@@ -301,18 +288,15 @@ unsafe fn weigh_chunk_avx2(
 /// The CPU must support AVX-512F and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn weigh_chunk_avx512(
     g: &mut [f32],
     len: usize,
     r: &[f32],
     c: &[f32],
-    max: &mut [f32],
-    sum: &mut [f32],
-    acc: &mut [f32],
+    state: &mut StreamedF32,
     d: usize,
 ) {
-    weigh_chunk_loop(g, len, r, c, max, sum, acc, d)
+    weigh_chunk_loop(g, len, r, c, state, d)
 }
 
 /// Independent lanes of the running maxima and sums: one AVX-512 register,
@@ -320,17 +304,8 @@ unsafe fn weigh_chunk_avx512(
 const LANES: usize = 16;
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn weigh_chunk_loop(
-    g: &mut [f32],
-    len: usize,
-    r: &[f32],
-    c: &[f32],
-    max: &mut [f32],
-    sum: &mut [f32],
-    acc: &mut [f32],
-    d: usize,
-) {
+fn weigh_chunk_loop(g: &mut [f32], len: usize, r: &[f32], c: &[f32], state: &mut StreamedF32, d: usize) {
+    let StreamedF32 { acc, sum, max } = state;
     let r = &r[..len];
     for (q, row) in g.chunks_exact_mut(len).enumerate() {
         let cq = c[q];
