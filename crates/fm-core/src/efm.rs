@@ -162,39 +162,23 @@ where
     Ok((u - target)?.sqr()?.mean_all()?)
 }
 
-/// One EFM optimisation step on the data batch `x1` (rows of `train_set`):
-/// draws `t` and `x₀` from `rng` as [`crate::loss::draw_source_and_time`]
-/// does, then the `M − 1` extra references, takes one optimiser step and
-/// returns the batch loss.
-///
-/// Fails with [`Error::InvalidArgument`] if the loss is NaN or infinite,
-/// before the optimiser touches the weights.
-#[allow(clippy::too_many_arguments)]
-pub fn efm_train_step<V, S, O>(
+/// The EFM loss of one training batch `x1` (rows of `train_set`): draws `t`
+/// and `x₀` from `rng` as [`crate::loss::draw_source_and_time`] does, then
+/// the `M − 1` extra references.
+pub fn efm_batch_loss<V, S>(
     field: &V,
     path: &AffinePath<S>,
-    opt: &mut O,
     x1: &Tensor,
     train_set: &Tensor,
     m: usize,
     rng: &mut SeededRng,
-) -> Result<f64>
+) -> Result<Tensor>
 where
     V: VelocityField + ?Sized,
     S: Scheduler,
-    O: candle_nn::Optimizer,
 {
     let (x0, t) = crate::loss::draw_source_and_time(x1, rng)?;
-    let loss = efm_loss(field, path, &x0, x1, &t, train_set, m, rng)?;
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if !value.is_finite() {
-        return Err(Error::invalid(
-            "loss",
-            format!("the training loss became {value}; lower the learning rate"),
-        ));
-    }
-    opt.backward_step(&loss)?;
-    Ok(value)
+    efm_loss(field, path, &x0, x1, &t, train_set, m, rng)
 }
 
 /// Total variance `Σ_k Var[v_k]` over the rows of `samples` (`(N, ...)`), in `f64`:

@@ -8,11 +8,11 @@
 //!   polynomial, cosine, VP and linear-VP.
 //! - [`path`]: [`path::AffinePath`] samples `x_t` and its target velocity, and
 //!   converts between velocity, noise and data predictions.
-//! - [`loss`]: the CFM loss and a training step for any [`VelocityField`].
+//! - [`loss`]: the CFM loss of any [`VelocityField`], for given draws or a batch.
 //! - [`coupling`]: minibatch couplings — independent, exact OT (a true
 //!   permutation) and log-domain Sinkhorn, optionally within classes.
 //! - [`matcher`]: torchcfm's matchers (I-CFM, OT-CFM, SB-CFM, Lipman's
-//!   target FM, the VP stochastic interpolant) with a loss and training step.
+//!   target FM, the VP stochastic interpolant) with their losses.
 //! - [`straightness`]: how far a field's ODE trajectories are from straight lines.
 //! - [`closed_form`]: [`closed_form::EmpiricalVelocity`], the exact CFM
 //!   minimiser `û*` for an empirical (training-set) distribution, streamed

@@ -1,4 +1,4 @@
-//! The conditional flow matching (CFM) loss and a training step.
+//! The conditional flow matching (CFM) loss, for given draws or for a batch.
 //!
 //! `L_CFM(θ) = E_{t, x₀, x₁} ‖u_θ(x_t, t) − (α̇_t x₁ + σ̇_t x₀)‖²`, averaged
 //! over coordinates and batch (PyTorch's `MSELoss` convention). On the CondOT
@@ -6,11 +6,10 @@
 //! variance `E‖ẋ_t − u(x_t, t)‖²` (the irreducible floor).
 
 use candle::Tensor;
-use candle_nn::Optimizer;
 
 use crate::path::AffinePath;
 use crate::scheduler::Scheduler;
-use crate::{Error, Result, SeededRng, VelocityField};
+use crate::{Result, SeededRng, VelocityField};
 
 /// The CFM regression loss for given `(x₀, x₁, t)`: a scalar tensor.
 ///
@@ -36,34 +35,24 @@ pub fn draw_source_and_time(x1: &Tensor, rng: &mut SeededRng) -> Result<(Tensor,
     Ok((x0, t))
 }
 
-/// One CFM optimisation step on the data batch `x1`: draws `t` and `x₀` from
-/// `rng`, takes one optimiser step, and returns the batch loss.
+/// The CFM loss of one training batch: draws `t` and `x₀` from `rng` (as
+/// [`draw_source_and_time`]) for the data batch `x1`. The optimiser step is
+/// the caller's (`fm_pipeline` runs it; `loss.backward()` gives the gradients).
 ///
-/// Fails with [`Error::InvalidArgument`] if the loss is NaN or infinite, before
-/// the optimiser touches the weights.
-pub fn cfm_train_step<V, S, O>(
+/// # Shapes
+/// - `x1`: `(b, ...)`; returns a scalar
+pub fn cfm_batch_loss<V, S>(
     field: &V,
     path: &AffinePath<S>,
-    opt: &mut O,
     x1: &Tensor,
     rng: &mut SeededRng,
-) -> Result<f64>
+) -> Result<Tensor>
 where
     V: VelocityField + ?Sized,
     S: Scheduler,
-    O: Optimizer,
 {
     let (x0, t) = draw_source_and_time(x1, rng)?;
-    let loss = cfm_loss(field, path, &x0, x1, &t)?;
-    let value = loss.to_dtype(candle::DType::F64)?.to_scalar::<f64>()?;
-    if !value.is_finite() {
-        return Err(Error::invalid(
-            "loss",
-            format!("the training loss became {value}; lower the learning rate"),
-        ));
-    }
-    opt.backward_step(&loss)?;
-    Ok(value)
+    cfm_loss(field, path, &x0, x1, &t)
 }
 
 #[cfg(test)]

@@ -40,7 +40,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle::Tensor;
-use candle_nn::Optimizer;
 
 use crate::coupling::{Coupling, DEFAULT_SINKHORN_ITERS};
 use crate::loss::draw_source_and_time;
@@ -289,61 +288,38 @@ where
     Ok((u - s.dx_t)?.sqr()?.mean_all()?)
 }
 
-/// One optimisation step of `matcher` on the data batch `x1`: draws `t` and
+/// The loss of `matcher` on one training batch `x1`: draws `t` and
 /// `x₀ ~ N(0, I)` as [`draw_source_and_time`], re-pairs them with the
-/// matcher's coupling, draws `ε`, and takes one optimiser step. Returns the
-/// batch loss.
-///
-/// Fails with [`Error::InvalidArgument`] if the loss is NaN or infinite,
-/// before the optimiser touches the weights.
+/// matcher's coupling and draws `ε` ([`matcher_batch_loss_from`]).
 ///
 /// # Shapes
-/// - `x1`: `(b, ...)`
-pub fn matcher_train_step<V, O>(
-    field: &V,
-    matcher: &Matcher,
-    opt: &mut O,
-    x1: &Tensor,
-    rng: &mut SeededRng,
-) -> Result<f64>
+/// - `x1`: `(b, ...)`; returns a scalar
+pub fn matcher_batch_loss<V>(field: &V, matcher: &Matcher, x1: &Tensor, rng: &mut SeededRng) -> Result<Tensor>
 where
     V: VelocityField + ?Sized,
-    O: Optimizer,
 {
     let (x0, t) = draw_source_and_time(x1, rng)?;
-    matcher_train_step_from(field, matcher, opt, &x0, x1, &t, rng)
+    matcher_batch_loss_from(field, matcher, &x0, x1, &t, rng)
 }
 
-/// As [`matcher_train_step`], for a given source batch `x0` (any source
+/// As [`matcher_batch_loss`], for a given source batch `x0` (any source
 /// distribution) and times `t`: re-pairs `(x0, x1)` with the matcher's
-/// coupling, draws `ε` from `rng`, and takes one optimiser step. Returns the
-/// batch loss.
+/// coupling and draws `ε` from `rng`.
 ///
 /// # Shapes
 /// - `x0`, `x1`: `(b, ...)`
-/// - `t`: `(b,)`
-pub fn matcher_train_step_from<V, O>(
+/// - `t`: `(b,)`; returns a scalar
+pub fn matcher_batch_loss_from<V>(
     field: &V,
     matcher: &Matcher,
-    opt: &mut O,
     x0: &Tensor,
     x1: &Tensor,
     t: &Tensor,
     rng: &mut SeededRng,
-) -> Result<f64>
+) -> Result<Tensor>
 where
     V: VelocityField + ?Sized,
-    O: Optimizer,
 {
     let c = matcher.coupling().couple(x0, x1, None, false, rng)?;
-    let loss = matcher_loss(field, matcher, &c.x0, &c.x1, t, rng)?;
-    let value = loss.to_dtype(candle::DType::F64)?.to_scalar::<f64>()?;
-    if !value.is_finite() {
-        return Err(Error::invalid(
-            "loss",
-            format!("the training loss became {value}; lower the learning rate"),
-        ));
-    }
-    opt.backward_step(&loss)?;
-    Ok(value)
+    matcher_loss(field, matcher, &c.x0, &c.x1, t, rng)
 }

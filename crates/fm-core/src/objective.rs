@@ -15,8 +15,7 @@
 //! network defines. With the velocity parametrization, uniform weighting,
 //! CFM and no penalty it is [`crate::loss::cfm_loss`].
 
-use candle::{DType, Tensor};
-use candle_nn::Optimizer;
+use candle::Tensor;
 
 use crate::divergence::Probe;
 use crate::efm::efm_target;
@@ -170,49 +169,21 @@ where
     Ok(ObjectiveLoss { total, fit, jacobian })
 }
 
-/// The values of one step's loss parts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepLoss {
-    /// The minimised loss.
-    pub total: f64,
-    /// The weighted regression loss.
-    pub fit: f64,
-    /// The Jacobian estimate, if penalised.
-    pub jacobian: Option<f64>,
-}
-
-/// One optimisation step of `spec` on the data batch `x1`: draws `t` and
-/// `x₀` as [`crate::loss::draw_source_and_time`] does, then the EFM
-/// references and the probes, takes one optimiser step on the total loss.
-///
-/// Fails with [`Error::InvalidArgument`] if the loss is NaN or infinite,
-/// before the optimiser touches the weights.
-pub fn objective_train_step<F, S, O>(
+/// The loss of `spec` on one training batch `x1`: draws `t` and `x₀` as
+/// [`crate::loss::draw_source_and_time`] does, then the EFM references and
+/// the probes ([`objective_loss`]).
+pub fn objective_batch_loss<F, S>(
     net: &F,
     path: &AffinePath<S>,
     spec: &ObjectiveSpec,
-    opt: &mut O,
     x1: &Tensor,
     train_set: Option<&Tensor>,
     rng: &mut SeededRng,
-) -> Result<StepLoss>
+) -> Result<ObjectiveLoss>
 where
     F: JvpField + ?Sized,
     S: Scheduler,
-    O: Optimizer,
 {
     let (x0, t) = crate::loss::draw_source_and_time(x1, rng)?;
-    let l = objective_loss(net, path, spec, &x0, x1, &t, train_set, rng)?;
-    let scalar = |x: &Tensor| -> Result<f64> { Ok(x.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
-    let total = scalar(&l.total)?;
-    if !total.is_finite() {
-        return Err(Error::invalid(
-            "loss",
-            format!("the training loss became {total}; lower the learning rate"),
-        ));
-    }
-    let step =
-        StepLoss { total, fit: scalar(&l.fit)?, jacobian: l.jacobian.as_ref().map(scalar).transpose()? };
-    opt.backward_step(&l.total)?;
-    Ok(step)
+    objective_loss(net, path, spec, &x0, x1, &t, train_set, rng)
 }

@@ -10,7 +10,7 @@
 //! ```
 use candle::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use fm_core::loss::cfm_train_step;
+use fm_core::loss::cfm_batch_loss;
 use fm_core::metrics::energy_distance;
 use fm_core::path::AffinePath;
 use fm_core::scheduler::CondOtScheduler;
@@ -53,7 +53,9 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     let mut tail = Vec::new();
     for step in 0..steps {
         let x1 = moons(256, &mut rng)?;
-        let loss = cfm_train_step(&model, &path, &mut opt, &x1, &mut rng)?;
+        let batch_loss = cfm_batch_loss(&model, &path, &x1, &mut rng)?;
+        opt.backward_step(&batch_loss)?;
+        let loss = batch_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if step >= steps - steps / 10 {
             tail.push(loss);
         }

@@ -25,7 +25,7 @@
 //! ```
 //! use candle::{DType, Device};
 //! use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-//! use fm_core::{loss::cfm_train_step, path::AffinePath, scheduler::CondOtScheduler, SeededRng};
+//! use fm_core::{loss::cfm_batch_loss, path::AffinePath, scheduler::CondOtScheduler, SeededRng};
 //! use fm_models::{MlpConfig, VelocityMlp};
 //!
 //! # fn main() -> anyhow::Result<()> {
@@ -34,8 +34,9 @@
 //! let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() })?;
 //! let path = AffinePath::new(CondOtScheduler);
 //! let x1 = rng.normal((256, 2), DType::F32, &Device::Cpu)?; // stand-in data
-//! let loss = cfm_train_step(&model, &path, &mut opt, &x1, &mut rng)?;
-//! assert!(loss.is_finite());
+//! let loss = cfm_batch_loss(&model, &path, &x1, &mut rng)?;
+//! opt.backward_step(&loss)?;
+//! assert!(loss.to_scalar::<f32>()?.is_finite());
 //! # Ok(())
 //! # }
 //! ```

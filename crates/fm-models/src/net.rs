@@ -3,6 +3,7 @@
 
 use candle::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use fm_core::jacobian::JvpField;
 use fm_core::{DivergenceField, SeededRng, VelocityField};
 
 use crate::unet::{DropoutRng, UNet};
@@ -93,6 +94,20 @@ impl DivergenceField for VelocityNet {
                 "divergence",
                 "the U-Net has no exact divergence here; use the Hutchinson estimator (--hutchinson K)"
                     .to_string(),
+            )),
+        }
+    }
+}
+
+impl JvpField for VelocityNet {
+    /// The MLP's forward-mode Jacobian–vector products; a U-Net has none
+    /// (its likelihood uses autograd).
+    fn velocity_and_jvp(&self, x: &Tensor, t: &Tensor, v: &Tensor) -> fm_core::Result<(Tensor, Tensor)> {
+        match self {
+            Self::Mlp(m) => JvpField::velocity_and_jvp(m, x, t, v),
+            Self::UNet(_) => Err(fm_core::Error::invalid(
+                "jvp",
+                "the U-Net has no forward-mode Jacobian–vector product here".to_string(),
             )),
         }
     }
