@@ -12,6 +12,9 @@ pub enum Error {
     /// An fm-models operation failed.
     #[error(transparent)]
     Models(#[from] fm_models::Error),
+    /// A run, a load or a sampler of the pipeline failed.
+    #[error(transparent)]
+    Pipeline(#[from] fm_pipeline::Error),
     /// An ODE solve failed.
     #[error(transparent)]
     Solvers(#[from] fm_solvers::Error),

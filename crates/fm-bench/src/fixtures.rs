@@ -2,9 +2,14 @@
 //! `xtask/python/peer.py`, so that fm and PyTorch run on identical inputs
 //! (which matters for adaptive solvers, whose NFE depends on the field).
 
+use std::collections::HashMap;
+
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use fm_models::{Activation, MlpConfig, VelocityMlp};
+use fm_data::images::ImageSet;
+use fm_models::checkpoint::{varmap_tensors, Checkpoint, CheckpointConfig};
+use fm_models::{Activation, MlpConfig, ModelConfig, VelocityMlp};
+use fm_pipeline::{Run, RunConfig, RunRecord, RunSettings, Trained, TrainingData};
 
 use crate::Result;
 
@@ -54,6 +59,57 @@ pub fn deterministic_mlp(config: &MlpConfig, device: &Device) -> Result<(Velocit
     }
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     Ok((VelocityMlp::new(config, vb)?, varmap))
+}
+
+/// The deterministic weights of [`bench_mlp_config`] by name.
+pub fn deterministic_weights(device: &Device) -> Result<HashMap<String, Tensor>> {
+    let (_, varmap) = deterministic_mlp(&bench_mlp_config(), device)?;
+    Ok(varmap_tensors(&varmap)?.into_iter().collect())
+}
+
+/// `n` fixed [`points`] of dimension `d` as a run's data.
+pub fn points_data(n: usize, d: usize) -> Result<TrainingData> {
+    let v = points(n, d, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(TrainingData::from_points("points", v, d)?)
+}
+
+/// `n` deterministic `1×28×28` 8-bit "images" (training and test split alike).
+pub fn bench_images(n: usize) -> Result<TrainingData> {
+    let pixels: Vec<u8> =
+        (0..n * 784).map(|m| (127.5 + 120.0 * (1.7 * m as f64 + 0.5).sin()) as u8).collect();
+    let set = ImageSet {
+        pixels,
+        labels: None,
+        n,
+        channels: 1,
+        height: 28,
+        width: 28,
+        levels: 256,
+        source: "bench images".into(),
+    };
+    Ok(TrainingData::from_images(set.clone(), set, 0)?)
+}
+
+/// A run of `config` on `data` as `fm train` makes it (nothing is written);
+/// with `mlp_weights` the benchmark MLP's deterministic weights replace the fresh ones.
+pub fn bench_run(config: &RunConfig, data: TrainingData, mlp_weights: bool) -> Result<Run> {
+    let settings = RunSettings::resolve(config)?;
+    let model = settings.family.configure(&settings, &data)?;
+    let mut run = Run::with_data(settings, data, model, &Device::Cpu)?;
+    if mlp_weights {
+        run.load_weights(&deterministic_weights(&Device::Cpu)?)?;
+    }
+    Ok(run)
+}
+
+/// The benchmark MLP with its deterministic weights, as `fm sample` and `fm
+/// likelihood` load a checkpoint (velocity parametrization, N(0, I) source).
+pub fn bench_trained_mlp() -> Result<Trained> {
+    let mut config = CheckpointConfig::new(ModelConfig::Mlp(bench_mlp_config()));
+    let record = RunRecord { data: "points".into(), objective: "cfm".into(), ..RunRecord::default() };
+    config.training = serde_json::to_value(record).map_err(|e| crate::Error::Request(e.to_string()))?;
+    let ckpt = Checkpoint { dir: "bench".into(), config, tensors: deterministic_weights(&Device::Cpu)? };
+    Ok(Trained::from_checkpoint(ckpt, &Device::Cpu)?)
 }
 
 #[cfg(test)]

@@ -22,10 +22,8 @@ pub mod fixtures;
 pub mod gemm;
 pub mod likelihood;
 pub mod memory;
-pub mod realnvp_train;
 pub mod sample;
 pub mod train;
-pub mod unet_train;
 mod workload;
 
 pub use error::{Error, Result};

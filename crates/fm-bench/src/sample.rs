@@ -1,45 +1,42 @@
-//! Sampling: integrate the benchmark MLP's field from noise (t = 0) to data (t = 1).
+//! Sampling as `fm sample` does it: [`Trained::sample_from`] of the benchmark
+//! MLP — the ODE solve from noise at t = 0 to data at t = 1 and the samples in
+//! data units — from the deterministic points the PyTorch peer starts from
+//! (an adaptive solver's NFE depends on them), instead of seeded normal draws.
 
 use candle::{Device, Tensor};
-use fm_core::AsOde;
-use fm_models::VelocityMlp;
-use fm_solvers::{Dopri5, Euler, OdeSolver, TimeGrid};
+use fm_pipeline::{SampleRequest, SolverChoice, Trained};
 
-use crate::fixtures::{bench_mlp_config, deterministic_mlp, points};
+use crate::fixtures::{bench_trained_mlp, points};
 use crate::workload::{RunInfo, Workload};
 use crate::Result;
 
 /// `n` points through Euler with a fixed number of steps, or through Dopri5.
 pub struct Sampling {
-    model: VelocityMlp,
+    model: Trained,
     x0: Tensor,
-    solver: Box<dyn OdeSolver>,
-    grid: TimeGrid,
+    request: SampleRequest,
 }
 
 impl Sampling {
     /// Euler with `steps` steps.
     pub fn euler(n: usize, steps: usize) -> Result<Self> {
-        Self::with(n, Box::new(Euler), TimeGrid::uniform(0.0, 1.0, steps)?)
+        Self::with(n, SolverChoice::new("euler", steps, 1e-5, 1e-5)?)
     }
 
     /// Dopri5 with `rtol = atol = tol`.
     pub fn dopri5(n: usize, tol: f64) -> Result<Self> {
-        Self::with(n, Box::new(Dopri5::new(tol, tol)?), TimeGrid::uniform(0.0, 1.0, 1)?)
+        Self::with(n, SolverChoice::new("dopri5", 1, tol, tol)?)
     }
 
-    fn with(n: usize, solver: Box<dyn OdeSolver>, grid: TimeGrid) -> Result<Self> {
-        let device = Device::Cpu;
-        // Plain tensors, not variables: inference builds no autograd graph.
-        let (model, _varmap) = deterministic_mlp(&bench_mlp_config(), &device)?;
-        let model = model.detached()?;
-        Ok(Self { model, x0: points(n, 2, &device)?, solver, grid })
+    fn with(n: usize, solver: SolverChoice) -> Result<Self> {
+        let x0 = points(n, 2, &Device::Cpu)?;
+        Ok(Self { model: bench_trained_mlp()?, x0, request: SampleRequest::new(n, 0, solver) })
     }
 }
 
 impl Workload for Sampling {
     fn run(&mut self) -> Result<RunInfo> {
-        let sol = self.solver.solve(&AsOde(&self.model), &self.x0, &self.grid)?;
-        Ok(RunInfo { nfe: Some(sol.stats.nfe), flops: None })
+        let s = self.model.sample_from(&self.x0, &self.request)?;
+        Ok(RunInfo { nfe: Some(s.nfe), flops: None })
     }
 }

@@ -1,99 +1,71 @@
-//! The CFM training step: MLP `3 → 256 → 256 → 256 → 2` (SiLU), AdamW, f32.
+//! Training steps as `fm train` takes them: one [`Run::step`] of the pipeline
+//! (batch drawn from the run's data stream, the family's step, Adam), for the
+//! CFM and exact OT-CFM MLP `3 → 256 → 256 → 256 → 2` (SiLU, AdamW with
+//! PyTorch's defaults `lr = 1e-3`, `weight_decay = 0.01`), the MNIST U-Net and
+//! the MNIST RealNVP.
 
-use candle::{Device, Tensor};
-use fm_core::loss::draw_source_and_time;
-use fm_core::matcher::{Matcher, MatcherKind};
-use fm_core::path::AffinePath;
-use fm_core::scheduler::SchedulerKind;
-use fm_core::SeededRng;
-use fm_models::optim::{Adam, AdamParams};
-use fm_models::{mlp_cfm_train_step, DrawnBatch, OtCfmPipeline, VelocityMlp};
+use fm_pipeline::{Run, RunConfig};
 
-use crate::fixtures::{bench_mlp_config, deterministic_mlp, points};
+use crate::fixtures::{bench_images, bench_run, points_data};
 use crate::workload::{RunInfo, Workload};
 use crate::Result;
 
-/// One CFM step per run on a fixed data batch, with fresh `t` and `x₀` each step
-/// (as `fm train` does, with its explicit backward pass); AdamW with PyTorch's defaults (`lr = 1e-3`, `weight_decay = 0.01`).
-pub struct CfmTraining {
-    model: VelocityMlp,
-    opt: Adam,
-    path: AffinePath<SchedulerKind>,
-    x1: Tensor,
-    rng: SeededRng,
+/// One training step of a run per call.
+pub struct Training {
+    run: Run,
 }
 
-impl CfmTraining {
-    /// The workload for batch size `batch`.
-    pub fn new(batch: usize) -> Result<Self> {
-        let device = Device::Cpu;
-        let (model, varmap) = deterministic_mlp(&bench_mlp_config(), &device)?;
-        let opt = Adam::new(&varmap, AdamParams { weight_decay: 0.01, ..AdamParams::default() })?;
-        Ok(Self {
-            model,
-            opt,
-            path: AffinePath::new(SchedulerKind::CondOt),
-            x1: points(batch, 2, &device)?,
-            rng: SeededRng::new(0),
-        })
+impl Training {
+    /// CFM on the benchmark MLP, batch `batch`, drawn from `batch` fixed points.
+    pub fn cfm(batch: usize) -> Result<Self> {
+        Self::mlp(batch, None)
+    }
+
+    /// Exact OT-CFM (torchcfm's `ExactOptimalTransportConditionalFlowMatcher`,
+    /// `σ = 0`): the batch re-paired by the exact OT permutation, then the
+    /// same step as [`Training::cfm`] (sequential coupling pipeline).
+    pub fn ot_cfm(batch: usize) -> Result<Self> {
+        Self::mlp(batch, Some("otcfm"))
+    }
+
+    fn mlp(batch: usize, matcher: Option<&str>) -> Result<Self> {
+        let config = RunConfig {
+            hidden: Some(vec![256, 256, 256]),
+            activation: Some("silu".into()),
+            lr: Some(1e-3),
+            weight_decay: Some(0.01),
+            batch_size: Some(batch),
+            matcher: matcher.map(str::to_string),
+            ..RunConfig::default()
+        };
+        Ok(Self { run: bench_run(&config, points_data(batch, 2)?, true)? })
+    }
+
+    /// The MNIST U-Net (`mnist` preset: torchcfm's MNIST example), Adam `lr = 1e-3`.
+    pub fn unet(batch: usize) -> Result<Self> {
+        let config = RunConfig {
+            model: Some("unet".into()),
+            data: Some("images".into()),
+            batch_size: Some(batch),
+            ..RunConfig::default()
+        };
+        Ok(Self { run: bench_run(&config, bench_images(batch)?, false)? })
+    }
+
+    /// RealNVP on MNIST shapes as `fm train --model realnvp` builds it for
+    /// images: 8 checkerboard couplings, ELU conditioners `784 → 64 → 64 →
+    /// 1568`, logit pre-processing (`γ = 0.05`), forward KL, Adam `lr = 1e-3`.
+    /// The PyTorch peer is `RealNvpTrain` in `xtask/python/peer.py`.
+    pub fn realnvp(batch: usize) -> Result<Self> {
+        let config =
+            RunConfig { model: Some("realnvp".into()), batch_size: Some(batch), ..RunConfig::default() };
+        Ok(Self { run: bench_run(&config, bench_images(batch)?, false)? })
     }
 }
 
-impl Workload for CfmTraining {
+impl Workload for Training {
     fn run(&mut self) -> Result<RunInfo> {
-        mlp_cfm_train_step(&self.model, &self.path, &mut self.opt, &self.x1, &mut self.rng)?;
-        Ok(RunInfo::default())
-    }
-}
-
-/// One exact OT-CFM step per run (torchcfm's `ExactOptimalTransportConditionalFlowMatcher`
-/// with `σ = 0`): the batch is re-paired by the exact OT permutation before the
-/// same step as [`CfmTraining`] ([`OtCfmPipeline`], sequential: each batch's
-/// coupling is solved when it is queued).
-pub struct OtCfmTraining {
-    model: VelocityMlp,
-    opt: Adam,
-    matcher: Matcher,
-    x1: Tensor,
-    rng: SeededRng,
-    pipeline: OtCfmPipeline,
-}
-
-impl OtCfmTraining {
-    /// The workload for batch size `batch`.
-    pub fn new(batch: usize) -> Result<Self> {
-        let device = Device::Cpu;
-        let (model, varmap) = deterministic_mlp(&bench_mlp_config(), &device)?;
-        let opt = Adam::new(&varmap, AdamParams { weight_decay: 0.01, ..AdamParams::default() })?;
-        Ok(Self {
-            model,
-            opt,
-            matcher: Matcher::new(MatcherKind::OtCfm, 0.0)?,
-            x1: points(batch, 2, &device)?,
-            rng: SeededRng::new(0),
-            // Sequential: overlapping the coupling with the step measured no
-            // faster on two cores (see `OtCfmPipeline::new`).
-            pipeline: OtCfmPipeline::new(false),
-        })
-    }
-}
-
-impl OtCfmTraining {
-    /// Queues the fixed batch with fresh `t` and `x₀` (the next step's coupling).
-    fn push_next(&mut self) -> Result<()> {
-        let (x0, t) = draw_source_and_time(&self.x1, &mut self.rng)?;
-        self.pipeline.push(DrawnBatch { x0, x1: self.x1.clone(), t })?;
-        Ok(())
-    }
-}
-
-impl Workload for OtCfmTraining {
-    fn run(&mut self) -> Result<RunInfo> {
-        if self.pipeline.queued() == 0 {
-            self.push_next()?;
-        }
-        self.push_next()?;
-        self.pipeline.step(&self.model, &self.matcher, &mut self.opt, &mut self.rng)?;
+        self.run.step()?;
         Ok(RunInfo::default())
     }
 }

@@ -1,8 +1,6 @@
 //! The workload interface and the registry of named workloads.
 
-use crate::{
-    closed_form, coupling, gemm, likelihood, realnvp_train, sample, train, unet_train, Error, Result,
-};
+use crate::{closed_form, coupling, gemm, likelihood, sample, train, Error, Result};
 
 /// What one run of a workload reports besides its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -59,11 +57,11 @@ pub const NAMES: &[&str] = &[
 /// [`Error::UnknownWorkload`] for a name not in [`NAMES`]; tensor errors while building.
 pub fn build(name: &str, scale: Scale) -> Result<Box<dyn Workload>> {
     Ok(match name {
-        "train_b256" => Box::new(train::CfmTraining::new(256)?),
-        "train_b4096" => Box::new(train::CfmTraining::new(scale.pick(4096, 512))?),
-        "unet_train_mnist" => Box::new(unet_train::UNetTraining::new(scale.pick(128, 8))?),
-        "realnvp_train_mnist" => Box::new(realnvp_train::RealNvpTraining::new(scale.pick(256, 16))?),
-        "train_ot_b256" => Box::new(train::OtCfmTraining::new(256)?),
+        "train_b256" => Box::new(train::Training::cfm(256)?),
+        "train_b4096" => Box::new(train::Training::cfm(scale.pick(4096, 512))?),
+        "unet_train_mnist" => Box::new(train::Training::unet(scale.pick(128, 8))?),
+        "realnvp_train_mnist" => Box::new(train::Training::realnvp(scale.pick(256, 16))?),
+        "train_ot_b256" => Box::new(train::Training::ot_cfm(256)?),
         "sample_euler100" => Box::new(sample::Sampling::euler(scale.pick(10_000, 500), 100)?),
         "sample_dopri5" => Box::new(sample::Sampling::dopri5(scale.pick(10_000, 500), 1e-5)?),
         "likelihood_exact" => Box::new(likelihood::Likelihood::exact(scale.pick(1000, 100))?),

@@ -253,6 +253,9 @@ pub struct TrainArgs {
     /// Learning rate of Adam [default: 0.01; flows: 0.001].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Decoupled weight decay (AdamW, as PyTorch's) [default: 0, plain Adam].
+    #[arg(long, value_name = "W")]
+    pub weight_decay: Option<f64>,
     /// Model: mlp (a velocity field trained by flow matching), unet (an image velocity field:
     /// --preset tiny|mnist|cifar10), planar or realnvp (discrete normalizing flows trained by
     /// maximum likelihood) [default: mlp].

@@ -9,7 +9,6 @@ use clap::Parser;
 mod checksum;
 mod cli;
 mod commands;
-mod data;
 mod device;
 mod figures;
 mod io;
@@ -17,9 +16,6 @@ mod plot;
 mod plot_density;
 mod plot_images;
 mod progress;
-mod record;
-mod solver;
-mod source;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,12 +4,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::ImageInfo;
+use fm_pipeline::ImageShape;
 
 /// Writes a grid of `n` images (row-major `n × c·h·w` values in `[−1, 1]`) to a PNG,
 /// `cols` images per row, each pixel scaled up by `zoom`.
-pub fn image_grid(path: &Path, images: &[f32], info: ImageInfo, cols: usize, zoom: usize) -> Result<()> {
-    let ImageInfo { channels: c, height: h, width: w, .. } = info;
+pub fn image_grid(path: &Path, images: &[f32], shape: ImageShape, cols: usize, zoom: usize) -> Result<()> {
+    let ImageShape { channels: c, height: h, width: w } = shape;
     let d = c * h * w;
     if d == 0 || !images.len().is_multiple_of(d) || !(c == 1 || c == 3) {
         bail!("cannot draw {} values as {c}×{h}×{w} images", images.len());
@@ -48,11 +48,11 @@ pub fn trajectory_strip(
     path: &Path,
     frames: &[Vec<f32>],
     rows: usize,
-    info: ImageInfo,
+    shape: ImageShape,
     cols: usize,
     zoom: usize,
 ) -> Result<()> {
-    let d = info.channels * info.height * info.width;
+    let d = shape.channels * shape.height * shape.width;
     if frames.len() < 2 || rows == 0 {
         bail!("no trajectory was recorded");
     }
@@ -66,5 +66,5 @@ pub fn trajectory_strip(
             images.extend_from_slice(f);
         }
     }
-    image_grid(path, &images, info, cols, zoom)
+    image_grid(path, &images, shape, cols, zoom)
 }

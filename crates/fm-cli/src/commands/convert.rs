@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::cli::HubArgs;
 use crate::io::print_json;
-use crate::record::TrainingRecord;
+use fm_pipeline::RunRecord;
 
 /// Metadata key of the training record carried by exported files.
 const TRAINING_METADATA_KEY: &str = "fm-training";
@@ -131,12 +131,12 @@ fn from_torch(a: &ConvertArgs, format: TorchFormat) -> Result<()> {
     };
     config.training = match metadata.get(TRAINING_METADATA_KEY) {
         Some(record) => serde_json::from_str(record).context("the file's fm-training metadata")?,
-        None => serde_json::to_value(TrainingRecord {
+        None => serde_json::to_value(RunRecord {
             data: format!("{name}:{}", a.input.display()),
             objective: "cfm".into(),
             optimizer: "none (converted from PyTorch)".into(),
             command: std::env::args().collect(),
-            ..TrainingRecord::default()
+            ..RunRecord::default()
         })?,
     };
     let mut sorted: Vec<(String, Tensor)> = weights.into_iter().collect();

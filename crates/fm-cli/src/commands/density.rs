@@ -1,16 +1,14 @@
-//! `fm plot density`: the model's density on a grid, beside a histogram of the data.
+//! `fm plot density`: the model's density on a grid, beside a histogram of the
+//! data (2-D) — by RK4 backward solves for velocity models, exactly for flows.
 
 use anyhow::{bail, Result};
 use fm_core::divergence::Divergence;
+use fm_pipeline::{LikelihoodRequest, SolverChoice};
 use serde_json::json;
 
-use super::common::load_model;
-use super::likelihood::{point_log_likelihoods, Batching};
 use crate::cli::DensityArgs;
-use crate::data::TrainingData;
 use crate::io::print_json;
 use crate::plot_density::density_figure;
-use crate::solver::SolverChoice;
 
 /// The data's bounding box plus 15 % on each side.
 fn default_window(points: &[f32]) -> (f64, f64, f64, f64) {
@@ -26,20 +24,17 @@ fn default_window(points: &[f32]) -> (f64, f64, f64, f64) {
 }
 
 pub fn run(a: DensityArgs) -> Result<()> {
-    if super::flow::is_flow_checkpoint(&a.checkpoint) {
-        return super::flow::eval::density(a);
-    }
     let device = crate::device::selected();
     if a.grid < 2 {
         bail!("--grid must be at least 2, got {}", a.grid);
     }
     let choice = SolverChoice::new("rk4", a.steps, 1e-5, 1e-5)?;
-    let m = load_model(&a.checkpoint, &device)?;
-    crate::source::Source::parse(m.record.source.as_deref())?.require_normal("fm plot density")?;
+    let m = super::common::load(&a.checkpoint, false, &device)?;
+    m.source().require_normal("fm plot density")?;
     if m.dim() != 2 {
-        bail!("fm plot density draws 2-D models; {} models {} dimensions", m.dir.display(), m.dim());
+        bail!("fm plot density draws 2-D models; {} models {} dimensions", m.dir().display(), m.dim());
     }
-    let data = TrainingData::from_record(&m.record)?.reference(5000, 4321)?;
+    let data = m.data()?.reference(5000, 4321)?;
     let (x0, x1, y0, y1) = match &a.range {
         None => default_window(&data),
         Some(r) => match r[..] {
@@ -56,23 +51,33 @@ pub fn run(a: DensityArgs) -> Result<()> {
             centres.push((y0 + (i as f64 + 0.5) * dy) as f32);
         }
     }
-    let lp = point_log_likelihoods(
-        &m,
-        &centres,
-        &choice,
-        Divergence::Exact,
-        Batching { batch_size: 2500, seed: 0, quiet: a.quiet },
-        &device,
-    )?;
+    let pb = crate::progress::bar(g * g, a.quiet, "{bar:30} {pos}/{len} points {per_sec} ETA {eta}");
+    let request = LikelihoodRequest {
+        solver: choice.clone(),
+        divergence: Divergence::Exact,
+        batch_size: 2500,
+        seed: 0,
+    };
+    let lp = m.log_likelihood(&centres, &request, &mut |k| pb.inc(k as u64))?;
+    pb.finish_and_clear();
     let density: Vec<f64> = lp.log_p.iter().map(|v| v.exp()).collect();
     let mass = density.iter().sum::<f64>() * dx * dy;
-    let out = a.out.clone().unwrap_or_else(|| m.dir.join("density.png"));
-    let title = format!("{}: model density (mass {mass:.3} in the window), {}", m.record.data, choice.label);
+    let max = density.iter().copied().fold(0.0, f64::max);
+    let out = a.out.clone().unwrap_or_else(|| m.dir().join("density.png"));
+    let ode = m.family().solves_ode();
+    let title = match ode {
+        true => {
+            format!("{}: model density (mass {mass:.3} in the window), {}", m.record().data, choice.label)
+        }
+        false => {
+            format!("{}: {} density (mass {mass:.3} in the window), exact", m.record().data, m.describe())
+        }
+    };
     density_figure(&out, &title, x0..x1, y0..y1, g, &density, &data)?;
     let log = |t: String| if a.json { eprintln!("{t}") } else { println!("{t}") };
     log(format!(
-        "density on a {g}×{g} grid over [{x0:.3}, {x1:.3}] × [{y0:.3}, {y1:.3}]: mass {mass:.4}, max {:.4}; {}",
-        density.iter().copied().fold(0.0, f64::max),
+        "density{} on a {g}×{g} grid over [{x0:.3}, {x1:.3}] × [{y0:.3}, {y1:.3}]: mass {mass:.4}, max {max:.4}; {}",
+        if ode { String::new() } else { format!(" of the {} (exact, no ODE; --steps is ignored)", m.describe()) },
         out.display()
     ));
     if a.json {
@@ -81,7 +86,7 @@ pub fn run(a: DensityArgs) -> Result<()> {
             "mass": mass,
             "grid": g,
             "window": [x0, x1, y0, y1],
-            "max_density": density.iter().copied().fold(0.0, f64::max),
+            "max_density": max,
             "nfe": lp.nfe,
         }))?;
     }

@@ -221,7 +221,7 @@ pub fn run(a: EnergiesArgs) -> Result<()> {
         .to_string());
     let grid = grid_points(a.grid);
     let total = energies.len() * a.layers.len() * a.steps;
-    let pb = super::progress_bar(total, 0, a.quiet, "{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}");
+    let pb = crate::progress::bar(total, a.quiet, "{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}");
     let mut fits = Vec::new();
     for &e in &energies {
         for &k in &a.layers {

@@ -7,30 +7,31 @@ use candle::Tensor;
 use fm_core::metrics::SampleMetrics;
 use serde_json::json;
 
-use super::common::{generate, load_model};
+use fm_pipeline::{SampleRequest, SolverChoice};
+
 use crate::cli::EvalArgs;
-use crate::data::TrainingData;
 use crate::io::print_json;
-use crate::solver::SolverChoice;
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    if super::flow::is_flow_checkpoint(&a.checkpoint) {
-        anyhow::bail!(
-            "--checkpoint {}: a planar/RealNVP flow has no ODE solvers to compare; its sample metrics are in \
-             metrics.json after `fm train`, and `fm sample`/`fm likelihood` work on it",
-            a.checkpoint.display()
-        );
-    }
     if a.n < 2 {
         bail!("--n must be at least 2, got {}", a.n);
     }
     if !(a.bandwidth.is_finite() && a.bandwidth > 0.0) {
         bail!("--bandwidth must be a positive number, got {}", a.bandwidth);
     }
-    let choices = a.solvers.iter().map(|s| SolverChoice::parse_spec(s)).collect::<Result<Vec<_>>>()?;
+    let choices =
+        a.solvers.iter().map(|s| SolverChoice::parse_spec(s)).collect::<fm_pipeline::Result<Vec<_>>>()?;
     let device = crate::device::selected();
-    let m = load_model(&a.checkpoint, &device)?;
-    let data = TrainingData::from_record(&m.record)?;
+    let m = super::common::load(&a.checkpoint, false, &device)?;
+    if !m.family().solves_ode() {
+        bail!(
+            "--checkpoint {}: a {} has no ODE solvers to compare; its sample metrics are in metrics.json \
+             after `fm train`, and `fm sample`/`fm likelihood` work on it",
+            a.checkpoint.display(),
+            m.describe()
+        );
+    }
+    let data = m.data()?;
     let dim = m.dim();
     // Metrics are computed on the model's scale (standardized units for CSV data).
     let reference = data.to_model_units(&data.reference(a.n, a.seed.wrapping_add(1))?)?;
@@ -41,7 +42,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "{} samples per solver against {} fresh reference points ({}); MMD bandwidth {}; exact W2 on {} points",
         a.n,
         n_ref,
-        m.record.data,
+        m.record().data,
         a.bandwidth,
         a.exact_n.min(a.n)
     ));
@@ -52,9 +53,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut rows = Vec::new();
     for c in &choices {
         let start = Instant::now();
-        let gen = generate(&m, a.n, a.seed, c, false, &device)?;
+        let gen = m.sample(&SampleRequest::new(a.n, a.seed, c.clone()))?;
         let seconds = start.elapsed().as_secs_f64();
-        let s = Tensor::from_vec(data.to_model_units(&gen.samples)?, (a.n, dim), &device)?;
+        let s = Tensor::from_vec(data.to_model_units(&gen.values)?, (a.n, dim), &device)?;
         let met = SampleMetrics::compute(&s, &rf, a.seed, a.exact_n, a.bandwidth)?;
         log(format!(
             "{:<28} {:>6} {:>10.5} {:>11.3e} {:>10.4} {:>10} {:>8.2}",
@@ -69,7 +70,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         rows.push(json!({"solver": c.label, "nfe": gen.nfe, "seconds": seconds, "metrics": met}));
     }
     if a.json {
-        print_json(&json!({"checkpoint": m.dir, "n": a.n, "bandwidth": a.bandwidth, "results": rows}))?;
+        print_json(&json!({"checkpoint": m.dir(), "n": a.n, "bandwidth": a.bandwidth, "results": rows}))?;
     }
     Ok(())
 }

@@ -15,11 +15,10 @@ use fm_models::classifier::{ImageClassifier, LoadedClassifier};
 use serde_json::json;
 
 use super::classifier::load_labelled;
-use super::common::{generate, load_model};
 use crate::checksum::sha256_hex;
 use crate::cli::SolverArgs;
 use crate::io::print_json;
-use crate::solver::SolverChoice;
+use fm_pipeline::{SampleRequest, SolverChoice};
 
 #[derive(Debug, Args, Clone)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["samples", "checkpoint", "baseline"]))]
@@ -150,7 +149,7 @@ fn samples_of(
         return Ok((data, format!("samples from {}", path.display())));
     }
     if let Some(dir) = &a.checkpoint {
-        let m = load_model(dir, device)?;
+        let m = super::common::load(dir, false, device)?;
         if m.dim() != input_dim {
             bail!(
                 "--checkpoint {}: the model makes {}-value samples, the classifier takes {input_dim}",
@@ -158,12 +157,9 @@ fn samples_of(
                 m.dim()
             );
         }
-        let choice = SolverChoice::from_args(&a.solver)?;
-        let gen = generate(&m, a.n, a.seed, &choice, false, device)?;
-        return Ok((
-            gen.samples,
-            format!("samples of {} ({}, NFE {})", dir.display(), choice.label, gen.nfe),
-        ));
+        let choice = SolverChoice::new(&a.solver.solver, a.solver.steps, a.solver.rtol, a.solver.atol)?;
+        let gen = m.sample(&SampleRequest::new(a.n, a.seed, choice.clone()))?;
+        return Ok((gen.values, format!("samples of {} ({}, NFE {})", dir.display(), choice.label, gen.nfe)));
     }
     let spec = a.baseline.as_deref().unwrap_or("train");
     let test_images = || -> Result<Vec<f32>> {

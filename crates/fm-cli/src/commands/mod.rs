@@ -9,12 +9,11 @@ pub mod classifier;
 mod common;
 pub mod convert;
 mod density;
+mod energies;
 mod eval;
 pub mod export;
-mod flow;
 pub mod frechet;
 pub mod hub;
-mod images;
 mod likelihood;
 mod sample;
 mod train;
@@ -31,7 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Likelihood(a) => likelihood::run(a),
         Command::Plot(PlotCommand::Density(a)) => density::run(a),
         Command::Analyze(a) => analyze::run(a),
-        Command::Energies(a) => flow::energies::run(a),
+        Command::Energies(a) => energies::run(a),
         Command::Classifier(c) => classifier::run(c),
         Command::Frechet(a) => frechet::run(*a),
         Command::Export(a) => export::run(a),

@@ -1,88 +1,147 @@
-//! `fm sample`: draw samples from a checkpoint.
+//! `fm sample`: draw samples from a checkpoint of any family — an ODE solve
+//! (batched, with class labels and guidance, for image models) or one pass
+//! through a normalizing flow — and write them, with a grid or plot.
 
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use fm_core::VelocityField;
+use anyhow::{bail, Result};
+use fm_pipeline::{SampleRequest, SolverChoice};
 use serde_json::json;
 
-use super::common::{closed_form_field, generate_hybrid, load_model, require_normal_source, training_points};
 use crate::cli::SampleArgs;
-use crate::data::TrainingData;
 use crate::io::{check_output, print_json, write_samples};
 use crate::plot::samples_figure;
-use crate::solver::SolverChoice;
 
-pub fn run(mut a: SampleArgs) -> Result<()> {
-    if super::hub::is_hub(&a.checkpoint) {
-        // Outputs go to the working directory, never into the Hub cache.
-        a.out = a.out.or_else(|| Some("samples.npy".into()));
-        a.checkpoint = super::hub::resolve_checkpoint(&a.checkpoint, &a.hub, "--checkpoint")?;
-    }
+fn is_png(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+pub fn run(a: SampleArgs) -> Result<()> {
     if let Some(tau) = a.hybrid.filter(|t| !(0.0..=1.0).contains(t)) {
         bail!("--hybrid must lie in [0, 1], got {tau}");
     }
-    if super::flow::is_flow_checkpoint(&a.checkpoint) {
-        return super::flow::eval::sample(a);
-    }
     let device = crate::device::selected();
-    let choice = SolverChoice::from_args(&a.solver)?;
-    let m = load_model(&a.checkpoint, &device)?;
-    if let fm_models::VelocityNet::UNet(net) = m.model.net() {
-        return super::images::run_sample(&a, &m, net);
-    }
+    let choice = SolverChoice::new(&a.solver.solver, a.solver.steps, a.solver.rtol, a.solver.atol)?;
+    let m = super::common::load(&a.checkpoint, a.hub.offline, &device)?;
+    // Outputs of an hf:// checkpoint go to the working directory, never into the Hub cache.
+    let default_out = if fm_pipeline::location::is_hub(&a.checkpoint) {
+        "samples.npy".into()
+    } else {
+        m.dir().join("samples.npy")
+    };
+    let out = a.out.clone().unwrap_or(default_out);
+    let image = m.model().image_shape();
     let i = &a.images;
-    if i.class.is_some() || i.cfg_scale.is_some() || i.trajectory.is_some() || i.batch_size.is_some() {
-        bail!("--class, --cfg-scale, --trajectory and --batch-size apply to image models (U-Nets)");
+    match image {
+        Some(_) if a.hybrid.is_some() || a.plot.is_some() => {
+            bail!("--hybrid and --plot apply to point data; for images use --out FILE.png and --trajectory FILE.png")
+        }
+        None if i.class.is_some()
+            || i.cfg_scale.is_some()
+            || i.trajectory.is_some()
+            || i.batch_size.is_some() =>
+        {
+            bail!("--class, --cfg-scale, --trajectory and --batch-size apply to image models (U-Nets)")
+        }
+        _ => {}
     }
-    let out = a.out.clone().unwrap_or_else(|| m.dir.join("samples.npy"));
-    check_output(&out, "--out")?;
-    if let Some(p) = &a.plot {
-        if p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() != Some("png") {
-            anyhow::bail!("--plot {}: the plot is a PNG; give a path ending in .png", p.display());
+    let (grid_png, values) = if image.is_some() && is_png(&out) {
+        (Some(out.clone()), out.with_extension("npy"))
+    } else {
+        (None, out)
+    };
+    check_output(&values, "--out")?;
+    for (flag, p) in [("--plot", &a.plot), ("--trajectory", &i.trajectory)] {
+        if let Some(p) = p.as_ref().filter(|p| !is_png(p)) {
+            bail!("{flag} {}: the figure is a PNG; give a path ending in .png", p.display());
         }
     }
-    let closed = match a.hybrid {
-        Some(_) => {
-            require_normal_source(&m)?;
-            let points = training_points(&m, None, &device).context("--hybrid needs the training set")?;
-            Some(closed_form_field(&m, &points)?)
-        }
-        None => None,
+    let log = |s: String| if a.json { eprintln!("{s}") } else { println!("{s}") };
+    if !m.family().solves_ode() {
+        log(format!(
+            "{} is a {}: sampling is one pass through its layers (no ODE; --solver/--steps/--rtol/--atol are ignored)",
+            a.checkpoint.display(),
+            m.describe()
+        ));
+    }
+    let mut request = SampleRequest::new(a.n, a.seed, choice.clone());
+    request.class = i.class;
+    request.cfg_scale = i.cfg_scale.unwrap_or(0.0);
+    request.hybrid = a.hybrid;
+    request.batch_size = i.batch_size;
+    request.trajectory_rows = match (image, &i.trajectory) {
+        (Some(_), Some(_)) => a.n.min(10),
+        (None, _) if a.plot.is_some() && m.dim() == 2 => a.n,
+        _ => 0,
     };
     let start = Instant::now();
-    let keep = a.plot.is_some() && m.dim() == 2;
-    let hybrid = a.hybrid.zip(closed.as_ref().map(|c| c as &dyn VelocityField));
-    let gen = generate_hybrid(&m, a.n, a.seed, &choice, keep, &device, hybrid)?;
+    let gen = m.sample(&request)?;
     let seconds = start.elapsed().as_secs_f64();
-    write_samples(&out, &gen.samples, a.n, m.dim(), &m.record.columns)?;
-    let log = |s: String| if a.json { eprintln!("{s}") } else { println!("{s}") };
-    let label = match a.hybrid {
-        Some(tau) => format!("{} (û* on [0, {tau}], the model after)", choice.label),
-        None => choice.label.clone(),
+    let columns = if image.is_some() { vec![] } else { m.record().columns.clone() };
+    write_samples(&values, &gen.values, a.n, m.dim(), &columns)?;
+    let label = match (m.family().solves_ode(), a.hybrid) {
+        (false, _) => "one pass through the flow".to_string(),
+        (true, Some(tau)) => format!("{} (û* on [0, {tau}], the model after)", choice.label),
+        (true, None) => choice.label.clone(),
     };
-    log(format!("{} samples with {} in {seconds:.2} s, NFE {}: {}", a.n, label, gen.nfe, out.display()));
+    match image {
+        Some(shape) => {
+            let w = request.cfg_scale;
+            let guidance = match (m.model().num_classes(), i.class) {
+                (None, _) => String::new(),
+                (Some(_), Some(c)) => format!(", class {c}, guidance w = {w}"),
+                (Some(_), None) => format!(", classes in turn, guidance w = {w}"),
+            };
+            log(format!(
+                "{} images with {label}{guidance} in {seconds:.1} s, NFE {}: {} (values in [−1, 1] scale, one \
+                 flattened {}×{}×{} image per row)",
+                a.n,
+                gen.nfe,
+                values.display(),
+                shape.channels,
+                shape.height,
+                shape.width
+            ))
+        }
+        None => log(format!(
+            "{} samples with {label} in {seconds:.2} s, NFE {}: {}",
+            a.n,
+            gen.nfe,
+            values.display()
+        )),
+    }
+    if let (Some(p), Some(shape)) = (&grid_png, image) {
+        let k = a.n.min(100);
+        crate::plot_images::image_grid(p, &gen.values[..k * m.dim()], shape, 10, 3)?;
+        log(format!("grid: {}", p.display()));
+    }
+    if let (Some(p), Some(info)) = (&i.trajectory, image) {
+        crate::plot_images::trajectory_strip(p, &gen.trajectory, request.trajectory_rows, info, 10, 3)?;
+        log(format!("trajectory: {}", p.display()));
+    }
     if let Some(p) = &a.plot {
-        let data = TrainingData::from_record(&m.record)?;
-        let reference = data.reference(a.n, a.seed)?;
-        samples_figure(
-            p,
-            &format!("{} — {} (NFE {})", m.record.data, choice.label, gen.nfe),
-            &reference,
-            &gen.samples,
-            &gen.trajectory,
-        )?;
+        let reference = m.data()?.reference(a.n, a.seed)?;
+        let title = match m.family().solves_ode() {
+            true => format!("{} — {} (NFE {})", m.record().data, choice.label, gen.nfe),
+            false => format!("{} — {} (trajectories: layer by layer)", m.record().data, m.describe()),
+        };
+        samples_figure(p, &title, &reference, &gen.values, &gen.trajectory)?;
         log(format!("plot: {}", p.display()));
     }
     if a.json {
         print_json(&json!({
-            "samples": out,
+            "samples": values,
+            "grid": grid_png,
+            "trajectory": i.trajectory,
             "n": a.n,
-            "solver": choice.label,
+            "solver": if m.family().solves_ode() { choice.label } else { "none (discrete flow)".into() },
             "nfe": gen.nfe,
             "seconds": seconds,
             "plot": a.plot,
             "hybrid": a.hybrid,
+            "class": i.class,
+            "cfg_scale": request.cfg_scale,
         }))?;
     }
     Ok(())

@@ -10,7 +10,6 @@ use candle::{DType, Device, Tensor};
 use clap::Args;
 use serde_json::json;
 
-use super::common::load_model;
 use crate::cli::HubArgs;
 use crate::io::print_json;
 
@@ -38,8 +37,7 @@ pub struct VelocityArgs {
 
 pub fn run(a: VelocityArgs) -> Result<()> {
     let device = Device::Cpu;
-    let checkpoint = super::hub::resolve_checkpoint(&a.checkpoint, &a.hub, "--checkpoint")?;
-    let m = load_model(&checkpoint, &device)?;
+    let m = super::common::load(&a.checkpoint, a.hub.offline, &device)?;
     let (inputs, _): (HashMap<String, Tensor>, _) = fm_models::torchcfm::read_state_dict(&a.inputs, &device)
         .with_context(|| format!("--inputs {}", a.inputs.display()))?;
     let get = |k: &str| {
@@ -54,7 +52,9 @@ pub fn run(a: VelocityArgs) -> Result<()> {
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let net = m.model.net();
+    let net = m.model().velocity_net().with_context(|| {
+        format!("--checkpoint {}: a {} has no velocity network", a.checkpoint.display(), m.family().name())
+    })?;
     let mut times = Vec::with_capacity(a.repeat);
     let mut v = None;
     for _ in 0..a.repeat {

@@ -7,9 +7,9 @@ use fm_core::metrics::nearest_neighbor_distances;
 use serde_json::json;
 
 use super::{check_unit, logger, median, out_dir, write_csv, HybridArgs};
-use crate::commands::common::{closed_form_field, load_model, solve_hybrid, source_noise, training_points};
 use crate::figures::{line_figure, Panel, Series};
 use crate::io::print_json;
+use fm_pipeline::solve_hybrid;
 
 /// The smallest τ whose median is below 10 % of the median at τ = 0
 /// (`baseline`); `None` if there is none.
@@ -31,20 +31,23 @@ pub fn run(a: HybridArgs) -> Result<()> {
     taus.dedup();
     let choice = a.solver.choice()?;
     let device = crate::device::selected();
-    let m = load_model(&a.checkpoint, &device)?;
-    let train = training_points(&m, a.n_train, &device)?;
+    let m = crate::commands::common::load(&a.checkpoint, false, &device)?;
+    let model = super::velocity_field(&m)?;
+    let train = m.training_points(a.n_train)?;
     let n_train = train.dim(0)?;
-    let field = closed_form_field(&m, &train)?;
-    let dir = out_dir(a.out.as_deref(), m.dir.join("analyze-hybrid"))?;
+    let field = m.closed_form(&train)?;
+    let dir = out_dir(a.out.as_deref(), m.dir().join("analyze-hybrid"))?;
     let log = logger(a.json);
-    let x0 = source_noise(a.n, m.dim(), a.seed, &device)?;
+    let x0 = m.source_draws(a.n, a.seed)?;
     log(format!(
         "{} samples ({}), û* on [0, τ] then the model; NN distance to the {n_train} training points of {}",
-        a.n, choice.label, m.record.data
+        a.n,
+        choice.label,
+        m.record().data
     ));
     log(format!("{:>6} {:>14} {:>14} {:>6}", "τ", "median NN", "mean NN", "NFE"));
     let nn_at = |tau: f64| -> Result<(f64, f64, usize)> {
-        let sol = solve_hybrid(&field, &m.model, &x0, &choice, tau, false)?;
+        let sol = solve_hybrid(&field, model, &x0, &choice, tau, false)?;
         let d = nearest_neighbor_distances(&sol.state, &train)?;
         Ok((median(&d), d.iter().sum::<f64>() / d.len() as f64, sol.nfe))
     };
@@ -71,7 +74,7 @@ pub fn run(a: HybridArgs) -> Result<()> {
     let png = dir.join("hybrid.png");
     line_figure(
         &png,
-        &format!("{}: hybrid û* → model, {n_train} training points ({})", m.record.data, choice.label),
+        &format!("{}: hybrid û* → model, {n_train} training points ({})", m.record().data, choice.label),
         &[Panel {
             caption: "distance of samples to the nearest training point".into(),
             x_label: "τ (û* on [0, τ], the model on [τ, 1])".into(),
@@ -94,7 +97,7 @@ pub fn run(a: HybridArgs) -> Result<()> {
     log(format!("csv: {}\nplot: {}", csv.display(), png.display()));
     if a.json {
         print_json(&json!({
-            "checkpoint": m.dir,
+            "checkpoint": m.dir(),
             "n": a.n,
             "n_train": n_train,
             "solver": choice.label,

@@ -9,9 +9,9 @@ use fm_core::metrics::nearest_neighbor_distances;
 use serde_json::{json, Value};
 
 use super::{logger, median, out_dir, write_csv, MemorizationArgs};
-use crate::commands::common::{closed_form_field, load_model, model_source, solve_hybrid, training_points};
 use crate::figures::{line_figure, Panel, Series};
 use crate::io::print_json;
+use fm_pipeline::solve_hybrid;
 
 /// Summary of nearest-training-point distances.
 struct NnSummary {
@@ -61,19 +61,23 @@ pub fn run(a: MemorizationArgs) -> Result<()> {
     }
     let choice = a.solver.choice()?;
     let device = crate::device::selected();
-    let m = load_model(&a.checkpoint, &device)?;
-    let train = training_points(&m, a.n_train, &device)?;
+    let m = crate::commands::common::load(&a.checkpoint, false, &device)?;
+    let model = super::velocity_field(&m)?;
+    let train = m.training_points(a.n_train)?;
     let n_train = train.dim(0)?;
-    let dir = out_dir(a.out.as_deref(), m.dir.join("analyze-memorization"))?;
+    let dir = out_dir(a.out.as_deref(), m.dir().join("analyze-memorization"))?;
     let log = logger(a.json);
     // The checkpoint's own source (N(0, I) unless trained with --source).
-    let x0 = model_source(&m, a.n, a.seed, &device)?;
+    let x0 = m.source_draws(a.n, a.seed)?;
     let nn = |x: &Tensor| -> Result<Vec<f64>> { Ok(nearest_neighbor_distances(x, &train)?) };
-    let model = solve_hybrid(&m.model, &m.model, &x0, &choice, 0.0, false)?;
+    let model = solve_hybrid(model, model, &x0, &choice, 0.0, false)?;
     let model_nn = NnSummary::new(nn(&model.state)?, a.threshold);
     log(format!(
         "{} samples ({}) against the {n_train} training points of {} (model units); threshold {}",
-        a.n, choice.label, m.record.data, a.threshold
+        a.n,
+        choice.label,
+        m.record().data,
+        a.threshold
     ));
     let line = |name: &str, s: &NnSummary| {
         format!(
@@ -83,7 +87,7 @@ pub fn run(a: MemorizationArgs) -> Result<()> {
     };
     log(line("model", &model_nn));
     let closed_nn = if a.closed_form {
-        let field = closed_form_field(&m, &train)?;
+        let field = m.closed_form(&train)?;
         let sol = solve_hybrid(&field, &field, &x0, &choice, 0.0, false)?;
         let s = NnSummary::new(nn(&sol.state)?, a.threshold);
         log(line("closed form", &s));
@@ -116,7 +120,8 @@ pub fn run(a: MemorizationArgs) -> Result<()> {
         &png,
         &format!(
             "{}: distance to the nearest of {n_train} training points ({})",
-            m.record.data, choice.label
+            m.record().data,
+            choice.label
         ),
         &[Panel {
             caption: format!("empirical CDF (dashed: threshold {})", a.threshold),
@@ -131,7 +136,7 @@ pub fn run(a: MemorizationArgs) -> Result<()> {
     log(format!("csv: {}\nplot: {}", csv.display(), png.display()));
     if a.json {
         let mut j = model_nn.json();
-        j["checkpoint"] = json!(m.dir);
+        j["checkpoint"] = json!(m.dir());
         j["n"] = json!(a.n);
         j["n_train"] = json!(n_train);
         j["solver"] = json!(choice.label);

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fm_models::checkpoint::atomic_write;
 
-use crate::solver::SolverChoice;
+use fm_core::VelocityField;
+use fm_pipeline::{SolverChoice, Trained};
 
 mod alignment;
 mod gaussian;
@@ -246,7 +247,7 @@ pub struct AnalyzeSolverArgs {
 
 impl AnalyzeSolverArgs {
     fn choice(&self) -> Result<SolverChoice> {
-        SolverChoice::new(&self.solver, self.steps, self.rtol, self.atol)
+        Ok(SolverChoice::new(&self.solver, self.steps, self.rtol, self.atol)?)
     }
 }
 
@@ -261,6 +262,17 @@ pub fn run(cmd: AnalyzeCommand) -> Result<()> {
 }
 
 /// Human-readable progress: stdout, or stderr when stdout carries JSON.
+/// The checkpoint's model as a velocity field (the closed-form analyses compare with one).
+fn velocity_field(m: &Trained) -> Result<&dyn VelocityField> {
+    m.velocity_field().with_context(|| {
+        format!(
+            "checkpoint {}: a {} is not a velocity field; these analyses need a flow-matching model (--model mlp|unet)",
+            m.dir().display(),
+            m.family().name()
+        )
+    })
+}
+
 fn logger(json: bool) -> impl Fn(String) {
     move |s: String| if json { eprintln!("{s}") } else { println!("{s}") }
 }

@@ -20,10 +20,9 @@ use fm_core::{to_f64_vec, SeededRng, VelocityField};
 use serde_json::json;
 
 use super::{logger, out_dir, write_csv, TargetsArgs};
-use crate::commands::common::{load_model, solve_hybrid, source_noise, training_points};
-use crate::data::TrainingData;
 use crate::figures::{line_figure, Panel, Series};
 use crate::io::print_json;
+use fm_pipeline::solve_hybrid;
 
 /// Mean and (population) variance.
 fn mean_var(v: &[f64]) -> (f64, f64) {
@@ -48,16 +47,19 @@ pub fn run(a: TargetsArgs) -> Result<()> {
         bail!("--bins must lie in 1..=64, got {}", a.bins);
     }
     let device = crate::device::selected();
-    let m = load_model(&a.checkpoint, &device)?;
-    let train = training_points(&m, a.n_train, &device)?; // (n, d) f64, model units
+    let m = crate::commands::common::load(&a.checkpoint, false, &device)?;
+    let model = super::velocity_field(&m)?;
+    let train = m.training_points(a.n_train)?; // (n, d) f64, model units
     let (n_train, d) = train.dims2()?;
-    let closed = crate::commands::common::closed_form_field(&m, &train)?;
-    let path = AffinePath::new(m.record.scheduler);
-    let dir = out_dir(a.out.as_deref(), m.dir.join("analyze-targets"))?;
+    let closed = m.closed_form(&train)?;
+    let path = AffinePath::new(m.record().scheduler.unwrap_or(fm_core::scheduler::SchedulerKind::CondOt));
+    let dir = out_dir(a.out.as_deref(), m.dir().join("analyze-targets"))?;
     let log = logger(a.json);
     log(format!(
         "{} draws on the {n_train} training points of {}: CFM vs EFM (M = {}) targets, û*, and the model",
-        a.n, m.record.data, a.m
+        a.n,
+        m.record().data,
+        a.m
     ));
 
     let mut rng = SeededRng::for_stream(a.seed, "analyze-targets");
@@ -74,7 +76,7 @@ pub fn run(a: TargetsArgs) -> Result<()> {
         let ps = path.sample(&x0, &x1, &t)?;
         let efm = efm_target(&path, &x0, &x1, &t, &train, a.m, &mut rng)?;
         let exact = closed.velocity(&ps.x_t, &t)?;
-        let model = m.model.velocity(&ps.x_t.to_dtype(DType::F32)?, &t.to_dtype(DType::F32)?)?;
+        let model = model.velocity(&ps.x_t.to_dtype(DType::F32)?, &t.to_dtype(DType::F32)?)?;
         l_cfm.extend(per_row_sq(&model, &ps.dx_t)?);
         l_efm.extend(per_row_sq(&model, &efm)?);
         f_cfm.extend(per_row_sq(&ps.dx_t, &exact)?);
@@ -126,9 +128,9 @@ pub fn run(a: TargetsArgs) -> Result<()> {
 
     // Exact W2 of model samples to fresh test points and to training points (model units).
     let choice = a.solver.choice()?;
-    let x0 = source_noise(a.n_w2, d, a.seed, &device)?;
-    let samples = solve_hybrid(&m.model, &m.model, &x0, &choice, 0.0, false)?.state.to_dtype(DType::F64)?;
-    let data = TrainingData::from_record(&m.record)?;
+    let x0 = m.source_draws(a.n_w2, a.seed)?;
+    let samples = solve_hybrid(model, model, &x0, &choice, 0.0, false)?.state.to_dtype(DType::F64)?;
+    let data = m.data()?;
     let test = data.to_model_units(&data.reference(a.n_w2, a.seed)?)?;
     let test_n = test.len() / d;
     let test = Tensor::from_vec(test, (test_n, d), &device)?.to_dtype(DType::F64)?;
@@ -144,7 +146,7 @@ pub fn run(a: TargetsArgs) -> Result<()> {
     let series = |name: &str, points: Vec<(f64, f64)>| Series { name: name.into(), points };
     line_figure(
         &png,
-        &format!("{}: CFM vs EFM-{} targets ({n_train} training points)", m.record.data, a.m),
+        &format!("{}: CFM vs EFM-{} targets ({n_train} training points)", m.record().data, a.m),
         &[
             Panel {
                 caption: "variance of the per-sample loss".into(),
@@ -173,7 +175,7 @@ pub fn run(a: TargetsArgs) -> Result<()> {
     log(format!("csv: {}\nplot: {}", csv.display(), png.display()));
     if a.json {
         print_json(&json!({
-            "checkpoint": m.dir,
+            "checkpoint": m.dir(),
             "n": a.n,
             "n_train": n_train,
             "m": a.m,

@@ -1,84 +1,154 @@
-//! After training: samples, a plot and metrics from the checkpoint just written.
+//! After training: samples, a plot and metrics from the checkpoint just
+//! written, read back the way a user reads it ([`Trained::load`]); for models
+//! with an exact likelihood (normalizing flows) the test NLL too.
 
-use std::path::Path;
-
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use fm_core::metrics::SampleMetrics;
+use fm_pipeline::{LikelihoodRequest, RunConfig, RunSettings, SampleRequest, SolverChoice, Trained};
 use serde_json::{json, Value};
 
-use super::settings::RunOptions;
-use crate::commands::common::{generate, load_model};
 use crate::io::write_samples;
 use crate::plot::samples_figure;
-use crate::solver::SolverChoice;
 
 /// Points used for the exact W2 after training (an `O(n³)` assignment).
 const EXACT_W2_POINTS: usize = 1000;
+/// Test points of the NLL in the report: `fm likelihood`'s defaults (`--n 2000 --seed 777`),
+/// so that `fm likelihood --checkpoint DIR` reproduces the report's `nll`.
+const TEST_N: usize = 2000;
+const TEST_SEED: u64 = 777;
 
-/// Samples from the checkpoint in `dir` (the same path a user takes), writes
-/// `samples.npy` and `plot.png` (2-D), and returns the JSON fields of the report
-/// with a human summary.
-pub fn samples_plot_metrics(
-    dir: &Path,
-    o: &RunOptions,
-    choice: &SolverChoice,
-    seed: u64,
-    title: &str,
-    device: &Device,
-) -> Result<(Value, Vec<String>)> {
-    let loaded = load_model(dir, device)?;
-    let data = crate::data::TrainingData::from_record(&loaded.record)?;
+/// What the run does after training.
+pub struct Options {
+    pub sample_n: usize,
+    pub choice: SolverChoice,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Options {
+    /// The post-training options of `c`, with their defaults (fewer samples and
+    /// steps when each sample is `costly`, e.g. a U-Net solve).
+    pub fn of(c: &RunConfig, costly: bool) -> Result<Self> {
+        let sample_n = c.sample_n.unwrap_or(if costly { 100 } else { 2000 });
+        if sample_n == 0 {
+            bail!("--sample-n must be at least 1, got 0");
+        }
+        let solver = c.sample_solver.as_deref().unwrap_or("midpoint");
+        let steps = c.sample_steps.unwrap_or(if costly { 20 } else { 50 });
+        let choice =
+            SolverChoice::new(solver, steps, 1e-5, 1e-5).context("--sample-solver/--sample-steps")?;
+        Ok(Self { sample_n, choice, json: c.json.unwrap_or(false), quiet: c.quiet.unwrap_or(false) })
+    }
+}
+
+/// Samples from the checkpoint of the run `s` (the same path a user takes),
+/// writes `samples.npy` and `plot.png` (2-D) or `samples.png` (images), and
+/// returns the JSON fields of the report with a human summary.
+pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Result<(Value, Vec<String>)> {
+    let m = Trained::load(&s.out, false, device)?;
+    let data = m.data()?;
     let dim = data.dim();
-    let gen = generate(&loaded, o.sample_n, seed, choice, dim == 2, device)?;
-    let samples_path = dir.join("samples.npy");
-    write_samples(&samples_path, &gen.samples, o.sample_n, dim, data.columns())?;
-    let reference = data.reference(o.sample_n, seed)?;
+    let n = o.sample_n;
+    let ode = m.family().solves_ode();
+    let mut request = SampleRequest::new(n, s.seed, o.choice.clone());
+    request.trajectory_rows = if dim == 2 { n } else { 0 };
+    let gen = m.sample(&request)?;
+    let samples_path = s.out.join("samples.npy");
+    write_samples(&samples_path, &gen.values, n, dim, data.columns())?;
+    let reference = data.reference(n, s.seed)?;
     let n_ref = reference.len() / dim;
     // Metrics on the model's scale (standardized units for CSV data), as `fm eval` reports them.
-    let s = Tensor::from_vec(data.to_model_units(&gen.samples)?, (o.sample_n, dim), device)?;
+    let st = Tensor::from_vec(data.to_model_units(&gen.values)?, (n, dim), device)?;
     let rf = Tensor::from_vec(data.to_model_units(&reference)?, (n_ref, dim), device)?;
     let bandwidth = data.metric_bandwidth();
-    let exact_n = EXACT_W2_POINTS.min(o.sample_n).min(n_ref);
-    let metrics = SampleMetrics::compute(&s, &rf, seed, exact_n, bandwidth)?;
+    let exact_n = EXACT_W2_POINTS.min(n).min(n_ref);
+    let metrics = SampleMetrics::compute(&st, &rf, s.seed, exact_n, bandwidth)?;
     let mut plot_path = None;
     if let Some(info) = data.image_info() {
-        let p = dir.join("samples.png");
-        let k = o.sample_n.min(100);
-        crate::plot_images::image_grid(&p, &gen.samples[..k * dim], info, 10, 4)?;
+        let p = s.out.join("samples.png");
+        let k = n.min(100);
+        crate::plot_images::image_grid(&p, &gen.values[..k * dim], info.shape(), 10, 4)?;
         plot_path = Some(p);
     } else if dim == 2 {
-        let p = dir.join("plot.png");
-        samples_figure(
-            &p,
-            &format!("{title}, {} (NFE {})", choice.label, gen.nfe),
-            &reference,
-            &gen.samples,
-            &gen.trajectory,
-        )?;
+        let p = s.out.join("plot.png");
+        let title = if ode {
+            format!(
+                "{} — {}, {} steps, {} (NFE {})",
+                s.data,
+                m.record().objective.to_uppercase(),
+                s.steps,
+                o.choice.label,
+                gen.nfe
+            )
+        } else {
+            format!("{} — {}, {} steps (trajectories: layer by layer)", s.data, m.describe(), s.steps)
+        };
+        samples_figure(&p, &title, &reference, &gen.values, &gen.trajectory)?;
         plot_path = Some(p);
     }
-    let mut lines = vec![format!(
-        "samples: {} ({}, NFE {}); energy distance {:.5}, MMD² (h={}) {:.3e}, sliced W2 {:.4}, exact W2 {}",
+    let mut lines = Vec::new();
+    let mut fields = json!({
+        "samples": samples_path,
+        "plot": plot_path,
+        "solver": if ode { o.choice.label.clone() } else { "none (discrete flow)".into() },
+        "nfe": gen.nfe,
+        "n_samples": n,
+        "metrics": metrics,
+    });
+    if m.family().exact_likelihood() {
+        let test = data.likelihood_points(TEST_N, TEST_SEED)?;
+        let request = LikelihoodRequest { batch_size: 1000, ..LikelihoodRequest::exact_rk4(1)? };
+        let lp = m.log_likelihood(&test, &request, &mut |_| ())?;
+        let (nll, se) = lp.nll();
+        if !nll.is_finite() {
+            bail!("the test NLL of the trained model is not finite ({nll})");
+        }
+        let bits_per_dim = data.image_info().map(|info| info.bits_per_dim(nll));
+        lines.push(format!(
+            "test NLL {nll:.4} ± {se:.4} nats per point on {} points{} (exact, no ODE)",
+            lp.log_p.len(),
+            if lp.log_det_jacobian != 0.0 {
+                format!(", in data units (standardization log-Jacobian {:+.4} included)", lp.log_det_jacobian)
+            } else {
+                String::new()
+            }
+        ));
+        if let Some(bpd) = bits_per_dim {
+            lines.push(format!(
+                "{bpd:.4} bits/dim on the dequantized test images ([−1, 1] scaling accounted for)"
+            ));
+        }
+        if let Some(obj) = fields.as_object_mut() {
+            obj.extend([
+                ("bits_per_dim".into(), json!(bits_per_dim)),
+                ("nll".into(), json!(nll)),
+                ("nll_stderr".into(), json!(se)),
+                ("nll_n".into(), json!(lp.log_p.len())),
+                (
+                    "nll_data".into(),
+                    json!(format!(
+                        "{} ({}, seed {TEST_SEED})",
+                        s.data,
+                        if data.transform().is_some() { "the file" } else { "fresh test points" }
+                    )),
+                ),
+                ("log_det_jacobian".into(), json!(lp.log_det_jacobian)),
+            ]);
+        }
+    }
+    lines.push(format!(
+        "samples: {}{}; energy distance {:.5}, MMD² (h={}) {:.3e}, sliced W2 {:.4}, exact W2 {}",
         samples_path.display(),
-        choice.label,
-        gen.nfe,
+        if ode { format!(" ({}, NFE {})", o.choice.label, gen.nfe) } else { String::new() },
         metrics.energy_distance,
         bandwidth,
         metrics.mmd_rbf,
         metrics.sliced_w2,
         metrics.exact_w2.map(|w| format!("{w:.4} (first {exact_n} points)")).unwrap_or_else(|| "n/a".into()),
-    )];
+    ));
     if let Some(p) = &plot_path {
         lines.push(format!("plot: {}", p.display()));
     }
-    let fields = json!({
-        "samples": samples_path,
-        "plot": plot_path,
-        "solver": choice.label,
-        "nfe": gen.nfe,
-        "n_samples": o.sample_n,
-        "metrics": metrics,
-    });
     Ok((fields, lines))
 }

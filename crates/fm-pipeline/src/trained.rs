@@ -1,0 +1,306 @@
+//! [`Trained`]: a checkpoint loaded "as trained" — the network with its
+//! parametrization, source distribution, standardization and (where kept) EMA
+//! weights — from a folder or `hf://`, with one sampling and one likelihood
+//! entry point for every family.
+
+use std::path::{Path, PathBuf};
+
+use candle::{Device, Tensor};
+use fm_core::closed_form::EmpiricalVelocity;
+use fm_core::divergence::Divergence;
+use fm_core::scheduler::SchedulerKind;
+use fm_core::{SeededRng, VelocityField};
+use fm_models::checkpoint::{self, Checkpoint, CheckpointConfig};
+
+use crate::data::{to_data_units, ImageInfo};
+use crate::error::bail;
+use crate::family::{self, Family, SampleRequest, TrainedModel};
+use crate::sample::{solve_hybrid, source_draws, Samples};
+use crate::source::Source;
+use crate::{Result, ResultExt, RunRecord, SolverChoice, TrainingData};
+
+/// How to compute log-likelihoods.
+#[derive(Debug, Clone)]
+pub struct LikelihoodRequest {
+    /// The backward solve (velocity families; flows are exact without one).
+    pub solver: SolverChoice,
+    /// Exact divergence or Hutchinson's estimator.
+    pub divergence: Divergence,
+    /// Points per solve.
+    pub batch_size: usize,
+    /// Seed of the Hutchinson probes (stream `likelihood-probes`).
+    pub seed: u64,
+}
+
+impl LikelihoodRequest {
+    /// RK4 with `steps` steps and the exact divergence, 1000 points per solve, seed 0.
+    pub fn exact_rk4(steps: usize) -> Result<Self> {
+        Ok(Self {
+            solver: SolverChoice::new("rk4", steps, 1e-5, 1e-5)?,
+            divergence: Divergence::Exact,
+            batch_size: 1000,
+            seed: 0,
+        })
+    }
+}
+
+/// Per-point log-likelihoods in data units.
+#[derive(Debug, Clone)]
+pub struct Likelihoods {
+    /// `log p(x)` per point, in the data's units.
+    pub log_p: Vec<f64>,
+    /// Function evaluations of all solves (0 for a normalizing flow).
+    pub nfe: usize,
+    /// `log |det ∂z/∂x|` of the standardization, added to every model-space value (0 without one).
+    pub log_det_jacobian: f64,
+}
+
+impl Likelihoods {
+    /// Mean and standard error of the negative log-likelihood (nats per point).
+    pub fn nll(&self) -> (f64, f64) {
+        let nll: Vec<f64> = self.log_p.iter().map(|v| -v).collect();
+        mean_stderr(&nll)
+    }
+}
+
+/// Mean and standard error.
+pub fn mean_stderr(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, (var / n).sqrt())
+}
+
+/// A trained model as its run left it.
+///
+/// ```no_run
+/// use candle::Device;
+/// use fm_pipeline::{SampleRequest, SolverChoice, Trained};
+///
+/// # fn main() -> fm_pipeline::Result<()> {
+/// let model = Trained::load("runs/moons".as_ref(), false, &Device::Cpu)?; // or "hf://OWNER/REPO"
+/// let samples = model.sample(&SampleRequest::new(2000, 0, SolverChoice::parse_spec("midpoint:8")?))?;
+/// assert_eq!((samples.n, samples.dim), (2000, 2));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Trained {
+    model: Box<dyn TrainedModel>,
+    family: &'static dyn Family,
+    config: CheckpointConfig,
+    record: RunRecord,
+    dir: PathBuf,
+    source: Source,
+    device: Device,
+}
+
+impl Trained {
+    /// Loads the checkpoint at `location`: a folder written by a run, its
+    /// weights file, or `hf://OWNER/REPO[@REVISION][/FILE]` (from the Hub cache
+    /// only when `offline`).
+    pub fn load(location: &Path, offline: bool, device: &Device) -> Result<Self> {
+        let path = crate::location::resolve(location, offline)?;
+        Self::from_checkpoint(checkpoint::load(&path, device)?, device)
+    }
+
+    /// A checkpoint already read (its configuration, record and weights).
+    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
+        let dir = ckpt.dir;
+        let record: RunRecord = serde_json::from_value(ckpt.config.training.clone()).with_context(|| {
+            format!("checkpoint {}: the training record in config.json is invalid", dir.display())
+        })?;
+        let family = family::of(&ckpt.config.model)?;
+        let source = Source::parse(record.source.as_deref())
+            .with_context(|| format!("checkpoint {}", dir.display()))?;
+        let model = family.load(&ckpt.config.model, ckpt.tensors, &record, device).with_context(|| {
+            format!("checkpoint {}: cannot build its {} model", dir.display(), family.name())
+        })?;
+        Ok(Self { model, family, config: ckpt.config, record, dir, source, device: device.clone() })
+    }
+
+    /// The model's family.
+    pub fn family(&self) -> &'static dyn Family {
+        self.family
+    }
+
+    /// The checkpoint's configuration (network and record as JSON).
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.config
+    }
+
+    /// How it was trained.
+    pub fn record(&self) -> &RunRecord {
+        &self.record
+    }
+
+    /// Where it was loaded from (the Hub cache's snapshot folder for `hf://`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Values per sample.
+    pub fn dim(&self) -> usize {
+        self.model.dim()
+    }
+
+    /// The source distribution it was trained from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The family's model (generation, likelihood, velocity field).
+    pub fn model(&self) -> &dyn TrainedModel {
+        self.model.as_ref()
+    }
+
+    /// The model as a velocity field in model units (velocity families).
+    pub fn velocity_field(&self) -> Option<&dyn VelocityField> {
+        self.model.velocity_field()
+    }
+
+    /// One line naming the network.
+    pub fn describe(&self) -> String {
+        self.family.describe_model(&self.config.model)
+    }
+
+    /// The run's data rebuilt from the record (reference and test points; needs the dataset).
+    pub fn data(&self) -> Result<TrainingData> {
+        TrainingData::from_record(&self.record)
+    }
+
+    /// Shape and levels of image data (`None` for points); reads the dataset.
+    pub fn image_info(&self) -> Result<Option<ImageInfo>> {
+        Ok(self.data()?.image_info())
+    }
+
+    /// `n` draws of the source distribution from the seed's `sample-noise` stream (model units).
+    pub fn source_draws(&self, n: usize, seed: u64) -> Result<Tensor> {
+        source_draws(self.source, n, self.dim(), seed, &self.device)
+    }
+
+    /// Model-space rows `(n, d)` as data-unit values.
+    pub fn to_data_units(&self, x: &Tensor) -> Result<Vec<f32>> {
+        to_data_units(x, self.record.transform.as_ref())
+    }
+
+    /// Data-unit values as model-space values.
+    pub fn to_model_units(&self, points: &[f32]) -> Result<Vec<f32>> {
+        match &self.record.transform {
+            None => Ok(points.to_vec()),
+            Some(t) => {
+                let mut v: Vec<f64> = points.iter().map(|&x| x as f64).collect();
+                t.transform(&mut v)?;
+                Ok(v.into_iter().map(|x| x as f32).collect())
+            }
+        }
+    }
+
+    /// Samples in data units: source draws from `request.seed`, then the
+    /// family's sampler (the ODE solve, batched with labels and guidance for
+    /// images, or one pass through a flow), or with `hybrid = Some(τ)` the
+    /// closed-form velocity of the training set on `[0, τ]` and the model after.
+    pub fn sample(&self, request: &SampleRequest) -> Result<Samples> {
+        let x0 = self.source_draws(request.n, request.seed)?;
+        self.sample_from(&x0, request)
+    }
+
+    /// As [`Trained::sample`], from given source draws `x0` `(n, d)` (model units).
+    pub fn sample_from(&self, x0: &Tensor, request: &SampleRequest) -> Result<Samples> {
+        let (n, dim) = x0.dims2()?;
+        let (samples, trajectory, nfe) = match request.hybrid {
+            None => {
+                let g = self.model.generate(x0, request)?;
+                (g.samples, g.trajectory, g.nfe)
+            }
+            Some(tau) => {
+                self.require_normal_source()?;
+                let field = self.velocity_field().with_context(|| {
+                    format!("--hybrid: a {} has no velocity field to follow", self.family.name())
+                })?;
+                let points = self.training_points(None).context("--hybrid needs the training set")?;
+                let closed = self.closed_form(&points)?;
+                let keep = request.trajectory_rows > 0;
+                let sol = solve_hybrid(&closed, field, x0, &request.solver, tau, keep)?;
+                (sol.state, sol.trajectory, sol.nfe)
+            }
+        };
+        let values = self.to_data_units(&samples)?;
+        let trajectory = trajectory.iter().map(|x| self.to_data_units(x)).collect::<Result<Vec<_>>>()?;
+        Ok(Samples { values, n, dim, trajectory, nfe })
+    }
+
+    /// Log-likelihoods of `points` (row-major, data units), in batches of
+    /// `request.batch_size`; `progress` hears the points done after each batch.
+    pub fn log_likelihood(
+        &self,
+        points: &[f32],
+        request: &LikelihoodRequest,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Likelihoods> {
+        self.source.require_normal("the likelihood")?;
+        let dim = self.dim();
+        if request.batch_size == 0 {
+            bail!("--batch-size must be at least 1, got 0");
+        }
+        let model_units = self.to_model_units(points)?;
+        let mut rng = SeededRng::for_stream(request.seed, "likelihood-probes");
+        let mut log_p = Vec::with_capacity(points.len() / dim);
+        let mut nfe = 0;
+        for chunk in model_units.chunks(request.batch_size * dim) {
+            let x = Tensor::from_vec(chunk.to_vec(), (chunk.len() / dim, dim), &self.device)?;
+            let res = self.model.log_likelihood(&x, &request.solver, request.divergence, &mut rng)?;
+            nfe += res.nfe;
+            log_p.extend(res.log_p);
+            progress(chunk.len() / dim);
+        }
+        let log_det_jacobian = self.record.transform.as_ref().map_or(0.0, |t| t.log_abs_det_jacobian());
+        for v in &mut log_p {
+            *v += log_det_jacobian;
+        }
+        Ok(Likelihoods { log_p, nfe, log_det_jacobian })
+    }
+
+    /// The finite training set in model units as an `f64` tensor `(n, d)`: its
+    /// `--n-train` set or CSV rows, or, with `n_train`, a set of that size
+    /// rebuilt from the seed (for checkpoints trained on fresh data).
+    pub fn training_points(&self, n_train: Option<usize>) -> Result<Tensor> {
+        let data = TrainingData::training_set_of_record(&self.record, n_train)?;
+        let Some(points) = data.fixed_points() else {
+            bail!(
+                "checkpoint {} was trained on fresh `{}` points every step, so it has no finite training set; \
+                 give --n-train N to compare against N points drawn from its seed",
+                self.dir.display(),
+                self.record.data
+            );
+        };
+        let d = self.dim();
+        if data.dim() != d || points.is_empty() {
+            bail!("checkpoint {}: the rebuilt training set does not match the model", self.dir.display());
+        }
+        let v: Vec<f64> = points.iter().map(|&x| x as f64).collect();
+        Ok(Tensor::from_vec(v, (points.len() / d, d), &self.device)?)
+    }
+
+    /// The closed-form velocity `û*` of `points` on the checkpoint's path
+    /// (see [`Trained::require_normal_source`]).
+    pub fn closed_form(&self, points: &Tensor) -> Result<EmpiricalVelocity<SchedulerKind>> {
+        self.require_normal_source()?;
+        let scheduler = self.record.scheduler.unwrap_or(SchedulerKind::CondOt);
+        EmpiricalVelocity::new(points, scheduler).context("the closed-form velocity")
+    }
+
+    /// Fails for a checkpoint trained from another source than `N(0, I)`:
+    /// `û*` is the exact velocity for a Gaussian source only.
+    pub fn require_normal_source(&self) -> Result<()> {
+        if self.source != Source::Normal {
+            bail!(
+                "checkpoint {}: it was trained from --source {}, but the closed-form velocity û* \
+                 transports N(0, I) to the training points; closed-form analyses need a checkpoint \
+                 trained from the standard normal source",
+                self.dir.display(),
+                self.record.source.as_deref().unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
