@@ -1,5 +1,5 @@
 //! SiLU kernels built on fm-core's vectorisable `exp`
-//! ([`fm_core::fast_exp::exp_f32`]: branch-free, < 2 ulp, results below
+//! ([`fm_core::simd::exp_f32`]: branch-free, < 2 ulp, results below
 //! `f32::MIN_POSITIVE` flushed to its neighbourhood, which is harmless for
 //! an activation).
 //!
@@ -9,7 +9,7 @@
 //! scalar code (`mul_add` is exactly rounded either way, so both paths give
 //! bit-identical results).
 
-use fm_core::fast_exp::exp_f32;
+use fm_core::simd::exp_f32;
 
 /// `x · sigmoid(x) = x / (1 + e⁻ˣ)` with [`exp_f32`].
 #[inline(always)]
@@ -72,19 +72,13 @@ mod avx2 {
     }
 }
 
-/// Whether this CPU has AVX2 and FMA (the kernels' vectorised copies need both).
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
 /// `out[i] = silu(x[i])` (vectorised where the CPU allows).
 ///
 /// # Shapes
 /// - `x`, `out`: the same length (the shorter one bounds the loop)
 pub fn silu_forward(x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if fm_core::simd::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::silu_forward(x, out) };
         return;
@@ -95,7 +89,7 @@ pub fn silu_forward(x: &[f32], out: &mut [f32]) {
 /// `v[i] ← silu(v[i])` (vectorised where the CPU allows).
 pub fn silu_in_place(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if fm_core::simd::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::silu_in_place(v) };
         return;
@@ -109,7 +103,7 @@ pub fn silu_in_place(v: &mut [f32]) {
 /// - `g`, `x`, `y`, `out`: the same length (the shortest bounds the loop)
 pub fn silu_backward(g: &[f32], x: &[f32], y: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if fm_core::simd::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::silu_backward(g, x, y, out) };
         return;

@@ -6,7 +6,7 @@
 //! a training step there. In f32 the forward pass here is branch-free
 //! arithmetic that vectorises (AVX2 + FMA where the CPU has them): Cephes'
 //! odd polynomial for `|x| < 0.625` and `1 − 2 / (e^{2|x|} + 1)` with
-//! [`fm_core::fast_exp::exp_f32`] beyond, within a few ulp of `f32::tanh`
+//! [`fm_core::simd::exp_f32`] beyond, within a few ulp of `f32::tanh`
 //! (tested). f64 uses `f64::tanh`. The backward pass is
 //! `g · (c − y² / c)` from the output `y`, in one pass.
 //!
@@ -14,7 +14,7 @@
 //! the CPU or for other dtypes, candle's ops are used.
 
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
-use fm_core::fast_exp::exp_f32;
+use fm_core::simd::exp_f32;
 
 use crate::cpu_op::{map1, map2};
 
@@ -72,7 +72,7 @@ mod avx2 {
 fn forward_f32(x: &[f32], c: f32) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     #[cfg(target_arch = "x86_64")]
-    if crate::fast_exp::has_avx2_fma() {
+    if fm_core::simd::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::forward(x, c, &mut out) };
         return out;

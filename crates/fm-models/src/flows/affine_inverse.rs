@@ -6,14 +6,14 @@
 //! and again in the backward pass (with its gradient zero-filled and
 //! accumulated): on RealNVP's image couplings, a sixth of a training step.
 //! Here the forward pass is one loop (the exponential vectorised in f32 by
-//! [`fm_core::fast_exp::exp_f32`]), the backward pass three: `dy = g e^{−s}`,
+//! [`fm_core::simd::exp_f32`]), the backward pass three: `dy = g e^{−s}`,
 //! `ds = −g x` and the shift's half of `dh = −β̄ ⊙ dy`.
 //!
 //! Off the CPU, for other dtypes than f32/f64, or when the incoming
 //! gradient carries a graph (second-order autograd), candle's ops are used.
 
 use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use fm_core::fast_exp::exp_f32;
+use fm_core::simd::exp_f32;
 
 use crate::cpu_op::{map1, map2, map3};
 
@@ -131,7 +131,7 @@ mod avx2 {
 fn forward_f32(y: &[f32], s: &[f32], h: &[f32], free: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; y.len()];
     #[cfg(target_arch = "x86_64")]
-    if crate::fast_exp::has_avx2_fma() {
+    if fm_core::simd::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::forward_rows(y, s, h, free, &mut out) };
         return out;
@@ -143,7 +143,7 @@ fn forward_f32(y: &[f32], s: &[f32], h: &[f32], free: &[f32]) -> Vec<f32> {
 fn grad_y_f32(g: &[f32], s: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; g.len()];
     #[cfg(target_arch = "x86_64")]
-    if crate::fast_exp::has_avx2_fma() {
+    if fm_core::simd::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { avx2::grad_y(g, s, &mut out) };
         return out;
