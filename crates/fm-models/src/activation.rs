@@ -6,7 +6,7 @@ use std::str::FromStr;
 use candle::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::fused_activation::Fused;
+use crate::ops::Fused;
 use crate::{Error, Result};
 
 /// A pointwise nonlinearity. All of them pass gradients back (unlike some of
@@ -60,7 +60,7 @@ impl Activation {
     /// Applies the activation.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            // Fused forward and backward passes (see fused_activation).
+            // Fused forward and backward passes (see ops::activation).
             Activation::Elu => Fused::Elu(1.0).forward(x)?,
             Activation::Silu => Fused::Silu.forward(x)?,
             Activation::Selu => (Fused::Elu(SELU_ALPHA).forward(x)? * SELU_SCALE)?,

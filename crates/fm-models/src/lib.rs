@@ -45,24 +45,20 @@
 mod activation;
 pub mod checkpoint;
 pub mod classifier;
-mod cpu_op;
 pub mod ema;
 mod error;
-pub mod fast_exp;
 pub mod flows;
-mod fused_activation;
 mod fused_adam;
-mod fused_linear;
 mod mlp;
 mod mlp_divergence;
 mod mlp_inference;
 mod mlp_train;
 mod mlp_train_blocked;
 mod net;
+mod ops;
 pub mod optim;
 mod ot_cfm_train;
 pub mod resume;
-mod scaled_tanh;
 #[cfg(test)]
 mod test_util;
 pub mod torchcfm;

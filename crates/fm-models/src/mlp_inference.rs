@@ -249,7 +249,7 @@ pub(crate) fn dense_block(layer: &Dense, h: &[f32], m: usize, dst: &mut [f32]) {
 
 fn activate_in_place(act: Activation, v: &mut [f32]) {
     match act {
-        Activation::Silu => crate::fast_exp::silu_in_place(v),
+        Activation::Silu => crate::ops::silu_in_place(v),
         Activation::Elu => v.iter_mut().for_each(|z| {
             if !z.is_sign_positive() {
                 *z = z.exp() - 1.0;

@@ -15,7 +15,7 @@ use fm_core::path::{AffinePath, PathSample};
 use fm_core::scheduler::Scheduler;
 use fm_core::SeededRng;
 
-use crate::fused_activation::Fused;
+use crate::ops::Fused;
 use crate::optim::GradientStep;
 use crate::{Activation, Error, Result, VelocityMlp};
 

@@ -13,7 +13,7 @@
 use candle::Tensor;
 use gemm::Parallelism;
 
-use crate::cpu_op::{gemm_into, par_items};
+use crate::ops::{gemm_into, par_items};
 
 use crate::mlp_inference::f32_slice;
 use crate::{Activation, MlpGradients, VelocityMlp};
@@ -242,7 +242,7 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
 /// `h = σ(z)`.
 pub(crate) fn activate(act: Activation, z: &[f32], h: &mut [f32]) {
     match act {
-        Activation::Silu => crate::fast_exp::silu_forward(z, h),
+        Activation::Silu => crate::ops::silu_forward(z, h),
         Activation::Elu => {
             h.iter_mut().zip(z).for_each(|(h, &v)| *h = if v.is_sign_positive() { v } else { v.exp() - 1.0 })
         }
@@ -258,7 +258,7 @@ pub(crate) fn derivative(act: Activation, g: &[f32], z: &[f32], h: &[f32], out: 
         out.iter_mut().zip(g.iter().zip(z.iter().zip(h))).for_each(|(o, (&g, (&z, &h)))| *o = f(g, z, h))
     };
     match act {
-        Activation::Silu => crate::fast_exp::silu_backward(g, z, h, out),
+        Activation::Silu => crate::ops::silu_backward(g, z, h, out),
         Activation::Elu => each(&|g, z, h| g * if z > 0.0 { 1.0 } else { h + 1.0 }, out),
         Activation::Relu => each(&|g, z, _| if z > 0.0 { g } else { 0.0 }, out),
         Activation::Tanh => each(&|g, _, h| g * (1.0 - h * h), out),

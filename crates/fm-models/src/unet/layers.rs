@@ -6,10 +6,7 @@ use candle::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use fm_core::SeededRng;
 
-use super::channel_linear::channel_linear;
-use super::group_norm::GroupNorm;
-use super::im2col::{im2col, Patches};
-use crate::fused_activation::Fused;
+use crate::ops::{channel_linear, im2col, Fused, GroupNorm, Patches};
 use crate::Result;
 
 /// PyTorch's GroupNorm `eps`.

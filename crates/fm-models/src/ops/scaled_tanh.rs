@@ -16,7 +16,7 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use fm_core::simd::exp_f32;
 
-use crate::cpu_op::{map1, map2};
+use super::cpu::{map1, map2};
 
 /// `c · tanh(x)`, elementwise.
 ///

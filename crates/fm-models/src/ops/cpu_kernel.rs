@@ -42,7 +42,7 @@ macro_rules! real {
 real!(f32);
 real!(f64);
 
-pub(crate) use crate::cpu_op::values;
+pub(crate) use super::cpu::values;
 
 /// Whether the custom CPU kernels apply to `x` (CPU, f32 or f64); other
 /// devices and dtypes take the composed tensor-op path.

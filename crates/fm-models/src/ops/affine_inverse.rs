@@ -15,7 +15,7 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use fm_core::simd::exp_f32;
 
-use crate::cpu_op::{map1, map2, map3};
+use super::cpu::{map1, map2, map3};
 
 /// `x = (y − free ⊙ h[:, d..]) ⊙ e^{−s}`: the coupling's inverse given the
 /// masked log-scale `s` and the conditioner's raw output `h` (its last `d`

@@ -5,7 +5,7 @@
 //! more pass computing `grad · σ'(x)` directly. In f64, and for ELU, both
 //! evaluate exactly the same floating-point expressions as candle's ops, so
 //! results are bit-identical to `Tensor::silu` and `Tensor::elu`. In f32,
-//! SiLU uses the vectorised exponential of [`crate::fast_exp`] (AVX2/FMA
+//! SiLU uses the vectorised kernels of [`super::silu`] (AVX2/FMA
 //! where available) and agrees with candle's op to a few ulp.
 //!
 //! When the incoming gradient itself carries a graph (second-order autograd,
@@ -14,7 +14,7 @@
 
 use candle::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 
-use crate::fast_exp;
+use super::silu;
 
 /// Which fused activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,7 +103,7 @@ impl CustomOp1 for Fused {
             (Fused::Silu, CpuStorage::F32(v)) => {
                 let x = slice(v, l)?;
                 let mut out = vec![0f32; x.len()];
-                fast_exp::silu_forward(x, &mut out);
+                silu::silu_forward(x, &mut out);
                 CpuStorage::F32(out)
             }
             (Fused::Silu, CpuStorage::F64(v)) => CpuStorage::F64(silu_fwd!(slice(v, l)?)),
@@ -173,7 +173,7 @@ impl CustomOp3 for Backward {
             (Fused::Silu, CpuStorage::F32(g), CpuStorage::F32(x), CpuStorage::F32(y)) => {
                 let g = slice(g, lg)?;
                 let mut out = vec![0f32; g.len()];
-                fast_exp::silu_backward(g, slice(x, lx)?, slice(y, ly)?, &mut out);
+                silu::silu_backward(g, slice(x, lx)?, slice(y, ly)?, &mut out);
                 CpuStorage::F32(out)
             }
             (Fused::Silu, CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(y)) => {

@@ -16,7 +16,7 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
-use crate::cpu_op::{gemm_into, map1, map2, map3, par_row_blocks, Elem, RowsOut};
+use super::cpu::{gemm_into, map1, map2, map3, par_row_blocks, Elem, RowsOut};
 
 /// `x · Wᵀ + b`.
 ///

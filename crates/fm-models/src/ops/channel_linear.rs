@@ -19,8 +19,8 @@
 use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
+use super::cpu::{gemm_into, map1, map2, map3, par_items, Elem, RowsOut};
 use super::cpu_kernel::fusable;
-use crate::cpu_op::{gemm_into, map1, map2, map3, par_items, Elem, RowsOut};
 
 /// Partitions of the batch whose weight-gradient sums are added in order.
 const PARTITIONS: usize = 4;
