@@ -15,7 +15,6 @@ use fm_core::path::{AffinePath, PathSample};
 use fm_core::scheduler::Scheduler;
 use fm_core::SeededRng;
 
-use crate::ops::Fused;
 use crate::optim::GradientStep;
 use crate::{Activation, Error, Result, VelocityMlp};
 
@@ -89,8 +88,8 @@ fn activate(act: Activation, z: &Tensor) -> Result<Tensor> {
 /// `dh ⊙ σ'(z)`, given `h = σ(z)`.
 fn activation_backward(act: Activation, z: &Tensor, h: &Tensor, dh: &Tensor) -> Result<Tensor> {
     Ok(match act {
-        Activation::Silu => Fused::Silu.backward(z, h, dh)?,
-        Activation::Elu => Fused::Elu(1.0).backward(z, h, dh)?,
+        Activation::Silu => crate::ops::silu_grad(z, h, dh)?,
+        Activation::Elu => crate::ops::elu_grad(z, h, dh, 1.0)?,
         _ => (dh * act.derivative(z)?)?,
     })
 }

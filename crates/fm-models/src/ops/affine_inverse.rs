@@ -12,10 +12,9 @@
 //! Off the CPU, for other dtypes than f32/f64, or when the incoming
 //! gradient carries a graph (second-order autograd), candle's ops are used.
 
-use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use fm_core::simd::exp_f32;
+use candle::{Shape, Tensor};
 
-use super::cpu::{map1, map2, map3};
+use super::cpu::{apply3, avx2_fma, eval1, eval2, fusable, fusable_grad, Kernel, Real};
 
 /// `x = (y − free ⊙ h[:, d..]) ⊙ e^{−s}`: the coupling's inverse given the
 /// masked log-scale `s` and the conditioner's raw output `h` (its last `d`
@@ -24,12 +23,8 @@ use super::cpu::{map1, map2, map3};
 /// # Shapes
 /// - `y`, `s`: `(b, d)`; `h`: `(b, 2d)`; `free`: `d` values (0 or 1) → `(b, d)`
 pub(crate) fn affine_inverse(y: &Tensor, s: &Tensor, h: &Tensor, free: &[f64]) -> candle::Result<Tensor> {
-    let cpu = y.device().is_cpu() && s.device().is_cpu() && h.device().is_cpu();
-    let same = matches!(y.dtype(), candle::DType::F32 | candle::DType::F64)
-        && s.dtype() == y.dtype()
-        && h.dtype() == y.dtype();
-    if cpu && same {
-        y.contiguous()?.apply_op3(&s.contiguous()?, &h.contiguous()?, AffineInverse(free.to_vec()))
+    if fusable(&[y, s, h]) {
+        apply3(AffineInverse(free.to_vec()), y, s, h)
     } else {
         affine_inverse_by_ops(y, s, h, free)
     }
@@ -52,32 +47,13 @@ fn free_row(free: &[f64], like: &Tensor) -> candle::Result<Tensor> {
     Tensor::new(free, like.device())?.to_dtype(like.dtype())?.unsqueeze(0)
 }
 
-/// `e^{−v}` in each dtype (f32 vectorisable).
-trait NegExp: Copy + Send + Sync {
-    fn neg_exp(self) -> Self;
-}
-impl NegExp for f32 {
-    #[inline(always)]
-    fn neg_exp(self) -> Self {
-        exp_f32(-self)
-    }
-}
-impl NegExp for f64 {
-    #[inline(always)]
-    fn neg_exp(self) -> Self {
-        (-self).exp()
-    }
+/// The mask `free` in the kernels' element type.
+fn mask<T: Real>(free: &[f64]) -> Vec<T> {
+    free.iter().map(|&f| T::from_f64(f)).collect()
 }
 
 /// Forward: `(y, s, h)` → `x`.
 struct AffineInverse(Vec<f64>);
-
-impl AffineInverse {
-    /// The mask `free` in f32.
-    fn free_f32(&self) -> Vec<f32> {
-        self.0.iter().map(|&f| f as f32).collect()
-    }
-}
 
 /// `(g, s)` → `g e^{−s}` (the gradient of `y`).
 struct GradY;
@@ -86,193 +62,146 @@ struct GradY;
 struct GradH(Vec<f64>);
 
 #[inline(always)]
-fn forward_rows<T>(y: &[T], s: &[T], h: &[T], free: &[T], out: &mut [T])
-where
-    T: NegExp + std::ops::Sub<Output = T> + std::ops::Mul<Output = T>,
-{
+fn forward_rows<T: Real>(y: &[T], s: &[T], h: &[T], free: &[T], out: &mut [T]) {
     let d = free.len();
     for (((o, y), s), h) in
         out.chunks_exact_mut(d).zip(y.chunks_exact(d)).zip(s.chunks_exact(d)).zip(h.chunks_exact(2 * d))
     {
         let shift = &h[d..];
         for j in 0..d {
-            o[j] = (y[j] - shift[j] * free[j]) * s[j].neg_exp();
+            o[j] = (y[j] - shift[j] * free[j]) * (-s[j]).exp_fast();
         }
     }
 }
 
 #[inline(always)]
-fn grad_y_loop<T>(g: &[T], s: &[T], out: &mut [T])
-where
-    T: NegExp + std::ops::Mul<Output = T>,
-{
+fn grad_y_loop<T: Real>(g: &[T], s: &[T], out: &mut [T]) {
     for ((o, &g), &s) in out.iter_mut().zip(g).zip(s) {
-        *o = g * s.neg_exp();
+        *o = g * (-s).exp_fast();
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward_rows(y: &[f32], s: &[f32], h: &[f32], free: &[f32], out: &mut [f32]) {
-        super::forward_rows(y, s, h, free, out)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn grad_y(g: &[f32], s: &[f32], out: &mut [f32]) {
-        super::grad_y_loop(g, s, out)
-    }
+avx2_fma! {
+    /// [`forward_rows`] in f32, vectorised where the CPU allows.
+    fn forward_rows_f32(y: &[f32], s: &[f32], h: &[f32], free: &[f32], out: &mut [f32]) => forward_rows;
 }
 
-fn forward_f32(y: &[f32], s: &[f32], h: &[f32], free: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; y.len()];
-    #[cfg(target_arch = "x86_64")]
-    if fm_core::simd::has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU just above.
-        unsafe { avx2::forward_rows(y, s, h, free, &mut out) };
-        return out;
-    }
-    forward_rows(y, s, h, free, &mut out);
-    out
+avx2_fma! {
+    /// [`grad_y_loop`] in f32, vectorised where the CPU allows.
+    fn grad_y_f32(g: &[f32], s: &[f32], out: &mut [f32]) => grad_y_loop;
 }
 
-fn grad_y_f32(g: &[f32], s: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; g.len()];
-    #[cfg(target_arch = "x86_64")]
-    if fm_core::simd::has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU just above.
-        unsafe { avx2::grad_y(g, s, &mut out) };
-        return out;
-    }
-    grad_y_loop(g, s, &mut out);
-    out
-}
+impl Kernel<3> for AffineInverse {
+    type Dims = ();
 
-fn grad_h<T>(dy: &[T], free: &[T]) -> Vec<T>
-where
-    T: NegExp + Default + std::ops::Neg<Output = T> + std::ops::Mul<Output = T>,
-{
-    let d = free.len();
-    let mut out = vec![T::default(); 2 * dy.len()];
-    for (o, dy) in out.chunks_exact_mut(2 * d).zip(dy.chunks_exact(d)) {
-        for ((o, &g), &f) in o[d..].iter_mut().zip(dy).zip(free) {
-            *o = -(g * f);
-        }
-    }
-    out
-}
-
-impl CustomOp3 for AffineInverse {
     fn name(&self) -> &'static str {
         "fm-affine-inverse"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let (name, d) = (self.name(), self.0.len());
-        let (b, dy) = l1.shape().dims2()?;
-        if dy != d || l2.dims() != [b, d] || l3.dims() != [b, 2 * d] {
+    fn check(&self, [y, s, h]: [&Shape; 3]) -> candle::Result<((), Shape)> {
+        let d = self.0.len();
+        let (b, dy) = y.dims2()?;
+        if dy != d || s.dims() != [b, d] || h.dims() != [b, 2 * d] {
             candle::bail!(
-                "{name}: y {:?}, s {:?}, h {:?} for {d} coordinates",
-                l1.dims(),
-                l2.dims(),
-                l3.dims()
+                "{}: y {:?}, s {:?}, h {:?} for {d} coordinates",
+                self.name(),
+                y.dims(),
+                s.dims(),
+                h.dims()
             );
         }
-        let out = map3(
-            name,
-            [(s1, l1), (s2, l2), (s3, l3)],
-            |y, s, h| forward_f32(y, s, h, &self.free_f32()),
-            |y, s, h| {
-                let mut out = vec![0.0f64; y.len()];
-                forward_rows(y, s, h, &self.0, &mut out);
-                out
-            },
-        )?;
-        Ok((out, Shape::from((b, d))))
+        Ok(((), Shape::from((b, d))))
     }
 
-    fn bwd(
-        &self,
-        y: &Tensor,
-        s: &Tensor,
-        _h: &Tensor,
-        x: &Tensor,
-        grad: &Tensor,
-    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if grad.track_op() || !grad.device().is_cpu() || grad.dtype() != y.dtype() {
+    fn run<T: Real>(&self, [y, s, h]: [&[T]; 3], (): ()) -> Vec<T> {
+        let mut out = vec![T::ZERO; y.len()];
+        forward_rows(y, s, h, &mask(&self.0), &mut out);
+        out
+    }
+
+    fn run_f32(&self, [y, s, h]: [&[f32]; 3], (): ()) -> Vec<f32> {
+        let mut out = vec![0.0f32; y.len()];
+        forward_rows_f32(y, s, h, &mask(&self.0), &mut out);
+        out
+    }
+
+    fn backward(&self, [y, s, _h]: [&Tensor; 3], x: &Tensor, grad: &Tensor) -> candle::Result<[Tensor; 3]> {
+        if !fusable_grad(grad, y) {
             // x = (y − t) e^{−s}: dy = g e^{−s}, ds = −g x, dt = −dy.
             let dy = (grad * s.neg()?.exp()?)?;
             let ds = (grad * x)?.neg()?;
             let dt = dy.broadcast_mul(&free_row(&self.0, y)?)?.neg()?;
             let dh = Tensor::cat(&[&dt.zeros_like()?, &dt], 1)?;
-            return Ok((Some(dy), Some(ds), Some(dh)));
+            return Ok([dy, ds, dh]);
         }
         let grad = grad.contiguous()?;
-        let dy = grad.apply_op2_no_bwd(&s.detach(), &GradY)?;
+        let dy = eval2(GradY, &grad, s)?;
         let ds = (&grad * &x.detach())?.neg()?;
-        let dh = dy.apply_op1_no_bwd(&GradH(self.0.clone()))?;
-        Ok((Some(dy), Some(ds), Some(dh)))
+        let dh = eval1(GradH(self.0.clone()), &dy)?;
+        Ok([dy, ds, dh])
     }
 }
 
-impl CustomOp2 for GradY {
+impl Kernel<2> for GradY {
+    type Dims = ();
+
     fn name(&self) -> &'static str {
         "fm-affine-inverse-grad-y"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        if l1.shape() != l2.shape() {
-            candle::bail!("{name}: gradient {:?}, s {:?}", l1.dims(), l2.dims());
+    fn check(&self, [g, s]: [&Shape; 2]) -> candle::Result<((), Shape)> {
+        if g != s {
+            candle::bail!("{}: gradient {:?}, s {:?}", self.name(), g.dims(), s.dims());
         }
-        let out = map2(name, (s1, l1), (s2, l2), grad_y_f32, |g, s| {
-            let mut out = vec![0.0f64; g.len()];
-            grad_y_loop(g, s, &mut out);
-            out
-        })?;
-        Ok((out, l1.shape().clone()))
+        Ok(((), g.clone()))
+    }
+
+    fn run<T: Real>(&self, [g, s]: [&[T]; 2], (): ()) -> Vec<T> {
+        let mut out = vec![T::ZERO; g.len()];
+        grad_y_loop(g, s, &mut out);
+        out
+    }
+
+    fn run_f32(&self, [g, s]: [&[f32]; 2], (): ()) -> Vec<f32> {
+        let mut out = vec![0.0f32; g.len()];
+        grad_y_f32(g, s, &mut out);
+        out
     }
 }
 
-impl CustomOp1 for GradH {
+impl Kernel<1> for GradH {
+    type Dims = ();
+
     fn name(&self) -> &'static str {
         "fm-affine-inverse-grad-h"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        let (name, d) = (self.name(), self.0.len());
-        let (b, dd) = l.shape().dims2()?;
+    fn check(&self, [g]: [&Shape; 1]) -> candle::Result<((), Shape)> {
+        let d = self.0.len();
+        let (b, dd) = g.dims2()?;
         if dd != d {
-            candle::bail!("{name}: gradient {:?} for {d} coordinates", l.dims());
+            candle::bail!("{}: gradient {:?} for {d} coordinates", self.name(), g.dims());
         }
-        let free32: Vec<f32> = self.0.iter().map(|&f| f as f32).collect();
-        let out = map1(name, (s, l), |g| grad_h(g, &free32), |g| grad_h(g, &self.0))?;
-        Ok((out, Shape::from((b, 2 * d))))
+        Ok(((), Shape::from((b, 2 * d))))
+    }
+
+    fn run<T: Real>(&self, [dy]: [&[T]; 1], (): ()) -> Vec<T> {
+        let free: Vec<T> = mask(&self.0);
+        let d = free.len();
+        let mut out = vec![T::ZERO; 2 * dy.len()];
+        for (o, dy) in out.chunks_exact_mut(2 * d).zip(dy.chunks_exact(d)) {
+            for ((o, &g), &f) in o[d..].iter_mut().zip(dy).zip(&free) {
+                *o = -(g * f);
+            }
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{close, flat, var};
+    use crate::test_util::{check_against, var};
     use candle::DType;
 
     /// The op equals the composed ops, value and the gradients of `y`, `s`
@@ -287,14 +216,8 @@ mod tests {
             let ours = affine_inverse(&y, &s, &h, &free)?;
             let theirs = affine_inverse_by_ops(&y, &s, &h, &free)?;
             let probe = var(&[b, d], 9.0, dtype);
-            let g_ours = (&ours * probe.as_tensor())?.sum_all()?.backward()?;
-            let g_theirs = (&theirs * probe.as_tensor())?.sum_all()?.backward()?;
-            close(&flat(&ours), &flat(&theirs), tol, &format!("{dtype:?} x"));
-            for (name, p) in [("y", &y), ("s", &s), ("h", &h)] {
-                let (a, c) = (g_ours.get(p).expect("gradient"), g_theirs.get(p).expect("gradient"));
-                assert_eq!(a.dims(), p.dims(), "d{name}");
-                close(&flat(a), &flat(c), tol, &format!("{dtype:?} d{name}"));
-            }
+            let params = [("y", &y), ("s", &s), ("h", &h)];
+            check_against(&ours, &theirs, &probe, &params, tol, &format!("{dtype:?} x"))?;
         }
         Ok(())
     }

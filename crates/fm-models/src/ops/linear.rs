@@ -13,25 +13,20 @@
 //! `CANDLE_GRAD_DO_NOT_DETACH`), off the CPU, or for other dtypes than f32
 //! and f64, the composed ops are used.
 
-use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle::{Shape, Tensor};
 use gemm::Parallelism;
 
-use super::cpu::{gemm_into, map1, map2, map3, par_row_blocks, Elem, RowsOut};
+use super::cpu::{apply3, eval1, eval2, fusable, fusable_grad, Kernel, Real};
+use super::dense::{add_rows, gemm_into};
+use super::pool::{par_row_blocks, RowsOut};
 
 /// `x · Wᵀ + b`.
 ///
 /// # Shapes
 /// - `x`: `(n, K)`, `weight`: `(O, K)`, `bias`: `(O,)` → `(n, O)`
 pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle::Result<Tensor> {
-    let fusable = x.device().is_cpu()
-        && weight.device().is_cpu()
-        && bias.device().is_cpu()
-        && x.rank() == 2
-        && matches!(x.dtype(), candle::DType::F32 | candle::DType::F64)
-        && weight.dtype() == x.dtype()
-        && bias.dtype() == x.dtype();
-    if fusable {
-        x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear)
+    if x.rank() == 2 && fusable(&[x, weight, bias]) {
+        apply3(FusedLinear, x, weight, bias)
     } else {
         linear_by_ops(x, weight, bias)
     }
@@ -46,190 +41,163 @@ pub(crate) fn linear_by_ops(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candl
 /// Forward: `(x (n, K), W (O, K), b (O,))` → `(n, O)`.
 struct FusedLinear;
 
-/// `g · W`: `(g (n, O), W (O, K))` → `(n, K)`.
-struct GradInput;
-
-/// `gᵀ · x`: `(g (n, O), x (n, K))` → `(O, K)`.
-struct GradWeight;
-
-/// `Σ_i g[i, ·]`: `g (n, O)` → `(O,)`.
-struct GradBias;
-
-fn forward<T: Elem>(x: &[T], w: &[T], b: &[T], (n, k): (usize, usize)) -> Vec<T> {
-    let o = b.len();
-    let mut y = Vec::with_capacity(n * o);
-    for _ in 0..n {
-        y.extend_from_slice(b);
-    }
-    let out = RowsOut::new(&mut y, o);
-    par_row_blocks(n, |r| {
-        // SAFETY: par_row_blocks hands out disjoint row ranges.
-        let y = unsafe { out.rows(r.clone()) };
-        gemm_into((r.len(), o, k), y, (1, o), true, &x[r.start * k..], (1, k), w, (k, 1), Parallelism::None);
-    });
-    y
+/// The products of the backward pass, `(g (n, O), ·)`: `dx = g · W`
+/// (`W (O, K)` → `(n, K)`) or `dW = gᵀ · x` (`x (n, K)` → `(O, K)`).
+#[derive(Clone, Copy)]
+enum Grad {
+    Input,
+    Weight,
 }
 
-fn grad_input<T: Elem>(g: &[T], w: &[T], (n, o, k): (usize, usize, usize)) -> Vec<T> {
-    let mut dx = vec![T::default(); n * k];
-    let out = RowsOut::new(&mut dx, k);
-    par_row_blocks(n, |r| {
-        // SAFETY: par_row_blocks hands out disjoint row ranges.
-        let dx = unsafe { out.rows(r.clone()) };
-        gemm_into(
-            (r.len(), k, o),
-            dx,
-            (1, k),
-            false,
-            &g[r.start * o..],
-            (1, o),
-            w,
-            (1, k),
-            Parallelism::None,
-        );
-    });
-    dx
-}
+/// The bias gradient `Σ_{n, t} g[n, ·, t]`: `g (n, O)` or `(n, O, T)` →
+/// `(O,)`, summed per sample in position order, then over samples in order
+/// (shared with the channel-wise linear map).
+pub(crate) struct GradBias;
 
-/// `dW = gᵀ · x`, in blocks of rows of `dW` (so no partial sums to add).
-fn grad_weight<T: Elem>(g: &[T], x: &[T], (n, o, k): (usize, usize, usize)) -> Vec<T> {
-    let mut dw = vec![T::default(); o * k];
-    let out = RowsOut::new(&mut dw, k);
-    par_row_blocks(o, |r| {
-        // SAFETY: par_row_blocks hands out disjoint row ranges.
-        let dw = unsafe { out.rows(r.clone()) };
-        gemm_into((r.len(), k, n), dw, (1, k), false, &g[r.start..], (o, 1), x, (1, k), Parallelism::None);
-    });
-    dw
-}
+impl Kernel<3> for FusedLinear {
+    type Dims = (usize, usize);
 
-/// `Σ_i g[i, o]`, rows added in order.
-fn grad_bias<T: Elem>(g: &[T], o: usize) -> Vec<T> {
-    let mut db = vec![T::default(); o];
-    for row in g.chunks_exact(o) {
-        db.iter_mut().zip(row).for_each(|(a, &v)| *a = *a + v);
-    }
-    db
-}
-
-impl CustomOp3 for FusedLinear {
     fn name(&self) -> &'static str {
         "fm-linear"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let (n, k) = l1.shape().dims2()?;
-        let (o, kw) = l2.shape().dims2()?;
-        if kw != k || l3.dims() != [o] {
-            candle::bail!("{name}: x {:?}, weight {:?}, bias {:?}", l1.dims(), l2.dims(), l3.dims());
+    fn check(&self, [x, w, b]: [&Shape; 3]) -> candle::Result<(Self::Dims, Shape)> {
+        let (n, k) = x.dims2()?;
+        let (o, kw) = w.dims2()?;
+        if kw != k || b.dims() != [o] {
+            candle::bail!("{}: x {:?}, weight {:?}, bias {:?}", self.name(), x.dims(), w.dims(), b.dims());
         }
-        let out = map3(
-            name,
-            [(s1, l1), (s2, l2), (s3, l3)],
-            |x, w, b| forward(x, w, b, (n, k)),
-            |x, w, b| forward(x, w, b, (n, k)),
-        )?;
-        Ok((out, Shape::from((n, o))))
+        Ok(((n, k), Shape::from((n, o))))
     }
 
-    fn bwd(
+    fn run<T: Real>(&self, [x, w, b]: [&[T]; 3], (n, k): Self::Dims) -> Vec<T> {
+        let o = b.len();
+        let mut y = Vec::with_capacity(n * o);
+        for _ in 0..n {
+            y.extend_from_slice(b);
+        }
+        let out = RowsOut::new(&mut y, o);
+        par_row_blocks(n, |r| {
+            // SAFETY: par_row_blocks hands out disjoint row ranges.
+            let y = unsafe { out.rows(r.clone()) };
+            gemm_into(
+                (r.len(), o, k),
+                y,
+                (1, o),
+                true,
+                &x[r.start * k..],
+                (1, k),
+                w,
+                (k, 1),
+                Parallelism::None,
+            );
+        });
+        y
+    }
+
+    fn backward(
         &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _bias: &Tensor,
+        [x, weight, _]: [&Tensor; 3],
         _y: &Tensor,
         grad: &Tensor,
-    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if grad.track_op() || !grad.device().is_cpu() || grad.dtype() != x.dtype() {
-            let dx = grad.matmul(weight)?;
-            let dw = grad.t()?.matmul(x)?;
-            let db = grad.sum(0)?;
-            return Ok((Some(dx), Some(dw), Some(db)));
+    ) -> candle::Result<[Tensor; 3]> {
+        if !fusable_grad(grad, x) {
+            return Ok([grad.matmul(weight)?, grad.t()?.matmul(x)?, grad.sum(0)?]);
         }
-        let grad = grad.contiguous()?;
-        let (weight, x) = (weight.detach(), x.detach());
-        let dx = grad.apply_op2_no_bwd(&weight, &GradInput)?;
-        let dw = grad.apply_op2_no_bwd(&x, &GradWeight)?;
-        let db = grad.apply_op1_no_bwd(&GradBias)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok([eval2(Grad::Input, grad, weight)?, eval2(Grad::Weight, grad, x)?, eval1(GradBias, grad)?])
     }
 }
 
-impl CustomOp2 for GradInput {
+impl Kernel<2> for Grad {
+    type Dims = (usize, usize, usize);
+
     fn name(&self) -> &'static str {
-        "fm-linear-grad-input"
+        match self {
+            Grad::Input => "fm-linear-grad-input",
+            Grad::Weight => "fm-linear-grad-weight",
+        }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let (n, o) = l1.shape().dims2()?;
-        let (ow, k) = l2.shape().dims2()?;
-        if ow != o {
-            candle::bail!("{name}: gradient {:?}, weight {:?}", l1.dims(), l2.dims());
+    fn check(&self, [g, other]: [&Shape; 2]) -> candle::Result<(Self::Dims, Shape)> {
+        let (n, o) = g.dims2()?;
+        let (rows, k) = other.dims2()?;
+        let (need, out) = match self {
+            Grad::Input => (o, Shape::from((n, k))),
+            Grad::Weight => (n, Shape::from((o, k))),
+        };
+        if rows != need {
+            candle::bail!("{}: gradient {:?}, operand {:?}", self.name(), g.dims(), other.dims());
         }
-        let dims = (n, o, k);
-        let out =
-            map2(name, (s1, l1), (s2, l2), |g, w| grad_input(g, w, dims), |g, w| grad_input(g, w, dims))?;
-        Ok((out, Shape::from((n, k))))
+        Ok(((n, o, k), out))
+    }
+
+    fn run<T: Real>(&self, [g, other]: [&[T]; 2], (n, o, k): Self::Dims) -> Vec<T> {
+        match self {
+            Grad::Input => {
+                let w = other;
+                let mut dx = vec![T::ZERO; n * k];
+                let out = RowsOut::new(&mut dx, k);
+                par_row_blocks(n, |r| {
+                    // SAFETY: par_row_blocks hands out disjoint row ranges.
+                    let dx = unsafe { out.rows(r.clone()) };
+                    let g = &g[r.start * o..];
+                    gemm_into((r.len(), k, o), dx, (1, k), false, g, (1, o), w, (1, k), Parallelism::None);
+                });
+                dx
+            }
+            // In blocks of rows of dW (so no partial sums to add).
+            Grad::Weight => {
+                let x = other;
+                let mut dw = vec![T::ZERO; o * k];
+                let out = RowsOut::new(&mut dw, k);
+                par_row_blocks(o, |r| {
+                    // SAFETY: par_row_blocks hands out disjoint row ranges.
+                    let dw = unsafe { out.rows(r.clone()) };
+                    let g = &g[r.start..];
+                    gemm_into((r.len(), k, n), dw, (1, k), false, g, (o, 1), x, (1, k), Parallelism::None);
+                });
+                dw
+            }
+        }
     }
 }
 
-impl CustomOp2 for GradWeight {
-    fn name(&self) -> &'static str {
-        "fm-linear-grad-weight"
-    }
+impl Kernel<1> for GradBias {
+    type Dims = (usize, usize, usize);
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let (n, o) = l1.shape().dims2()?;
-        let (nx, k) = l2.shape().dims2()?;
-        if nx != n {
-            candle::bail!("{name}: gradient {:?}, x {:?}", l1.dims(), l2.dims());
-        }
-        let dims = (n, o, k);
-        let out =
-            map2(name, (s1, l1), (s2, l2), |g, x| grad_weight(g, x, dims), |g, x| grad_weight(g, x, dims))?;
-        Ok((out, Shape::from((o, k))))
-    }
-}
-
-impl CustomOp1 for GradBias {
     fn name(&self) -> &'static str {
         "fm-linear-grad-bias"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        let (_, o) = l.shape().dims2()?;
-        let out = map1(self.name(), (s, l), |g| grad_bias(g, o), |g| grad_bias(g, o))?;
-        Ok((out, Shape::from(o)))
+    fn check(&self, [g]: [&Shape; 1]) -> candle::Result<(Self::Dims, Shape)> {
+        let (n, o, t) = match *g.dims() {
+            [n, o] => (n, o, 1),
+            [n, o, t] => (n, o, t),
+            _ => candle::bail!("{}: the gradient must be 2-D or 3-D, got {:?}", self.name(), g.dims()),
+        };
+        Ok(((n, o, t), Shape::from(o)))
+    }
+
+    fn run<T: Real>(&self, [g]: [&[T]; 1], (n, o, t): Self::Dims) -> Vec<T> {
+        let mut out = vec![T::ZERO; o];
+        if t == 1 {
+            // The rows added in order.
+            add_rows(&mut out, &g[..n * o]);
+            return out;
+        }
+        for s in 0..n {
+            for (acc, row) in out.iter_mut().zip(g[s * o * t..(s + 1) * o * t].chunks_exact(t)) {
+                *acc += row.iter().fold(T::ZERO, |a, &v| a + v);
+            }
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{close, flat, var};
+    use crate::test_util::{check_against, var};
     use candle::DType;
 
     /// The custom op equals `x · Wᵀ + b` from candle's ops, values and the
@@ -243,15 +211,9 @@ mod tests {
                 let theirs = linear_by_ops(&x, &w, &b)?;
                 let what = format!("{dtype:?} n{n} k{k} o{o}");
                 assert_eq!(ours.dims(), [n, o], "{what}");
-                close(&flat(&ours), &flat(&theirs), tol, &what);
                 let probe = var(&[n, o], 7.0, dtype);
-                let g_ours = (ours * probe.as_tensor())?.sum_all()?.backward()?;
-                let g_theirs = (theirs * probe.as_tensor())?.sum_all()?.backward()?;
-                for (name, p) in [("x", &x), ("weight", &w), ("bias", &b)] {
-                    let (a, c) = (g_ours.get(p).expect("gradient"), g_theirs.get(p).expect("gradient"));
-                    assert_eq!(a.dims(), p.dims(), "{what} d{name}");
-                    close(&flat(a), &flat(c), tol, &format!("{what} d{name}"));
-                }
+                let params = [("x", &x), ("weight", &w), ("bias", &b)];
+                check_against(&ours, &theirs, &probe, &params, tol, &what)?;
             }
         }
         Ok(())

@@ -4,8 +4,8 @@
 use candle::Tensor;
 use candle_nn::VarBuilder;
 
-use super::layers::{group_norm, Conv1x1};
-use crate::ops::{softmax_last_dim, GroupNorm};
+use super::layers::{group_norm, Conv1x1, GroupNorm};
+use crate::ops::softmax_last_dim;
 use crate::Result;
 
 /// Self-attention over the spatial positions, with a residual connection.
