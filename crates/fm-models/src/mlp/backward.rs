@@ -36,7 +36,7 @@ impl VelocityMlp {
     /// - `input`: `(b, d + 1)` (`concat(t, x)`), `target`: `(b, d)`
     ///
     /// f32 on the CPU takes the blocked, multi-threaded path of
-    /// `mlp_train_blocked` (same loss and gradients up to f32 rounding).
+    /// `mlp::backward_blocked` (same loss and gradients up to f32 rounding).
     pub fn mse_gradients(&self, input: &Tensor, target: &Tensor) -> Result<MlpGradients> {
         if let Some(g) = self.mse_gradients_blocked(input, target)? {
             return Ok(g);
