@@ -47,8 +47,7 @@ pub fn has_avx2() -> bool {
 /// Whether this CPU has AVX2 and FMA (the `mul_add` kernels' vectorised copies need both).
 #[inline]
 pub fn has_avx2_fma() -> bool {
-    let f = features();
-    f.avx2 && f.fma
+    has_avx2() && features().fma
 }
 
 /// Whether this CPU has AVX-512F.
@@ -60,8 +59,7 @@ pub fn has_avx512f() -> bool {
 /// Whether this CPU has AVX-512F and FMA.
 #[inline]
 pub fn has_avx512f_fma() -> bool {
-    let f = features();
-    f.avx512f && f.fma
+    has_avx512f() && features().fma
 }
 
 #[cfg(test)]
