@@ -250,11 +250,11 @@ impl Coupling {
 fn squared_distances(a: &[f64], c: &[f64], d: usize, rows: &[usize]) -> Vec<f64> {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512f") {
+        if crate::simd::has_avx512f() {
             // SAFETY: the feature was detected on this CPU just above.
             return unsafe { squared_distances_avx512(a, c, d, rows) };
         }
-        if std::is_x86_feature_detected!("avx2") {
+        if crate::simd::has_avx2() {
             // SAFETY: as above.
             return unsafe { squared_distances_avx2(a, c, d, rows) };
         }

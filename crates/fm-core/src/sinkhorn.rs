@@ -39,7 +39,7 @@
 //! # }
 //! ```
 
-use crate::fast_exp::exp_f64;
+use crate::simd::exp_f64;
 use crate::{Error, Result};
 
 /// Scaling iterations between two absorptions of the scalings into the
@@ -189,12 +189,12 @@ pub fn sinkhorn(
     }
     let problem = Problem { cost, n: n_rows, m: n_cols, reg, max_iters, tol };
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
+    if crate::simd::has_avx512f() {
         // SAFETY: the CPU supports AVX-512F.
         return Ok(unsafe { simd::solve_avx512(&problem) });
     }
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
+    if crate::simd::has_avx2() {
         // SAFETY: the CPU supports AVX2.
         return Ok(unsafe { simd::solve_avx2(&problem) });
     }
@@ -466,11 +466,11 @@ mod tests {
             let mut variants = Vec::new();
             #[cfg(target_arch = "x86_64")]
             {
-                if std::is_x86_feature_detected!("avx2") {
+                if crate::simd::has_avx2() {
                     // SAFETY: the CPU supports AVX2.
                     variants.push(unsafe { simd::solve_avx2(&p) });
                 }
-                if std::is_x86_feature_detected!("avx512f") {
+                if crate::simd::has_avx512f() {
                     // SAFETY: the CPU supports AVX-512F.
                     variants.push(unsafe { simd::solve_avx512(&p) });
                 }

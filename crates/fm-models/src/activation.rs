@@ -6,8 +6,7 @@ use std::str::FromStr;
 use candle::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::fused_activation::Fused;
-use crate::{Error, Result};
+use crate::{ops, Error, Result};
 
 /// A pointwise nonlinearity. All of them pass gradients back (unlike some of
 /// candle-nn's fused ops).
@@ -60,10 +59,10 @@ impl Activation {
     /// Applies the activation.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            // Fused forward and backward passes (see fused_activation).
-            Activation::Elu => Fused::Elu(1.0).forward(x)?,
-            Activation::Silu => Fused::Silu.forward(x)?,
-            Activation::Selu => (Fused::Elu(SELU_ALPHA).forward(x)? * SELU_SCALE)?,
+            // Fused forward and backward passes (see ops::activation).
+            Activation::Elu => ops::elu(x, 1.0)?,
+            Activation::Silu => ops::silu(x)?,
+            Activation::Selu => (ops::elu(x, SELU_ALPHA)? * SELU_SCALE)?,
             Activation::Relu => x.relu()?,
             Activation::Tanh => x.tanh()?,
         })

@@ -362,7 +362,7 @@ fn conv3x3(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let c_out = weight.dim(0)?;
     // (b, c·9, h·w), rows in the order of the weight's (c_in, ky, kx) flattening.
-    let cols = crate::unet::im2col(x, 3, 1)?;
+    let cols = crate::ops::im2col(x, 3, 1)?;
     let out = weight.reshape((c_out, c * 9))?.broadcast_matmul(&cols)?;
     Ok(out.broadcast_add(&bias.reshape((1, c_out, 1))?)?.reshape((b, c_out, h, w))?)
 }

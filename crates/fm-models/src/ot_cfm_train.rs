@@ -185,14 +185,14 @@ impl OtCfmPipeline {
         let t = current.t;
         let c = current.coupling.finish()?;
         let ps = matcher.sample(&c.x0, &c.x1, &t, rng)?;
-        let g = crate::mlp_train::regression_gradients(model, &t, &ps)?;
+        let g = crate::mlp::regression_gradients(model, &t, &ps)?;
         // The gradients kept every thread busy; what follows until the next
         // step's gradients (optimiser, the caller's next draw, path sampling)
         // runs on one, so the next batch's coupling is solved beside it.
         if let Some(next) = self.queue.pop_front() {
             self.queue.push_front(Pending { t: next.t, coupling: next.coupling.start() });
         }
-        crate::mlp_train::apply_gradients(&g, opt)?;
+        crate::mlp::apply_gradients(&g, opt)?;
         Ok(g.loss)
     }
 }

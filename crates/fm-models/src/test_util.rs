@@ -15,6 +15,28 @@ pub(crate) fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
     }
 }
 
+/// `ours ≈ theirs` (values, to `tol`), and so are the gradients of
+/// `Σ probe ⊙ ours` and `Σ probe ⊙ theirs` with respect to every parameter
+/// in `params` (which have their parameters' shapes).
+pub(crate) fn check_against(
+    ours: &Tensor,
+    theirs: &Tensor,
+    probe: &Var,
+    params: &[(&str, &Var)],
+    tol: f64,
+    what: &str,
+) -> candle::Result<()> {
+    close(&flat(ours), &flat(theirs), tol, what);
+    let g_ours = (ours * probe.as_tensor())?.sum_all()?.backward()?;
+    let g_theirs = (theirs * probe.as_tensor())?.sum_all()?.backward()?;
+    for (name, p) in params {
+        let (a, c) = (g_ours.get(p).expect("gradient"), g_theirs.get(p).expect("gradient"));
+        assert_eq!(a.dims(), p.dims(), "{what} d{name}");
+        close(&flat(a), &flat(c), tol, &format!("{what} d{name}"));
+    }
+    Ok(())
+}
+
 /// A variable of `shape` with deterministic values `sin(0.73 (j + seed))`.
 pub(crate) fn var(shape: &[usize], seed: f64, dtype: DType) -> Var {
     let n: usize = shape.iter().product();

@@ -12,7 +12,7 @@
 
 use gemm::Parallelism;
 
-use crate::fast_exp::exp_f32;
+use crate::simd::exp_f32;
 
 /// Training points per chunk: the `(b, CHUNK)` logits of a batch of 256
 /// queries take 256 KiB, which stay in a core's L2 cache, beside `gemm`'s
@@ -249,13 +249,13 @@ fn weight(x: f32) -> f32 {
 /// `gᵢ ← exp(Lᵢ − m)` and `sum += Σᵢ gᵢ`.
 fn weigh_chunk(g: &mut [f32], len: usize, r: &[f32], c: &[f32], state: &mut StreamedF32, d: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+    if crate::simd::has_avx512f_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { weigh_chunk_avx512(g, len, r, c, state, d) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if crate::simd::has_avx2_fma() {
         // SAFETY: the features were detected on this CPU just above.
         unsafe { weigh_chunk_avx2(g, len, r, c, state, d) };
         return;

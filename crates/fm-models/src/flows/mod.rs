@@ -23,7 +23,6 @@
 //! Log-determinants: `forward` returns `log|det ∂y/∂x|`, `inverse` returns
 //! `log|det ∂x/∂y|`, so for `y = f(x)` the two sum to zero.
 mod actnorm;
-mod affine_inverse;
 mod logit;
 mod normalizing_flow;
 mod planar;

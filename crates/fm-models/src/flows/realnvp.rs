@@ -296,7 +296,7 @@ impl AffineCoupling {
         let last = self.net.len() - 1;
         for (i, layer) in self.net.iter().enumerate() {
             h = match layer.bias() {
-                Some(b) => crate::fused_linear::linear(&h, layer.weight(), b)?,
+                Some(b) => crate::ops::linear(&h, layer.weight(), b)?,
                 None => layer.forward(&h)?,
             };
             if i < last {
@@ -309,7 +309,7 @@ impl AffineCoupling {
     /// The bounded log-scale `s` `(b, d)` of the free coordinates (zero where `β = 1`).
     fn log_scale(&self, h: &Tensor) -> Result<Tensor> {
         let raw = h.narrow(1, 0, self.dim)?;
-        Ok(crate::scaled_tanh::scaled_tanh(&raw, self.scale_factor)?.broadcast_mul(&self.free)?)
+        Ok(crate::ops::scaled_tanh(&raw, self.scale_factor)?.broadcast_mul(&self.free)?)
     }
 
     /// `(s, t)` of the free coordinates from the conditioning ones, both
@@ -340,7 +340,7 @@ impl FlowLayer for AffineCoupling {
         let h = self.conditioner(y)?;
         let s = self.log_scale(&h)?;
         // x = (y − t) e^{−s}, one fused op.
-        let x = super::affine_inverse::affine_inverse(y, &s, &h, &self.free_values)?;
+        let x = crate::ops::affine_inverse(y, &s, &h, &self.free_values)?;
         Ok((x, s.sum(1)?.neg()?))
     }
 

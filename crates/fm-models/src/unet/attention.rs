@@ -4,9 +4,8 @@
 use candle::Tensor;
 use candle_nn::VarBuilder;
 
-use super::group_norm::GroupNorm;
-use super::layers::{group_norm, Conv1x1};
-use super::softmax::softmax_last_dim;
+use super::layers::{group_norm, Conv1x1, GroupNorm};
+use crate::ops::softmax_last_dim;
 use crate::Result;
 
 /// Self-attention over the spatial positions, with a residual connection.

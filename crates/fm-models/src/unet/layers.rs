@@ -1,4 +1,5 @@
 //! Small building blocks of the U-Net: convolutions, GroupNorm, SiLU, seeded dropout.
+//! The custom ops they run are in [`crate::ops`].
 
 use std::cell::RefCell;
 
@@ -6,10 +7,7 @@ use candle::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use fm_core::SeededRng;
 
-use super::channel_linear::channel_linear;
-use super::group_norm::GroupNorm;
-use super::im2col::{im2col, Patches};
-use crate::fused_activation::Fused;
+use crate::ops::{channel_linear, im2col, Patches};
 use crate::Result;
 
 /// PyTorch's GroupNorm `eps`.
@@ -61,6 +59,48 @@ pub(crate) fn group_norm(vb: &VarBuilder, ch: usize, groups: usize) -> Result<Gr
     GroupNorm::new(vb, ch, groups, NORM_EPS)
 }
 
+/// A GroupNorm layer (`weight` γ and `bias` β of `(C,)`, PyTorch's `eps`),
+/// as one custom op ([`crate::ops::group_norm`]), with the SiLU after it
+/// fused in or not.
+///
+/// # Shapes
+/// - `(b, C, …)` → `(b, C, …)`
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Builds the layer from `vb` (`weight`, `bias`) over `ch` channels in `groups` groups.
+    pub(crate) fn new(vb: &VarBuilder, ch: usize, groups: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get(ch, "weight")?;
+        let bias = vb.get(ch, "bias")?;
+        // candle_nn's check (and error) that the groups divide the channels.
+        candle_nn::GroupNorm::new(weight.clone(), bias.clone(), ch, groups, eps)?;
+        Ok(Self { weight, bias, groups, eps })
+    }
+
+    /// GroupNorm.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+
+    /// GroupNorm then SiLU, fused.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        if x.rank() < 3 {
+            return Err(crate::Error::Shape(format!("GroupNorm takes (b, C, …), got {:?}", x.dims())));
+        }
+        Ok(crate::ops::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, silu)?)
+    }
+}
+
 pub(crate) fn linear(vb: &VarBuilder, cin: usize, cout: usize) -> Result<Linear> {
     let w = vb.get((cout, cin), "weight")?;
     let b = vb.get(cout, "bias")?;
@@ -91,7 +131,7 @@ impl Conv1x1 {
 
 /// SiLU, `x · σ(x)` (one fused pass forward and backward).
 pub(crate) fn silu(x: &Tensor) -> Result<Tensor> {
-    Ok(Fused::Silu.forward(x)?)
+    Ok(crate::ops::silu(x)?)
 }
 
 /// GroupNorm then SiLU (one fused custom op).

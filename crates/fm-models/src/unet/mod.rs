@@ -13,21 +13,15 @@
 //! null-class row to `label_emb.weight`).
 
 mod attention;
-mod channel_linear;
 mod config;
-mod cpu_kernel;
-mod group_norm;
-mod im2col;
 mod layers;
 mod model;
 mod resblock;
-mod softmax;
 mod time_embedding;
 mod updown;
 
 pub use attention::AttentionBlock;
 pub use config::{UNetConfig, PRESET_NAMES};
-pub(crate) use im2col::im2col;
 pub use layers::DropoutRng;
 pub use model::{ClassifierFreeGuidance, Conditioned, UNet};
 pub use resblock::ResBlock;

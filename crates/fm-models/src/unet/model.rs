@@ -6,8 +6,7 @@ use fm_core::{SeededRng, VelocityField};
 
 use super::attention::AttentionBlock;
 use super::config::{Init, Layer, UNetConfig};
-use super::group_norm::GroupNorm;
-use super::layers::{conv2d, group_norm, linear, norm_silu, silu, Conv, DropoutRng};
+use super::layers::{conv2d, group_norm, linear, norm_silu, silu, Conv, DropoutRng, GroupNorm};
 use super::resblock::ResBlock;
 use super::time_embedding::timestep_embedding;
 use super::updown::{Downsample, Upsample};
@@ -320,7 +319,7 @@ impl VelocityField for ClassifierFreeGuidance<'_> {
 mod tests {
     use super::*;
     use crate::checkpoint::varmap_tensors;
-    use crate::unet::cpu_kernel::FORCE_COMPOSED;
+    use crate::ops::cpu::FORCE_COMPOSED;
 
     /// The CPU custom ops (im2col at stride 1 and 2, GroupNorm with and without
     /// SiLU, softmax) give the same velocity and the same gradient for every

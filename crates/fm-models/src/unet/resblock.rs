@@ -4,8 +4,7 @@
 use candle::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::group_norm::GroupNorm;
-use super::layers::{conv2d, dropout, group_norm, linear, norm_silu, silu, Conv, DropoutRng};
+use super::layers::{conv2d, dropout, group_norm, linear, norm_silu, silu, Conv, DropoutRng, GroupNorm};
 use crate::Result;
 
 /// A residual block conditioned on the time embedding.

@@ -18,7 +18,7 @@ pub(crate) struct Avx2(());
 impl Avx2 {
     /// The kernels, if this CPU supports AVX2.
     pub(crate) fn detect() -> Option<Self> {
-        std::is_x86_feature_detected!("avx2").then_some(Avx2(()))
+        crate::simd::has_avx2().then_some(Avx2(()))
     }
 }
 

@@ -14,7 +14,7 @@ pub(crate) struct Avx512(());
 impl Avx512 {
     /// The kernels, if this CPU supports AVX-512F.
     pub(crate) fn detect() -> Option<Self> {
-        std::is_x86_feature_detected!("avx512f").then_some(Avx512(()))
+        crate::simd::has_avx512f().then_some(Avx512(()))
     }
 }
 

@@ -12,7 +12,8 @@
 //! clamped to `[−87.3, 88.3]`).
 //!
 //! It uses `mul_add`: compile the loop around it with FMA enabled (a
-//! `#[target_feature(enable = "avx2,fma")]` copy chosen at run time), or
+//! `#[target_feature(enable = "avx2,fma")]` copy chosen at run time by
+//! [`has_avx2_fma`](super::has_avx2_fma)), or
 //! each `mul_add` becomes a libm call. `mul_add` is exactly rounded either
 //! way, so both give bit-identical results.
 //!
@@ -23,7 +24,7 @@
 //! `[−708.3, 709]`.
 //!
 //! ```
-//! use fm_core::fast_exp::{exp_f32, exp_f64};
+//! use fm_core::simd::{exp_f32, exp_f64};
 //!
 //! assert_eq!(exp_f32(0.0), 1.0);
 //! assert!((exp_f32(1.0) - std::f32::consts::E).abs() <= 2.0 * f32::EPSILON * std::f32::consts::E);

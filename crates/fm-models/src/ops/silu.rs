@@ -1,5 +1,6 @@
-//! SiLU kernels built on fm-core's vectorisable `exp`
-//! ([`fm_core::fast_exp::exp_f32`]: branch-free, < 2 ulp, results below
+//! SiLU kernels on f32 slices (the activation's custom op and the MLP's
+//! blocked passes), built on fm-core's vectorisable `exp`
+//! ([`fm_core::simd::exp_f32`]: branch-free, < 2 ulp, results below
 //! `f32::MIN_POSITIVE` flushed to its neighbourhood, which is harmless for
 //! an activation).
 //!
@@ -9,7 +10,9 @@
 //! scalar code (`mul_add` is exactly rounded either way, so both paths give
 //! bit-identical results).
 
-use fm_core::fast_exp::exp_f32;
+use fm_core::simd::exp_f32;
+
+use super::cpu::avx2_fma;
 
 /// `x · sigmoid(x) = x / (1 + e⁻ˣ)` with [`exp_f32`].
 #[inline(always)]
@@ -48,73 +51,25 @@ fn silu_backward_loop(g: &[f32], x: &[f32], y: &[f32], out: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn silu_forward(x: &[f32], out: &mut [f32]) {
-        super::silu_forward_loop(x, out)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn silu_in_place(v: &mut [f32]) {
-        super::silu_in_place_loop(v)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn silu_backward(g: &[f32], x: &[f32], y: &[f32], out: &mut [f32]) {
-        super::silu_backward_loop(g, x, y, out)
-    }
+avx2_fma! {
+    /// `out[i] = silu(x[i])` (vectorised where the CPU allows).
+    ///
+    /// # Shapes
+    /// - `x`, `out`: the same length (the shorter one bounds the loop)
+    pub(crate) fn silu_forward(x: &[f32], out: &mut [f32]) => silu_forward_loop;
 }
 
-/// Whether this CPU has AVX2 and FMA (the kernels' vectorised copies need both).
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+avx2_fma! {
+    /// `v[i] ← silu(v[i])` (vectorised where the CPU allows).
+    pub(crate) fn silu_in_place(v: &mut [f32]) => silu_in_place_loop;
 }
 
-/// `out[i] = silu(x[i])` (vectorised where the CPU allows).
-///
-/// # Shapes
-/// - `x`, `out`: the same length (the shorter one bounds the loop)
-pub fn silu_forward(x: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU just above.
-        unsafe { avx2::silu_forward(x, out) };
-        return;
-    }
-    silu_forward_loop(x, out)
-}
-
-/// `v[i] ← silu(v[i])` (vectorised where the CPU allows).
-pub fn silu_in_place(v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU just above.
-        unsafe { avx2::silu_in_place(v) };
-        return;
-    }
-    silu_in_place_loop(v)
-}
-
-/// `out[i] = g[i] · silu'(x[i])`, given `y[i] = silu(x[i])` (vectorised where the CPU allows).
-///
-/// # Shapes
-/// - `g`, `x`, `y`, `out`: the same length (the shortest bounds the loop)
-pub fn silu_backward(g: &[f32], x: &[f32], y: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU just above.
-        unsafe { avx2::silu_backward(g, x, y, out) };
-        return;
-    }
-    silu_backward_loop(g, x, y, out)
+avx2_fma! {
+    /// `out[i] = g[i] · silu'(x[i])`, given `y[i] = silu(x[i])` (vectorised where the CPU allows).
+    ///
+    /// # Shapes
+    /// - `g`, `x`, `y`, `out`: the same length (the shortest bounds the loop)
+    pub(crate) fn silu_backward(g: &[f32], x: &[f32], y: &[f32], out: &mut [f32]) => silu_backward_loop;
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@
 use candle::Tensor;
 use gemm::Parallelism;
 
-use crate::cpu_op::{gemm_into, par_items};
-
-use crate::mlp_inference::f32_slice;
+use crate::ops::cpu::cpu_values;
+use crate::ops::dense::{add_rows, gemm_into};
+use crate::ops::pool::par_items;
 use crate::{Activation, MlpGradients, VelocityMlp};
 
 /// Rows per block.
@@ -81,7 +81,7 @@ impl VelocityMlp {
         let mut net = Vec::with_capacity(layers.len());
         for ((w, _), ((ws, wl), (bs, bl))) in weights.iter().zip(&guards) {
             let (out, k) = w.dims2()?;
-            let (Some(w), Some(b)) = (f32_slice(ws, wl), f32_slice(bs, bl)) else { return Ok(None) };
+            let (Some(w), Some(b)) = (cpu_values(ws, wl), cpu_values(bs, bl)) else { return Ok(None) };
             net.push(Layer { w, b, out, inp: k });
         }
         if net.first().map(|l| l.inp) != Some(inp) || net.last().map(|l| l.out) != Some(d) {
@@ -89,7 +89,7 @@ impl VelocityMlp {
         }
         let (is, il) = input.storage_and_layout();
         let (ts, tl) = target.storage_and_layout();
-        let (Some(x), Some(y)) = (f32_slice(&is, il), f32_slice(&ts, tl)) else { return Ok(None) };
+        let (Some(x), Some(y)) = (cpu_values(&is, il), cpu_values(&ts, tl)) else { return Ok(None) };
         let scale = 2.0 / (rows * d) as f32;
         let Some(partials) = gradients_in_partitions(&net, act, x, y, rows, scale) else {
             return Ok(None);
@@ -100,7 +100,7 @@ impl VelocityMlp {
         for p in iter {
             total.sq += p.sq;
             for (a, b) in total.dw.iter_mut().zip(&p.dw).chain(total.db.iter_mut().zip(&p.db)) {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                add_rows(a, b);
             }
         }
         let loss = total.sq / (rows * d) as f64;
@@ -214,9 +214,7 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
                 (1, l.inp),
                 Parallelism::None,
             );
-            for row in g.chunks_exact(l.out) {
-                db[k].iter_mut().zip(row).for_each(|(a, b)| *a += b);
-            }
+            add_rows(&mut db[k], g);
             if k > 0 {
                 // dh = dz W, then dz ← dh ⊙ σ'(z_{k−1}).
                 let dhk = &mut dh[..m * l.inp];
@@ -242,7 +240,7 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
 /// `h = σ(z)`.
 pub(crate) fn activate(act: Activation, z: &[f32], h: &mut [f32]) {
     match act {
-        Activation::Silu => crate::fast_exp::silu_forward(z, h),
+        Activation::Silu => crate::ops::silu_forward(z, h),
         Activation::Elu => {
             h.iter_mut().zip(z).for_each(|(h, &v)| *h = if v.is_sign_positive() { v } else { v.exp() - 1.0 })
         }
@@ -258,7 +256,7 @@ pub(crate) fn derivative(act: Activation, g: &[f32], z: &[f32], h: &[f32], out: 
         out.iter_mut().zip(g.iter().zip(z.iter().zip(h))).for_each(|(o, (&g, (&z, &h)))| *o = f(g, z, h))
     };
     match act {
-        Activation::Silu => crate::fast_exp::silu_backward(g, z, h, out),
+        Activation::Silu => crate::ops::silu_backward(g, z, h, out),
         Activation::Elu => each(&|g, z, h| g * if z > 0.0 { 1.0 } else { h + 1.0 }, out),
         Activation::Relu => each(&|g, z, _| if z > 0.0 { g } else { 0.0 }, out),
         Activation::Tanh => each(&|g, _, h| g * (1.0 - h * h), out),

@@ -11,9 +11,11 @@
 //! result does not depend on the thread count), and the extra memory is two
 //! block buffers per thread instead of three full-batch activations.
 
-use candle::{CpuStorage, Storage, Tensor};
+use candle::Tensor;
 use gemm::Parallelism;
 
+use crate::ops::cpu::cpu_values;
+use crate::ops::dense::gemm_into;
 use crate::{Activation, VelocityMlp};
 
 /// Rows per block: a `(256, 256)` f32 activation is 256 KiB, which stays in L2.
@@ -27,19 +29,10 @@ pub(crate) struct Dense<'a> {
     pub(crate) inp: usize,
 }
 
-/// The f32 elements of a contiguous CPU storage under `layout`.
-pub(crate) fn f32_slice<'a>(storage: &'a Storage, layout: &candle::Layout) -> Option<&'a [f32]> {
-    let (start, end) = layout.contiguous_offsets()?;
-    match storage {
-        Storage::Cpu(CpuStorage::F32(v)) => Some(&v[start..end]),
-        _ => None,
-    }
-}
-
 /// Borrows the f32 data of a contiguous CPU tensor for the duration of `f`.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
-    f32_slice(&storage, layout).map(f)
+    cpu_values(&storage, layout).map(f)
 }
 
 impl VelocityMlp {
@@ -103,9 +96,9 @@ impl VelocityMlp {
         let mut dense = Vec::with_capacity(layers.len());
         for (layer, ((ws, wl), bias)) in layers.iter().zip(&guards) {
             let (out, inp) = layer.weight().dims2()?;
-            let Some(w) = f32_slice(ws, wl) else { return Ok(None) };
+            let Some(w) = cpu_values(ws, wl) else { return Ok(None) };
             let b = match bias {
-                Some((bs, bl)) => match f32_slice(bs, bl) {
+                Some((bs, bl)) => match cpu_values(bs, bl) {
                     Some(b) => Some(b),
                     None => return Ok(None),
                 },
@@ -219,37 +212,12 @@ pub(crate) fn dense_block(layer: &Dense, h: &[f32], m: usize, dst: &mut [f32]) {
         Some(bias) => dst.chunks_exact_mut(out).for_each(|row| row.copy_from_slice(&bias[..out])),
         None => dst.fill(0.0),
     }
-    // SAFETY: the three buffers hold at least the `m × out`, `m × inp` and
-    // `out × inp` elements the strides below address (asserted above), and
-    // `dst` does not alias the inputs (it is a distinct `&mut`).
-    unsafe {
-        gemm::gemm(
-            m,
-            out,
-            inp,
-            dst.as_mut_ptr(),
-            1,
-            out as isize,
-            true,
-            h.as_ptr(),
-            1,
-            inp as isize,
-            layer.w.as_ptr(),
-            inp as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+    gemm_into((m, out, inp), dst, (1, out), true, h, (1, inp), layer.w, (inp, 1), Parallelism::None);
 }
 
 fn activate_in_place(act: Activation, v: &mut [f32]) {
     match act {
-        Activation::Silu => crate::fast_exp::silu_in_place(v),
+        Activation::Silu => crate::ops::silu_in_place(v),
         Activation::Elu => v.iter_mut().for_each(|z| {
             if !z.is_sign_positive() {
                 *z = z.exp() - 1.0;

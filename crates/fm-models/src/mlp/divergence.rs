@@ -10,8 +10,8 @@
 
 use candle::Tensor;
 
-use crate::mlp_inference::{dense_block, in_row_shares, with_f32, Dense};
-use crate::mlp_train_blocked::{activate, derivative};
+use super::backward_blocked::{activate, derivative};
+use super::inference::{dense_block, in_row_shares, with_f32, Dense};
 
 /// Rows per block: with `q` tangents a block holds `2q + 3` buffers of
 /// `(rows, width)`; 128 rows keep them near L2 for width 256.

@@ -14,65 +14,32 @@
 //! `ż = ẏ · silu'(z)` (or `ẏ`), `β̇ = Σ ż`, `γ̇ = Σ ż x̂`, and
 //! `ẋ = (γ ż − mean(γ ż) − x̂ · mean(γ ż x̂)) / √(σ² + ε)`.
 
-use candle::{CpuStorage, CustomOp3, Layout, Module, Shape, Tensor};
-use candle_nn::VarBuilder;
+use candle::{Module, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_kernel::{fusable, values, Real};
-use crate::Result;
+use super::cpu::{apply3, eval3, fusable, Kernel, Real};
+use super::dense::add_rows;
+use super::pool::par_samples;
 
-/// A GroupNorm layer (`weight` γ and `bias` β of `(C,)`, PyTorch's `eps`).
+/// GroupNorm of `x` over `groups` groups of its channels, with `γ` and `β`
+/// (`(C,)`), then SiLU if `silu`: one custom op on the CPU (f32, f64),
+/// candle_nn's GroupNorm (and candle's SiLU) elsewhere.
 ///
 /// # Shapes
-/// - `(b, C, …)` → `(b, C, …)`
-#[derive(Debug, Clone)]
-pub struct GroupNorm {
-    weight: Tensor,
-    bias: Tensor,
+/// - `x`: `(b, C, …)`, `gamma`, `beta`: `(C,)` → `(b, C, …)`
+pub(crate) fn group_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
     groups: usize,
     eps: f64,
-    /// The composed candle_nn layer: the reference, and the path off the CPU.
-    reference: candle_nn::GroupNorm,
-}
-
-impl GroupNorm {
-    /// Builds the layer from `vb` (`weight`, `bias`) over `ch` channels in `groups` groups.
-    pub(crate) fn new(vb: &VarBuilder, ch: usize, groups: usize, eps: f64) -> Result<Self> {
-        let weight = vb.get(ch, "weight")?;
-        let bias = vb.get(ch, "bias")?;
-        let reference = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), ch, groups, eps)?;
-        Ok(Self { weight, bias, groups, eps, reference })
-    }
-
-    /// GroupNorm.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false)
-    }
-
-    /// GroupNorm then SiLU, fused.
-    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, true)
-    }
-
-    fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        if x.rank() < 3 {
-            return Err(crate::Error::Shape(format!("GroupNorm takes (b, C, …), got {:?}", x.dims())));
-        }
-        if fusable(x) && x.dtype() == self.weight.dtype() {
-            let op = GroupNormOp { groups: self.groups, eps: self.eps, silu };
-            return Ok(x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?);
-        }
-        Ok(self.forward_by_ops(x, silu)?)
-    }
-
-    /// The same map from candle's tensor ops (candle_nn's GroupNorm, candle's SiLU).
-    pub(crate) fn forward_by_ops(&self, x: &Tensor, silu: bool) -> candle::Result<Tensor> {
-        let y = self.reference.forward(x)?;
-        if silu {
-            y.silu()
-        } else {
-            Ok(y)
-        }
+    silu: bool,
+) -> candle::Result<Tensor> {
+    let op = GroupNormOp { groups, eps, silu };
+    if fusable(&[x, gamma, beta]) {
+        apply3(op, x, gamma, beta)
+    } else {
+        op.by_ops(x, gamma, beta)
     }
 }
 
@@ -89,8 +56,8 @@ struct GroupNormOp {
 struct GroupNormBackward(GroupNormOp);
 
 /// `(b, C, …)` as (samples, channels, values per channel).
-fn geometry(l: &Layout, groups: usize, op: &str) -> candle::Result<(usize, usize, usize)> {
-    let dims = l.dims();
+fn geometry(s: &Shape, groups: usize, op: &str) -> candle::Result<(usize, usize, usize)> {
+    let dims = s.dims();
     let (b, c) = (dims[0], dims[1]);
     let hw: usize = dims[2..].iter().product();
     if groups == 0 || !c.is_multiple_of(groups) {
@@ -112,6 +79,19 @@ fn sigmoid<T: Real>(z: T) -> T {
 }
 
 impl GroupNormOp {
+    /// The op from candle's tensor ops (candle_nn's GroupNorm, candle's
+    /// SiLU): the reference, and the path off the CPU.
+    fn by_ops(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor) -> candle::Result<Tensor> {
+        let c = gamma.elem_count();
+        let y =
+            candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), c, self.groups, self.eps)?.forward(x)?;
+        if self.silu {
+            y.silu()
+        } else {
+            Ok(y)
+        }
+    }
+
     /// One sample `(C, hw)` → its output.
     fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T], hw: usize, y: &mut [T]) {
         let cg = gamma.len() / self.groups;
@@ -182,38 +162,10 @@ impl GroupNormOp {
     }
 }
 
-fn forward_all<T: Real>(op: &GroupNormOp, x: &[T], gamma: &[T], beta: &[T], hw: usize) -> Vec<T> {
-    let per = gamma.len() * hw;
-    let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(ys, xs)| op.forward(xs, gamma, beta, hw, ys));
-    y
-}
+impl Kernel<3> for GroupNormOp {
+    /// Samples and values per channel.
+    type Dims = (usize, usize);
 
-fn backward_all<T: Real>(op: &GroupNormOp, dy: &[T], x: &[T], gb: &[T], hw: usize) -> Vec<T> {
-    let c = gb.len() / 2;
-    let (gamma, beta) = gb.split_at(c);
-    let per = c * hw;
-    let mut out = vec![T::ZERO; x.len() + 2 * c];
-    let (dx, dparams) = out.split_at_mut(x.len());
-    let partials: Vec<Vec<T>> = dx
-        .par_chunks_mut(per)
-        .zip(x.par_chunks(per).zip(dy.par_chunks(per)))
-        .map(|(dxs, (xs, dys))| {
-            let mut p = vec![T::ZERO; 2 * c];
-            let (dg, db) = p.split_at_mut(c);
-            op.backward(dys, xs, gamma, beta, hw, dxs, dg, db);
-            p
-        })
-        .collect();
-    for p in partials {
-        for (acc, v) in dparams.iter_mut().zip(p) {
-            *acc += v;
-        }
-    }
-    out
-}
-
-impl CustomOp3 for GroupNormOp {
     fn name(&self) -> &'static str {
         if self.silu {
             "fm-group-norm-silu"
@@ -222,116 +174,85 @@ impl CustomOp3 for GroupNormOp {
         }
     }
 
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        lx: &Layout,
-        gamma: &CpuStorage,
-        lg: &Layout,
-        beta: &CpuStorage,
-        lb: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
+    fn check(&self, [x, gamma, beta]: [&Shape; 3]) -> candle::Result<(Self::Dims, Shape)> {
         let name = self.name();
-        let (_, c, hw) = geometry(lx, self.groups, name)?;
-        if lg.shape().elem_count() != c || lb.shape().elem_count() != c {
+        let (b, c, hw) = geometry(x, self.groups, name)?;
+        if gamma.elem_count() != c || beta.elem_count() != c {
             candle::bail!("{name}: γ and β need {c} values");
         }
-        let out = match (x, gamma, beta) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => CpuStorage::F32(forward_all(
-                self,
-                values(x, lx, name)?,
-                values(g, lg, name)?,
-                values(b, lb, name)?,
-                hw,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => CpuStorage::F64(forward_all(
-                self,
-                values(x, lx, name)?,
-                values(g, lg, name)?,
-                values(b, lb, name)?,
-                hw,
-            )),
-            _ => candle::bail!("{name}: f32 or f64 operands of one dtype only"),
-        };
-        Ok((out, lx.shape().clone()))
+        Ok(((b, hw), x.clone()))
     }
 
-    fn bwd(
+    fn run<T: Real>(&self, [x, gamma, beta]: [&[T]; 3], (b, hw): Self::Dims) -> Vec<T> {
+        let per = gamma.len() * hw;
+        par_samples(x, (b, per, per), |xs, ys| self.forward(xs, gamma, beta, hw, ys))
+    }
+
+    fn backward(
         &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
+        [x, gamma, beta]: [&Tensor; 3],
         _y: &Tensor,
         grad: &Tensor,
-    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle::Result<[Tensor; 3]> {
         let c = gamma.elem_count();
         let n = x.elem_count();
         let gb = Tensor::cat(&[gamma.flatten_all()?, beta.flatten_all()?], 0)?;
-        let packed = grad.contiguous()?.apply_op3_no_bwd(x, &gb, &GroupNormBackward(*self))?;
+        let packed = eval3(GroupNormBackward(*self), grad, x, &gb)?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let dgamma = packed.narrow(0, n, c)?.reshape(gamma.shape())?;
         let dbeta = packed.narrow(0, n + c, c)?.reshape(beta.shape())?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        Ok([dx, dgamma, dbeta])
     }
 }
 
-impl CustomOp3 for GroupNormBackward {
+impl Kernel<3> for GroupNormBackward {
+    /// Values per channel.
+    type Dims = usize;
+
     fn name(&self) -> &'static str {
         "fm-group-norm-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        dy: &CpuStorage,
-        ldy: &Layout,
-        x: &CpuStorage,
-        lx: &Layout,
-        gb: &CpuStorage,
-        lgb: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
+    fn check(&self, [dy, x, gb]: [&Shape; 3]) -> candle::Result<(usize, Shape)> {
         let name = self.name();
-        let (_, c, hw) = geometry(lx, self.0.groups, name)?;
-        if ldy.dims() != lx.dims() || lgb.shape().elem_count() != 2 * c {
-            candle::bail!("{name}: mismatched operands {:?}, {:?}, {:?}", ldy.dims(), lx.dims(), lgb.dims());
+        let (_, c, hw) = geometry(x, self.0.groups, name)?;
+        if dy.dims() != x.dims() || gb.elem_count() != 2 * c {
+            candle::bail!("{name}: mismatched operands {:?}, {:?}, {:?}", dy.dims(), x.dims(), gb.dims());
         }
-        let out = match (dy, x, gb) {
-            (CpuStorage::F32(dy), CpuStorage::F32(x), CpuStorage::F32(gb)) => CpuStorage::F32(backward_all(
-                &self.0,
-                values(dy, ldy, name)?,
-                values(x, lx, name)?,
-                values(gb, lgb, name)?,
-                hw,
-            )),
-            (CpuStorage::F64(dy), CpuStorage::F64(x), CpuStorage::F64(gb)) => CpuStorage::F64(backward_all(
-                &self.0,
-                values(dy, ldy, name)?,
-                values(x, lx, name)?,
-                values(gb, lgb, name)?,
-                hw,
-            )),
-            _ => candle::bail!("{name}: f32 or f64 operands of one dtype only"),
-        };
-        let len = lx.shape().elem_count() + 2 * c;
-        Ok((out, Shape::from(len)))
+        Ok((hw, Shape::from(x.elem_count() + 2 * c)))
+    }
+
+    fn run<T: Real>(&self, [dy, x, gb]: [&[T]; 3], hw: usize) -> Vec<T> {
+        let op = &self.0;
+        let c = gb.len() / 2;
+        let (gamma, beta) = gb.split_at(c);
+        let per = c * hw;
+        let mut out = vec![T::ZERO; x.len() + 2 * c];
+        let (dx, dparams) = out.split_at_mut(x.len());
+        let partials: Vec<Vec<T>> = dx
+            .par_chunks_mut(per)
+            .zip(x.par_chunks(per).zip(dy.par_chunks(per)))
+            .map(|(dxs, (xs, dys))| {
+                let mut p = vec![T::ZERO; 2 * c];
+                let (dg, db) = p.split_at_mut(c);
+                op.backward(dys, xs, gamma, beta, hw, dxs, dg, db);
+                p
+            })
+            .collect();
+        for p in partials {
+            add_rows(dparams, &p);
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{close, flat};
+    use crate::Result;
     use candle::{DType, Device, Var};
-    use candle_nn::VarMap;
-
-    fn flat(t: &Tensor) -> Vec<f64> {
-        t.to_dtype(DType::F64).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1()).expect("values")
-    }
-
-    fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (u, v)) in a.iter().zip(b).enumerate() {
-            assert!((u - v).abs() <= tol * (1.0 + v.abs()), "{what}[{i}]: {u} vs {v}");
-        }
-    }
+    use candle_nn::{VarBuilder, VarMap};
 
     /// Values and all three gradients agree with candle_nn's GroupNorm (and
     /// candle's SiLU) composed from tensor ops, in f32 and f64, with and without SiLU.
@@ -342,7 +263,7 @@ mod tests {
                 let dev = Device::Cpu;
                 let varmap = VarMap::new();
                 let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
-                let norm = GroupNorm::new(&vb, 6, 3, 1e-5)?;
+                let (gamma, beta) = (vb.get(6, "weight")?, vb.get(6, "bias")?);
                 for var in varmap.all_vars() {
                     let n = var.elem_count();
                     let v: Vec<f64> = (0..n).map(|i| 0.5 + 0.3 * (i as f64 * 1.3).sin()).collect();
@@ -354,13 +275,13 @@ mod tests {
                 let x = Var::from_tensor(&Tensor::from_vec(raw, (2, 6, 5, 3), &dev)?.to_dtype(dtype)?)?;
                 let w: Vec<f64> = (0..n).map(|i| (i as f64 * 0.23).cos()).collect();
                 let w = Tensor::from_vec(w, (2, 6, 5, 3), &dev)?.to_dtype(dtype)?;
-                let ours = norm.apply(&x, silu)?;
-                let theirs = norm.forward_by_ops(&x, silu)?;
+                let ours = group_norm(&x, &gamma, &beta, 3, 1e-5, silu)?;
+                let theirs = GroupNormOp { groups: 3, eps: 1e-5, silu }.by_ops(&x, &gamma, &beta)?;
                 let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
                 close(&flat(&ours), &flat(&theirs), tol, "forward");
                 let g_ours = (ours * &w)?.sum_all()?.backward()?;
                 let g_theirs = (theirs * &w)?.sum_all()?.backward()?;
-                for (name, t) in [("x", x.as_tensor()), ("γ", &norm.weight), ("β", &norm.bias)] {
+                for (name, t) in [("x", x.as_tensor()), ("γ", &gamma), ("β", &beta)] {
                     let a = flat(g_ours.get(t).expect("gradient"));
                     let b = flat(g_theirs.get(t).expect("gradient"));
                     close(&a, &b, tol * 10.0, &format!("d{name} silu={silu} {dtype:?}"));

@@ -5,20 +5,41 @@
 //! more pass computing `grad · σ'(x)` directly. In f64, and for ELU, both
 //! evaluate exactly the same floating-point expressions as candle's ops, so
 //! results are bit-identical to `Tensor::silu` and `Tensor::elu`. In f32,
-//! SiLU uses the vectorised exponential of [`crate::fast_exp`] (AVX2/FMA
+//! SiLU uses the vectorised kernels of [`super::silu`] (AVX2/FMA
 //! where available) and agrees with candle's op to a few ulp.
 //!
 //! When the incoming gradient itself carries a graph (second-order autograd,
 //! `CANDLE_GRAD_DO_NOT_DETACH`), the backward falls back to differentiable
 //! tensor ops, so higher derivatives stay correct.
 
-use candle::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use candle::{Shape, Tensor};
 
-use crate::fast_exp;
+use super::cpu::{apply1, eval3, fusable, Kernel, Real};
+use super::silu::{silu_backward, silu_forward};
+
+/// SiLU, `x · sigmoid(x)`, with the fused backward pass.
+pub(crate) fn silu(x: &Tensor) -> candle::Result<Tensor> {
+    Fused::Silu.forward(x)
+}
+
+/// ELU with scale `alpha`, with the fused backward pass.
+pub(crate) fn elu(x: &Tensor, alpha: f64) -> candle::Result<Tensor> {
+    Fused::Elu(alpha).forward(x)
+}
+
+/// `grad · silu'(x)` in one pass, given `y = silu(x)` (no autograd graph).
+pub(crate) fn silu_grad(x: &Tensor, y: &Tensor, grad: &Tensor) -> candle::Result<Tensor> {
+    Fused::Silu.backward(x, y, grad)
+}
+
+/// `grad · elu'(x)` in one pass, given `y = elu(x)` (no autograd graph).
+pub(crate) fn elu_grad(x: &Tensor, y: &Tensor, grad: &Tensor, alpha: f64) -> candle::Result<Tensor> {
+    Fused::Elu(alpha).backward(x, y, grad)
+}
 
 /// Which fused activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Fused {
+enum Fused {
     /// `x · sigmoid(x)`.
     Silu,
     /// `x` for `x ≥ 0`, else `α (eˣ − 1)`.
@@ -28,27 +49,19 @@ pub(crate) enum Fused {
 impl Fused {
     /// Applies the activation; non-CPU devices, non-contiguous inputs and
     /// other dtypes than f32/f64 use candle's ops (same values).
-    pub(crate) fn forward(self, x: &Tensor) -> candle::Result<Tensor> {
-        let fusable = x.device().is_cpu()
-            && x.is_contiguous()
-            && matches!(x.dtype(), candle::DType::F32 | candle::DType::F64);
-        match (self, fusable) {
-            (_, true) => x.apply_op1(self),
+    fn forward(self, x: &Tensor) -> candle::Result<Tensor> {
+        match (self, x.is_contiguous() && fusable(&[x])) {
+            (_, true) => apply1(self, x),
             (Fused::Silu, false) => x.silu(),
             (Fused::Elu(alpha), false) => x.elu(alpha),
         }
     }
 
     /// `grad · σ'(x)` in one pass, given `y = σ(x)` (no autograd graph).
-    pub(crate) fn backward(self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle::Result<Tensor> {
-        let fusable = grad.is_contiguous()
-            && x.is_contiguous()
-            && y.is_contiguous()
-            && grad.dtype() == x.dtype()
-            && grad.device().is_cpu()
-            && matches!(x.dtype(), candle::DType::F32 | candle::DType::F64);
-        if fusable {
-            grad.apply_op3_no_bwd(x, y, &Backward(self))
+    fn backward(self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle::Result<Tensor> {
+        let operands = [grad, x, y];
+        if operands.iter().all(|t| t.is_contiguous()) && fusable(&operands) {
+            eval3(Backward(self), grad, x, y)
         } else {
             self.backward_ops(x, y, grad)
         }
@@ -71,26 +84,9 @@ impl Fused {
     }
 }
 
-fn slice<'a, T>(v: &'a [T], l: &Layout) -> candle::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle::bail!("fused activation: non-contiguous operand"),
-    }
-}
+impl Kernel<1> for Fused {
+    type Dims = ();
 
-macro_rules! silu_fwd {
-    ($x:expr) => {
-        $x.iter().map(|&v| v / (1.0 + (-v).exp())).collect()
-    };
-}
-
-macro_rules! elu_fwd {
-    ($x:expr, $alpha:expr) => {
-        $x.iter().map(|&v| if v.is_sign_positive() { v } else { (v.exp() - 1.0) * $alpha }).collect()
-    };
-}
-
-impl CustomOp1 for Fused {
     fn name(&self) -> &'static str {
         match self {
             Fused::Silu => "fm-silu",
@@ -98,99 +94,86 @@ impl CustomOp1 for Fused {
         }
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        let out = match (self, s) {
-            (Fused::Silu, CpuStorage::F32(v)) => {
-                let x = slice(v, l)?;
-                let mut out = vec![0f32; x.len()];
-                fast_exp::silu_forward(x, &mut out);
-                CpuStorage::F32(out)
-            }
-            (Fused::Silu, CpuStorage::F64(v)) => CpuStorage::F64(silu_fwd!(slice(v, l)?)),
-            (Fused::Elu(a), CpuStorage::F32(v)) => CpuStorage::F32(elu_fwd!(slice(v, l)?, *a as f32)),
-            (Fused::Elu(a), CpuStorage::F64(v)) => CpuStorage::F64(elu_fwd!(slice(v, l)?, *a)),
-            _ => candle::bail!("fused activation: f32 or f64 only"),
-        };
-        Ok((out, l.shape().clone()))
+    fn check(&self, [x]: [&Shape; 1]) -> candle::Result<((), Shape)> {
+        Ok(((), x.clone()))
     }
 
-    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        let fusable = !grad.track_op()
-            && grad.is_contiguous()
-            && x.is_contiguous()
-            && y.is_contiguous()
-            && grad.dtype() == x.dtype()
-            && grad.device().is_cpu();
-        if fusable {
-            Ok(Some(self.backward(x, y, grad)?))
-        } else {
-            Ok(Some(self.backward_ops(x, y, grad)?))
+    fn run<T: Real>(&self, [x]: [&[T]; 1], (): ()) -> Vec<T> {
+        match *self {
+            Fused::Silu => x.iter().map(|&v| v / (T::ONE + (-v).exp())).collect(),
+            Fused::Elu(alpha) => {
+                let alpha = T::from_f64(alpha);
+                x.iter().map(|&v| if v.is_sign_positive() { v } else { (v.exp() - T::ONE) * alpha }).collect()
+            }
         }
     }
+
+    fn run_f32(&self, [x]: [&[f32]; 1], (): ()) -> Vec<f32> {
+        match self {
+            Fused::Silu => {
+                let mut out = vec![0f32; x.len()];
+                silu_forward(x, &mut out);
+                out
+            }
+            Fused::Elu(_) => self.run([x], ()),
+        }
+    }
+
+    fn backward(&self, [x]: [&Tensor; 1], y: &Tensor, grad: &Tensor) -> candle::Result<[Tensor; 1]> {
+        // A gradient with a graph of its own needs the differentiable ops;
+        // otherwise [`Fused::backward`] picks the fused pass where it applies.
+        if grad.track_op() {
+            return Ok([self.backward_ops(x, y, grad)?]);
+        }
+        Ok([Fused::backward(*self, x, y, grad)?])
+    }
+}
+
+/// `f(g[i], x[i], y[i])` for every `i`.
+fn zip3<T: Real>(g: &[T], x: &[T], y: &[T], f: impl Fn(T, T, T) -> T) -> Vec<T> {
+    g.iter().zip(x.iter().zip(y)).map(|(&g, (&x, &y))| f(g, x, y)).collect()
 }
 
 /// `(grad, x, y) ↦ grad · σ'(x)` in one pass (`y = σ(x)`).
 struct Backward(Fused);
 
-macro_rules! silu_bwd {
-    ($g:expr, $x:expr, $y:expr) => {
-        $g.iter()
-            .zip($x.iter().zip($y.iter()))
-            .map(|(&g, (&x, &y))| {
-                // As candle: s = recip(exp(−x)·1 + 1); g · (s · (y·(−1) + 1) + y)
-                // (multiplying by ±1 is exact, so the factors are dropped).
-                let s = 1.0 / ((-x).exp() + 1.0);
-                g * (s * (-y + 1.0) + y)
-            })
-            .collect()
-    };
-}
+impl Kernel<3> for Backward {
+    type Dims = ();
 
-macro_rules! elu_bwd {
-    ($g:expr, $x:expr, $y:expr, $alpha:expr) => {
-        $g.iter()
-            .zip($x.iter().zip($y.iter()))
-            .map(|(&g, (&x, &y))| g * if x > 0.0 { 1.0 } else { y + $alpha })
-            .collect()
-    };
-}
-
-impl CustomOp3 for Backward {
     fn name(&self) -> &'static str {
         "fm-activation-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        g: &CpuStorage,
-        lg: &Layout,
-        x: &CpuStorage,
-        lx: &Layout,
-        y: &CpuStorage,
-        ly: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let out = match (self.0, g, x, y) {
-            (Fused::Silu, CpuStorage::F32(g), CpuStorage::F32(x), CpuStorage::F32(y)) => {
-                let g = slice(g, lg)?;
+    fn check(&self, [g, _, _]: [&Shape; 3]) -> candle::Result<((), Shape)> {
+        Ok(((), g.clone()))
+    }
+
+    fn run<T: Real>(&self, [g, x, y]: [&[T]; 3], (): ()) -> Vec<T> {
+        match self.0 {
+            // As candle: s = recip(exp(−x)·1 + 1); g · (s · (y·(−1) + 1) + y)
+            // (multiplying by ±1 is exact, so the factors are dropped).
+            Fused::Silu => zip3(g, x, y, |g, x, y| {
+                let s = T::ONE / ((-x).exp() + T::ONE);
+                g * (s * (-y + T::ONE) + y)
+            }),
+            Fused::Elu(alpha) => {
+                let alpha = T::from_f64(alpha);
+                zip3(g, x, y, |g, x, y| g * if x > T::ZERO { T::ONE } else { y + alpha })
+            }
+        }
+    }
+
+    fn run_f32(&self, [g, x, y]: [&[f32]; 3], (): ()) -> Vec<f32> {
+        match self.0 {
+            Fused::Silu => {
                 let mut out = vec![0f32; g.len()];
-                fast_exp::silu_backward(g, slice(x, lx)?, slice(y, ly)?, &mut out);
-                CpuStorage::F32(out)
+                silu_backward(g, x, y, &mut out);
+                out
             }
-            (Fused::Silu, CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(y)) => {
-                CpuStorage::F64(silu_bwd!(slice(g, lg)?, slice(x, lx)?, slice(y, ly)?))
-            }
-            (Fused::Elu(a), CpuStorage::F32(g), CpuStorage::F32(x), CpuStorage::F32(y)) => {
-                CpuStorage::F32(elu_bwd!(slice(g, lg)?, slice(x, lx)?, slice(y, ly)?, a as f32))
-            }
-            (Fused::Elu(a), CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(y)) => {
-                CpuStorage::F64(elu_bwd!(slice(g, lg)?, slice(x, lx)?, slice(y, ly)?, a))
-            }
-            _ => candle::bail!("fused activation backward: mismatched dtypes"),
-        };
-        Ok((out, lg.shape().clone()))
+            Fused::Elu(_) => self.run([g, x, y], ()),
+        }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,6 @@ use fm_core::path::{AffinePath, PathSample};
 use fm_core::scheduler::Scheduler;
 use fm_core::SeededRng;
 
-use crate::fused_activation::Fused;
 use crate::optim::GradientStep;
 use crate::{Activation, Error, Result, VelocityMlp};
 
@@ -37,7 +36,7 @@ impl VelocityMlp {
     /// - `input`: `(b, d + 1)` (`concat(t, x)`), `target`: `(b, d)`
     ///
     /// f32 on the CPU takes the blocked, multi-threaded path of
-    /// `mlp_train_blocked` (same loss and gradients up to f32 rounding).
+    /// `mlp::backward_blocked` (same loss and gradients up to f32 rounding).
     pub fn mse_gradients(&self, input: &Tensor, target: &Tensor) -> Result<MlpGradients> {
         if let Some(g) = self.mse_gradients_blocked(input, target)? {
             return Ok(g);
@@ -89,8 +88,8 @@ fn activate(act: Activation, z: &Tensor) -> Result<Tensor> {
 /// `dh ⊙ σ'(z)`, given `h = σ(z)`.
 fn activation_backward(act: Activation, z: &Tensor, h: &Tensor, dh: &Tensor) -> Result<Tensor> {
     Ok(match act {
-        Activation::Silu => Fused::Silu.backward(z, h, dh)?,
-        Activation::Elu => Fused::Elu(1.0).backward(z, h, dh)?,
+        Activation::Silu => crate::ops::silu_grad(z, h, dh)?,
+        Activation::Elu => crate::ops::elu_grad(z, h, dh, 1.0)?,
         _ => (dh * act.derivative(z)?)?,
     })
 }

@@ -6,25 +6,25 @@
 //! a training step there. In f32 the forward pass here is branch-free
 //! arithmetic that vectorises (AVX2 + FMA where the CPU has them): Cephes'
 //! odd polynomial for `|x| < 0.625` and `1 − 2 / (e^{2|x|} + 1)` with
-//! [`fm_core::fast_exp::exp_f32`] beyond, within a few ulp of `f32::tanh`
+//! [`fm_core::simd::exp_f32`] beyond, within a few ulp of `f32::tanh`
 //! (tested). f64 uses `f64::tanh`. The backward pass is
 //! `g · (c − y² / c)` from the output `y`, in one pass.
 //!
 //! When the incoming gradient carries a graph (second-order autograd), off
 //! the CPU or for other dtypes, candle's ops are used.
 
-use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
-use fm_core::fast_exp::exp_f32;
+use candle::{Shape, Tensor};
+use fm_core::simd::exp_f32;
 
-use crate::cpu_op::{map1, map2};
+use super::cpu::{apply1, avx2_fma, eval2, fusable, fusable_grad, Kernel, Real};
 
 /// `c · tanh(x)`, elementwise.
 ///
 /// # Shapes
 /// - `x`: any → the same shape
 pub(crate) fn scaled_tanh(x: &Tensor, c: f64) -> candle::Result<Tensor> {
-    if x.device().is_cpu() && matches!(x.dtype(), candle::DType::F32 | candle::DType::F64) {
-        x.contiguous()?.apply_op1(ScaledTanh(c))
+    if fusable(&[x]) {
+        apply1(ScaledTanh(c), x)
     } else {
         x.tanh()?.affine(c, 0.0)
     }
@@ -58,27 +58,9 @@ fn forward_loop(x: &[f32], c: f32, out: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward(x: &[f32], c: f32, out: &mut [f32]) {
-        super::forward_loop(x, c, out)
-    }
-}
-
-/// `c · tanh(x[i])` in f32 (vectorised where the CPU allows).
-fn forward_f32(x: &[f32], c: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    #[cfg(target_arch = "x86_64")]
-    if crate::fast_exp::has_avx2_fma() {
-        // SAFETY: the features were detected on this CPU just above.
-        unsafe { avx2::forward(x, c, &mut out) };
-        return out;
-    }
-    forward_loop(x, c, &mut out);
-    out
+avx2_fma! {
+    /// `c · tanh(x[i])` in f32 (vectorised where the CPU allows).
+    fn forward_f32(x: &[f32], c: f32, out: &mut [f32]) => forward_loop;
 }
 
 /// Forward: `x` → `c · tanh(x)`.
@@ -87,58 +69,61 @@ struct ScaledTanh(f64);
 /// Backward: `(y, g)` → `g · (c − y² / c)`.
 struct ScaledTanhBackward(f64);
 
-impl CustomOp1 for ScaledTanh {
+impl Kernel<1> for ScaledTanh {
+    type Dims = ();
+
     fn name(&self) -> &'static str {
         "fm-scaled-tanh"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        let c = self.0;
-        let out = map1(
-            self.name(),
-            (s, l),
-            |x| forward_f32(x, c as f32),
-            |x| x.iter().map(|v| c * v.tanh()).collect(),
-        )?;
-        Ok((out, l.shape().clone()))
+    fn check(&self, [x]: [&Shape; 1]) -> candle::Result<((), Shape)> {
+        Ok(((), x.clone()))
     }
 
-    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+    fn run<T: Real>(&self, [x]: [&[T]; 1], (): ()) -> Vec<T> {
+        let c = T::from_f64(self.0);
+        x.iter().map(|&v| c * v.tanh()).collect()
+    }
+
+    fn run_f32(&self, [x]: [&[f32]; 1], (): ()) -> Vec<f32> {
+        let mut out = vec![0.0f32; x.len()];
+        forward_f32(x, self.0 as f32, &mut out);
+        out
+    }
+
+    fn backward(&self, [x]: [&Tensor; 1], y: &Tensor, grad: &Tensor) -> candle::Result<[Tensor; 1]> {
         let c = self.0;
-        if grad.track_op() || !grad.device().is_cpu() || grad.dtype() != x.dtype() {
+        if !fusable_grad(grad, x) {
             // d(c·tanh x)/dx = c (1 − tanh²x), from candle's differentiable ops.
             let t = x.tanh()?;
-            return Ok(Some((grad * t.sqr()?.affine(-c, c)?)?));
+            return Ok([(grad * t.sqr()?.affine(-c, c)?)?]);
         }
-        Ok(Some(y.detach().apply_op2_no_bwd(&grad.contiguous()?, &ScaledTanhBackward(c))?))
+        Ok([eval2(ScaledTanhBackward(c), &y.detach(), grad)?])
     }
 }
 
-impl CustomOp2 for ScaledTanhBackward {
+impl Kernel<2> for ScaledTanhBackward {
+    type Dims = ();
+
     fn name(&self) -> &'static str {
         "fm-scaled-tanh-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            candle::bail!("{}: output {:?}, gradient {:?}", self.name(), l1.dims(), l2.dims());
+    fn check(&self, [y, g]: [&Shape; 2]) -> candle::Result<((), Shape)> {
+        if y != g {
+            candle::bail!("{}: output {:?}, gradient {:?}", self.name(), y.dims(), g.dims());
         }
-        let c = self.0;
-        let (c32, inv32) = (c as f32, (1.0 / c) as f32);
-        let out = map2(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            |y, g| y.iter().zip(g).map(|(&y, &g)| g * (c32 - y * y * inv32)).collect(),
-            |y, g| y.iter().zip(g).map(|(&y, &g)| g * (c - y * y / c)).collect(),
-        )?;
-        Ok((out, l1.shape().clone()))
+        Ok(((), y.clone()))
+    }
+
+    fn run<T: Real>(&self, [y, g]: [&[T]; 2], (): ()) -> Vec<T> {
+        let c = T::from_f64(self.0);
+        y.iter().zip(g).map(|(&y, &g)| g * (c - y * y / c)).collect()
+    }
+
+    fn run_f32(&self, [y, g]: [&[f32]; 2], (): ()) -> Vec<f32> {
+        let (c, inv) = (self.0 as f32, (1.0 / self.0) as f32);
+        y.iter().zip(g).map(|(&y, &g)| g * (c - y * y * inv)).collect()
     }
 }
 

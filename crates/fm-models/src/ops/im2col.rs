@@ -7,10 +7,10 @@
 //! the `k²` full-size zero-padded gradients the composed ops' backward builds.
 //! Padding is `k / 2` on every side (PyTorch's `padding = 1` for `k = 3`).
 
-use candle::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
-use rayon::prelude::*;
+use candle::{Shape, Tensor};
 
-use super::cpu_kernel::{fusable, values, Real};
+use super::cpu::{apply1, fusable, Kernel, Real};
+use super::pool::par_samples;
 
 /// The geometry of a `k×k` convolution with stride `stride` and padding `k / 2`
 /// on `(c, h, w)` images.
@@ -126,75 +126,61 @@ struct Im2Col(Patches);
 /// `(b, c·k·k, ho·wo)` → `(b, c, h, w)`, the adjoint of [`Im2Col`].
 struct Col2Im(Patches);
 
-fn run<T: Real>(
-    src: &[T],
-    batch: usize,
-    in_len: usize,
-    out_len: usize,
-    f: impl Fn(&[T], &mut [T]) + Sync,
-) -> Vec<T> {
-    let mut out = vec![T::ZERO; batch * out_len];
-    out.par_chunks_mut(out_len).zip(src.par_chunks(in_len)).for_each(|(o, i)| f(i, o));
-    out
-}
+impl Kernel<1> for Im2Col {
+    /// Samples.
+    type Dims = usize;
 
-impl CustomOp1 for Im2Col {
     fn name(&self) -> &'static str {
         "fm-im2col"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+    fn check(&self, [x]: [&Shape; 1]) -> candle::Result<(usize, Shape)> {
         let p = self.0;
-        let (b, c, h, w) = l.shape().dims4()?;
+        let (b, c, h, w) = x.dims4()?;
         if (c, h, w) != (p.c, p.h, p.w) {
-            candle::bail!("fm-im2col: expected images {}×{}×{}, got {:?}", p.c, p.h, p.w, l.dims());
+            candle::bail!("fm-im2col: expected images {}×{}×{}, got {:?}", p.c, p.h, p.w, x.dims());
         }
         let (ho, wo) = p.out_hw();
-        let (n_in, n_out) = (c * h * w, p.rows() * ho * wo);
-        let out = match s {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(run(values(v, l, "fm-im2col")?, b, n_in, n_out, |i, o| p.im2col(i, o)))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(run(values(v, l, "fm-im2col")?, b, n_in, n_out, |i, o| p.im2col(i, o)))
-            }
-            _ => candle::bail!("fm-im2col: f32 or f64 only"),
-        };
-        Ok((out, Shape::from((b, p.rows(), ho * wo))))
+        Ok((b, Shape::from((b, p.rows(), ho * wo))))
     }
 
-    fn bwd(&self, _x: &Tensor, _cols: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Col2Im(self.0))?))
+    fn run<T: Real>(&self, [x]: [&[T]; 1], b: usize) -> Vec<T> {
+        let p = self.0;
+        let (ho, wo) = p.out_hw();
+        par_samples(x, (b, p.c * p.h * p.w, p.rows() * ho * wo), |i, o| p.im2col(i, o))
+    }
+
+    fn backward(&self, _x: [&Tensor; 1], _cols: &Tensor, grad: &Tensor) -> candle::Result<[Tensor; 1]> {
+        Ok([apply1(Col2Im(self.0), grad)?])
     }
 }
 
-impl CustomOp1 for Col2Im {
+impl Kernel<1> for Col2Im {
+    /// Samples.
+    type Dims = usize;
+
     fn name(&self) -> &'static str {
         "fm-col2im"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+    fn check(&self, [cols]: [&Shape; 1]) -> candle::Result<(usize, Shape)> {
         let p = self.0;
-        let (b, rows, n) = l.shape().dims3()?;
+        let (b, rows, n) = cols.dims3()?;
         let (ho, wo) = p.out_hw();
         if (rows, n) != (p.rows(), ho * wo) {
-            candle::bail!("fm-col2im: expected columns ({}, {}), got {:?}", p.rows(), ho * wo, l.dims());
+            candle::bail!("fm-col2im: expected columns ({}, {}), got {:?}", p.rows(), ho * wo, cols.dims());
         }
-        let (n_in, n_out) = (rows * n, p.c * p.h * p.w);
-        let out = match s {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(run(values(v, l, "fm-col2im")?, b, n_in, n_out, |i, o| p.col2im(i, o)))
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(run(values(v, l, "fm-col2im")?, b, n_in, n_out, |i, o| p.col2im(i, o)))
-            }
-            _ => candle::bail!("fm-col2im: f32 or f64 only"),
-        };
-        Ok((out, Shape::from((b, p.c, p.h, p.w))))
+        Ok((b, Shape::from((b, p.c, p.h, p.w))))
     }
 
-    fn bwd(&self, _cols: &Tensor, _x: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Im2Col(self.0))?))
+    fn run<T: Real>(&self, [cols]: [&[T]; 1], b: usize) -> Vec<T> {
+        let p = self.0;
+        let (ho, wo) = p.out_hw();
+        par_samples(cols, (b, p.rows() * ho * wo, p.c * p.h * p.w), |i, o| p.col2im(i, o))
+    }
+
+    fn backward(&self, _cols: [&Tensor; 1], _x: &Tensor, grad: &Tensor) -> candle::Result<[Tensor; 1]> {
+        Ok([apply1(Im2Col(self.0), grad)?])
     }
 }
 
@@ -207,8 +193,8 @@ impl CustomOp1 for Col2Im {
 /// - `x`: `(b, c, h, w)` → `(b, c·k·k, ho·wo)` with `(ho, wo)` = [`Patches::out_hw`]
 pub(crate) fn im2col(x: &Tensor, k: usize, stride: usize) -> candle::Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
-    if fusable(x) {
-        x.contiguous()?.apply_op1(Im2Col(Patches { c, h, w, k, stride }))
+    if fusable(&[x]) {
+        apply1(Im2Col(Patches { c, h, w, k, stride }), x)
     } else {
         im2col_by_ops(x, k, stride)
     }
@@ -244,16 +230,14 @@ pub(crate) fn im2col_by_ops(x: &Tensor, k: usize, stride: usize) -> candle::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::cpu::apply1;
+    use crate::test_util::flat;
     use candle::{DType, Device, Var};
 
     fn ramp(shape: (usize, usize, usize, usize), dtype: DType) -> candle::Result<Tensor> {
         let n = shape.0 * shape.1 * shape.2 * shape.3;
         let v: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.37).sin() + 0.01 * i as f64).collect();
         Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
-    }
-
-    fn flat(t: &Tensor) -> Vec<f64> {
-        t.to_dtype(DType::F64).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1()).expect("values")
     }
 
     /// The custom op and its gradient equal the composed ops exactly (they move
@@ -289,8 +273,8 @@ mod tests {
         let x = ramp((1, 2, 7, 5), DType::F64)?;
         let (ho, wo) = p.out_hw();
         let c = ramp((1, p.rows(), ho * wo, 1), DType::F64)?.squeeze(3)?.cos()?;
-        let lhs = (x.apply_op1(Im2Col(p))? * &c)?.sum_all()?.to_scalar::<f64>()?;
-        let rhs = (c.apply_op1(Col2Im(p))? * &x)?.sum_all()?.to_scalar::<f64>()?;
+        let lhs = (apply1(Im2Col(p), &x)? * &c)?.sum_all()?.to_scalar::<f64>()?;
+        let rhs = (apply1(Col2Im(p), &c)? * &x)?.sum_all()?.to_scalar::<f64>()?;
         assert!((lhs - rhs).abs() < 1e-12, "{lhs} vs {rhs}");
         Ok(())
     }

@@ -1,0 +1,24 @@
+//! The MLP velocity field `u_θ(x, t) = MLP(concat(t, x))`, one concern per
+//! file:
+//!
+//! - `model`: [`MlpConfig`] and [`VelocityMlp`] (initialisation, the
+//!   forward pass, the velocity with its divergence and its JVPs by
+//!   forward-mode tensor ops);
+//! - `backward`: the CFM training step with an explicit backward pass
+//!   ([`mlp_cfm_train_step`], [`MlpGradients`]);
+//! - `backward_blocked`: that backward pass on f32 CPU tensors, in row
+//!   blocks and fixed partitions on several threads;
+//! - `inference`: graph-free f32 inference in row blocks (and the block
+//!   helpers the other blocked passes share);
+//! - `divergence`: graph-free f32 velocity with its exact divergence or
+//!   JVPs, in row blocks.
+
+mod backward;
+mod backward_blocked;
+mod divergence;
+mod inference;
+mod model;
+
+pub(crate) use backward::{apply_gradients, regression_gradients};
+pub use backward::{mlp_cfm_train_step, MlpGradients};
+pub use model::{MlpConfig, VelocityMlp};
