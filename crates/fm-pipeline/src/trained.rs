@@ -110,9 +110,13 @@ impl Trained {
             format!("checkpoint {}: the training record in config.json is invalid", dir.display())
         })?;
         let family = family::of(&ckpt.config.model)?;
+        // Plain tensors, not variables: inference builds no autograd graph (and the
+        // MLP takes its fused path).
+        let tensors: std::collections::HashMap<_, _> =
+            ckpt.tensors.into_iter().map(|(k, t)| (k, t.detach())).collect();
         let source = Source::parse(record.source.as_deref())
             .with_context(|| format!("checkpoint {}", dir.display()))?;
-        let model = family.load(&ckpt.config.model, ckpt.tensors, &record, device).with_context(|| {
+        let model = family.load(&ckpt.config.model, tensors, &record, device).with_context(|| {
             format!("checkpoint {}: cannot build its {} model", dir.display(), family.name())
         })?;
         Ok(Self { model, family, config: ckpt.config, record, dir, source, device: device.clone() })
