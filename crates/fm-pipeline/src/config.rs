@@ -124,6 +124,27 @@ pub(crate) const RESUMABLE: &[&str] = &[
 ];
 
 impl RunConfig {
+    /// The keys every family records the same way, from a checkpoint's record
+    /// (a family adds its own in [`crate::family::Family::config_of_record`]).
+    pub(crate) fn of_record(r: &crate::RunRecord) -> Self {
+        RunConfig {
+            preset: r.preset.clone(),
+            data: Some(r.data.clone()),
+            columns: (!r.columns.is_empty()).then(|| r.columns.clone()),
+            noise: r.noise,
+            n_train: r.n_train,
+            steps: Some(r.steps),
+            batch_size: Some(r.batch_size),
+            lr: Some(r.lr),
+            weight_decay: r.weight_decay,
+            seed: Some(r.seed),
+            warmup: r.warmup,
+            grad_clip: r.grad_clip,
+            ema_decay: r.ema_decay,
+            ..RunConfig::default()
+        }
+    }
+
     /// Whether `flag` is set.
     pub fn has(&self, flag: &str) -> bool {
         self.given().contains(&flag)

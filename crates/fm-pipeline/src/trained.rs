@@ -12,7 +12,7 @@ use fm_core::scheduler::SchedulerKind;
 use fm_core::{SeededRng, VelocityField};
 use fm_models::checkpoint::{self, Checkpoint, CheckpointConfig};
 
-use crate::data::{to_data_units, ImageInfo};
+use crate::data::to_data_units;
 use crate::error::bail;
 use crate::family::{self, Family, SampleRequest, TrainedModel};
 use crate::sample::{solve_hybrid, source_draws, Samples};
@@ -170,11 +170,6 @@ impl Trained {
     /// The run's data rebuilt from the record (reference and test points; needs the dataset).
     pub fn data(&self) -> Result<TrainingData> {
         TrainingData::from_record(&self.record)
-    }
-
-    /// Shape and levels of image data (`None` for points); reads the dataset.
-    pub fn image_info(&self) -> Result<Option<ImageInfo>> {
-        Ok(self.data()?.image_info())
     }
 
     /// `n` draws of the source distribution from the seed's `sample-noise` stream (model units).

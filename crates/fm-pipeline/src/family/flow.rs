@@ -11,8 +11,7 @@ use fm_core::SeededRng;
 use fm_models::flows::{CouplingMask, NormalizingFlow, PlanarConfig, RealNvpConfig};
 use fm_models::{Activation, ModelConfig};
 
-use super::mlp::{common_config, finite};
-use super::{Family, Generated, ModelLikelihood, SampleRequest, StepContext, TrainedModel, Trainer};
+use super::{finite, Family, Generated, ModelLikelihood, SampleRequest, StepContext, TrainedModel, Trainer};
 use crate::error::bail;
 use crate::settings::{self, Defaults, FLOW_MATCHING_FLAGS, UNET_FLAGS};
 use crate::{Result, ResultExt, RunConfig, RunRecord, RunSettings, SolverChoice, TrainingData};
@@ -53,7 +52,7 @@ impl Family for Flow {
         )
     }
 
-    fn resolve(&self, c: &RunConfig) -> Result<RunSettings> {
+    fn resolve(&'static self, c: &RunConfig) -> Result<RunSettings> {
         let mut refused = c.given_of(FLOW_MATCHING_FLAGS);
         if *self == Flow::Planar {
             refused.extend(c.given_of(&["--hidden", "--activation"]));
@@ -78,7 +77,7 @@ impl Family for Flow {
             lr: 1e-3,
             out_stem: Some(stem),
         };
-        let mut s = settings::common(c, self.registered(), defaults)?;
+        let mut s = settings::common(c, self, defaults)?;
         s.network.layers = c.layers.unwrap_or(match self {
             Flow::Planar => 16,
             Flow::RealNvp => 8,
@@ -92,7 +91,7 @@ impl Family for Flow {
     }
 
     fn config_of_record(&self, r: &RunRecord, model: &ModelConfig) -> Result<RunConfig> {
-        let mut c = common_config(r);
+        let mut c = RunConfig::of_record(r);
         c.model = Some(self.name().into());
         match model {
             ModelConfig::Planar(p) => c.layers = Some(p.layers),
@@ -181,16 +180,6 @@ impl Family for Flow {
 
     fn loss_name(&self) -> &'static str {
         "training NLL in model units"
-    }
-}
-
-impl Flow {
-    /// This family as the registry holds it (a `'static` reference).
-    fn registered(&self) -> &'static dyn Family {
-        match self {
-            Flow::Planar => &Flow::Planar,
-            Flow::RealNvp => &Flow::RealNvp,
-        }
     }
 }
 

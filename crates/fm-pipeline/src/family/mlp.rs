@@ -20,7 +20,7 @@ use fm_models::{
 use serde_json::{Map, Value};
 
 use super::velocity::{self, VelocityModel};
-use super::{Family, StepContext, TrainedModel, Trainer};
+use super::{finite, Family, StepContext, TrainedModel, Trainer};
 use crate::error::bail;
 use crate::settings::{self, Defaults, Objective, UNET_FLAGS};
 use crate::source::Source;
@@ -85,7 +85,7 @@ impl Family for Mlp {
         matches!(model, ModelConfig::Mlp(_))
     }
 
-    fn resolve(&self, c: &RunConfig) -> Result<RunSettings> {
+    fn resolve(&'static self, c: &RunConfig) -> Result<RunSettings> {
         if c.layers.is_some() {
             bail!("--layers only applies to --model planar or realnvp (the MLP's depth is set by --hidden)");
         }
@@ -95,7 +95,7 @@ impl Family for Mlp {
         let base = preset.unwrap_or(&PRESETS[0]);
         let mut s = settings::common(
             c,
-            &Mlp,
+            self,
             Defaults {
                 data: Some(base.data),
                 noise: base.noise,
@@ -113,14 +113,14 @@ impl Family for Mlp {
 
     fn config_of_record(&self, r: &RunRecord, model: &ModelConfig) -> Result<RunConfig> {
         let ModelConfig::Mlp(m) = model else { bail!("not an MLP checkpoint") };
-        let mut c = common_config(r);
+        let mut c = RunConfig::of_record(r);
         c.hidden = Some(m.hidden.clone());
         c.activation = Some(m.activation.to_string());
         velocity::config_of_record(r, &mut c);
         Ok(c)
     }
 
-    fn resume(&self, record: &RunRecord, model: &ModelConfig) -> Result<RunSettings> {
+    fn resume(&'static self, record: &RunRecord, model: &ModelConfig) -> Result<RunSettings> {
         let mut s = self.resolve(&self.config_of_record(record, model)?)?;
         velocity::restore(&mut s, record)?;
         Ok(s)
@@ -199,26 +199,6 @@ impl Family for Mlp {
     }
 }
 
-/// The keys every family records the same way.
-pub(crate) fn common_config(r: &RunRecord) -> RunConfig {
-    RunConfig {
-        preset: r.preset.clone(),
-        data: Some(r.data.clone()),
-        columns: (!r.columns.is_empty()).then(|| r.columns.clone()),
-        noise: r.noise,
-        n_train: r.n_train,
-        steps: Some(r.steps),
-        batch_size: Some(r.batch_size),
-        lr: Some(r.lr),
-        weight_decay: r.weight_decay,
-        seed: Some(r.seed),
-        warmup: r.warmup,
-        grad_clip: r.grad_clip,
-        ema_decay: r.ema_decay,
-        ..RunConfig::default()
-    }
-}
-
 /// The training set EFM draws references from: the finite set of points in model units.
 fn efm_reference_set(data: &TrainingData, name: &str, device: &Device) -> Result<Tensor> {
     let Some(points) = data.fixed_points() else {
@@ -247,15 +227,6 @@ fn draw_batch(cx: &mut StepContext<'_>) -> Result<DrawnBatch> {
     let x1 = cx.data.batch(cx.settings.batch_size, cx.data_rng)?.to_device(cx.device)?;
     let (x0, t) = draw_source(&x1, &cx.settings.flow_matching.source, cx.train_rng)?;
     Ok(DrawnBatch { x0, x1, t })
-}
-
-/// The loss value, refused when not finite (before the optimiser touches the weights).
-pub(crate) fn finite(loss: &Tensor) -> Result<f64> {
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if !value.is_finite() {
-        bail!("the training loss became {value}; lower the learning rate");
-    }
-    Ok(value)
 }
 
 struct MlpTrainer {

@@ -48,7 +48,7 @@ pub trait Family: Sync + fmt::Debug {
 
     /// A new run's settings from `config`: the family's defaults for what is
     /// unset; an error naming the flag for what does not apply.
-    fn resolve(&self, config: &RunConfig) -> Result<RunSettings>;
+    fn resolve(&'static self, config: &RunConfig) -> Result<RunSettings>;
 
     /// The configuration that reproduces the run of a checkpoint (`record`,
     /// `model`): [`Family::resolve`] of it gives the run's settings back.
@@ -57,7 +57,7 @@ pub trait Family: Sync + fmt::Debug {
     /// The settings of a resumed run: [`Family::resolve`] of
     /// [`Family::config_of_record`], with what a configuration cannot carry
     /// exactly taken from the record.
-    fn resume(&self, record: &RunRecord, model: &ModelConfig) -> Result<RunSettings> {
+    fn resume(&'static self, record: &RunRecord, model: &ModelConfig) -> Result<RunSettings> {
         self.resolve(&self.config_of_record(record, model)?)
     }
 
@@ -146,6 +146,15 @@ pub trait Trainer {
     fn restore(&mut self, _state: &Map<String, Value>, _cx: &mut StepContext<'_>) -> Result<()> {
         Ok(())
     }
+}
+
+/// The loss value, refused when not finite (before the optimiser touches the weights).
+pub(crate) fn finite(loss: &Tensor) -> Result<f64> {
+    let value = loss.to_dtype(candle::DType::F64)?.to_scalar::<f64>()?;
+    if !value.is_finite() {
+        bail!("the training loss became {value}; lower the learning rate");
+    }
+    Ok(value)
 }
 
 /// How to draw samples.

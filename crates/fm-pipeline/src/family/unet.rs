@@ -17,9 +17,8 @@ use fm_models::unet::{UNet as UNetNet, UNetConfig, PRESET_NAMES};
 use fm_models::{ModelConfig, VelocityNet};
 use serde_json::{Map, Value};
 
-use super::mlp::{common_config, finite};
 use super::velocity::{self, VelocityModel};
-use super::{Family, StepContext, TrainedModel, Trainer};
+use super::{finite, Family, StepContext, TrainedModel, Trainer};
 use crate::data::ImageInfo;
 use crate::error::bail;
 use crate::settings::{self, Defaults, Objective, UNetSpec};
@@ -137,7 +136,7 @@ impl Family for UNet {
         matches!(model, ModelConfig::UNet(_))
     }
 
-    fn resolve(&self, c: &RunConfig) -> Result<RunSettings> {
+    fn resolve(&'static self, c: &RunConfig) -> Result<RunSettings> {
         if c.layers.is_some() {
             bail!("--layers only applies to --model planar or realnvp");
         }
@@ -148,7 +147,7 @@ impl Family for UNet {
         let (steps, batch_size, lr) = spec.defaults();
         let mut s = settings::common(
             c,
-            &UNet,
+            self,
             Defaults { data: None, noise: None, steps, batch_size, lr, out_stem: c.preset.clone() },
         )?;
         let fm = settings::flow_matching(c)?;
@@ -172,7 +171,7 @@ impl Family for UNet {
 
     fn config_of_record(&self, r: &RunRecord, model: &ModelConfig) -> Result<RunConfig> {
         let ModelConfig::UNet(u) = model else { bail!("not a U-Net checkpoint") };
-        let mut c = common_config(r);
+        let mut c = RunConfig::of_record(r);
         c.model = Some("unet".into());
         c.class_cond = u.num_classes.is_some().then_some(true);
         c.label_dropout = r.label_dropout;
@@ -180,7 +179,7 @@ impl Family for UNet {
         Ok(c)
     }
 
-    fn resume(&self, record: &RunRecord, model: &ModelConfig) -> Result<RunSettings> {
+    fn resume(&'static self, record: &RunRecord, model: &ModelConfig) -> Result<RunSettings> {
         let ModelConfig::UNet(u) = model else { bail!("not a U-Net checkpoint") };
         let mut s = self.resolve(&self.config_of_record(record, model)?)?;
         if let Some(spec) = &mut s.network.unet {
