@@ -5,8 +5,9 @@
 //! `--quick` runs the same commands with the capped settings of
 //! [`guide_commands::quick`] in a temporary directory and leaves the figures
 //! alone (the check that `crates/fm-cli/tests/guide_tests.rs` makes in CI).
-//! Datasets come from `data/` in the repository, else `$FM_DATA`, else
-//! `../shared/data`; blocks whose data is missing are skipped with a note.
+//! Datasets come from `$FM_DATA_DIR`, else `data/` in the repository (where
+//! `fm data fetch NAME --dir data` puts them); without them the blocks that read
+//! one, and the blocks that read what those wrote, are skipped with a note.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,9 +57,10 @@ pub fn run(args: &[String]) -> Result<()> {
         let text =
             std::fs::read_to_string(chapter).with_context(|| format!("cannot read {}", chapter.display()))?;
         let blocks = guide_commands::parse(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        for block in blocks {
+        let needs = guide_commands::needs_data(&blocks);
+        for (block, needs) in blocks.into_iter().zip(needs) {
             let at = format!("{name}:{}", block.line);
-            if block.needs_data() && !relocate.data.exists() {
+            if needs && !relocate.data.exists() {
                 eprintln!("skipping {at}: no datasets at {}", relocate.data.display());
                 skipped.push(at);
                 continue;
@@ -108,14 +110,10 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `data/` of the repository, else `$FM_DATA`, else `../shared/data` of the development setup.
+/// `$FM_DATA_DIR`, else `data/` of the repository.
 fn data_root(root: &Path) -> PathBuf {
-    let local = root.join(guide_commands::DATA_PREFIX);
-    if local.exists() {
-        return local;
+    match std::env::var_os("FM_DATA_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => root.join(guide_commands::DATA_PREFIX),
     }
-    if let Some(d) = std::env::var_os("FM_DATA") {
-        return PathBuf::from(d);
-    }
-    root.join("../shared/data")
 }

@@ -48,6 +48,30 @@ impl Block {
     }
 }
 
+/// For each block of a chapter, whether it needs the datasets: it reads one
+/// under [`DATA_PREFIX`], or reads a run folder (`runs/guide/NAME`) that such a
+/// block wrote. Without the datasets these blocks are skipped together.
+pub fn needs_data(blocks: &[Block]) -> Vec<bool> {
+    let mut tainted: Vec<String> = Vec::new();
+    blocks
+        .iter()
+        .map(|b| {
+            let folders: Vec<String> = b.commands.iter().flatten().filter_map(|a| run_folder(a)).collect();
+            let needs = b.needs_data() || folders.iter().any(|f| tainted.contains(f));
+            if needs {
+                tainted.extend(folders);
+            }
+            needs
+        })
+        .collect()
+}
+
+/// `NAME` of an argument `runs/guide/NAME[/…]`.
+fn run_folder(arg: &str) -> Option<String> {
+    let rest = arg.strip_prefix(RUN_PREFIX)?;
+    rest.split('/').next().filter(|n| !n.is_empty()).map(str::to_string)
+}
+
 /// The chapters: the `*.md` files of `dir` except `README.md`, sorted by name.
 pub fn chapters(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -300,6 +324,12 @@ mod tests {
         assert_eq!(q[..5], strings(&["train", "--steps", "20", "--n-train", "500"])[..]);
         assert!(q.contains(&"--quiet".to_string()));
         let r = Relocate { runs: "/tmp/r".into(), data: "/d".into() };
+        let md = "```sh\nfm train --data data/x.csv --out runs/guide/a\n```\n\
+                  ```sh\nfm sample --checkpoint runs/guide/a/x --out runs/guide/b\n```\n\
+                  ```sh\nfm train --out runs/guide/c\n```\n\
+                  ```sh\nfm eval --checkpoint runs/guide/b\n```\n";
+        let blocks = parse(md).expect("parses");
+        assert_eq!(needs_data(&blocks), vec![true, true, false, true]);
         let moved = r.apply(&q);
         assert!(moved.contains(&"digits:/d/d.csv.gz".to_string()));
         assert_eq!(r.path("runs/guide/a/plot.png"), "/tmp/r/a/plot.png");

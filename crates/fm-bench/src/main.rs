@@ -127,7 +127,12 @@ mod allocator_tests {
 
     #[test]
     fn the_purge_delay_option_is_the_one_set() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        if let Some(v) = std::env::var_os("MIMALLOC_PURGE_DELAY") {
+            // The user's value is left as set (mimalloc read it at start-up).
+            retain_freed_memory();
+            let want: std::ffi::c_long = v.to_string_lossy().trim().parse().unwrap_or(-2);
+            // SAFETY: reading an option value.
+            assert_eq!(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }, want);
             return;
         }
         // SAFETY: reading an option value.

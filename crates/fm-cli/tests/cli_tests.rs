@@ -321,12 +321,7 @@ fn spawn_until_step(args: &[&str], dir: &Path, step: u64) -> std::process::Child
         .expect("fm starts");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let saved = std::fs::read_to_string(dir.join("config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|j| j["training"]["step"].as_u64())
-            .unwrap_or(0);
-        if saved >= step {
+        if saved_step(dir) >= step {
             return child;
         }
         if std::time::Instant::now() > deadline {
@@ -338,16 +333,25 @@ fn spawn_until_step(args: &[&str], dir: &Path, step: u64) -> std::process::Child
     }
 }
 
+/// The step of the checkpoint in `dir` (0 when there is none).
+fn saved_step(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j["training"]["step"].as_u64())
+        .unwrap_or(0)
+}
+
 #[test]
 fn killed_or_interrupted_runs_resume_bit_identically() {
     let (full, killed, stopped) = (temp("resume-full"), temp("resume-killed"), temp("resume-int"));
-    let args = |d: &Path| -> Vec<String> {
+    let args = |d: &Path, steps: &str| -> Vec<String> {
         [
             "train",
             "--steps",
-            "3000",
+            steps,
             "--checkpoint-every",
-            "250",
+            "100",
             "--seed",
             "3",
             "--quiet",
@@ -359,42 +363,42 @@ fn killed_or_interrupted_runs_resume_bit_identically() {
         .chain(["--out".to_string(), s(d).to_string()])
         .collect()
     };
-    ok(&strs(&args(&full)));
+    ok(&strs(&args(&full, "3000")));
     let reference = tensor_bytes(&full.join("model.safetensors"));
     assert!(!reference.is_empty());
+    // The stopped runs are planned far longer than any test lasts, so that the
+    // signal always lands mid-run; resuming them with `--steps 3000` must give
+    // the 3000-step run's weights (the total does not enter the training).
+    let endless = "100000000";
 
     // SIGKILL mid-run: what is on disk always loads, and resuming gives the same weights.
-    let mut child = spawn_until_step(&strs(&args(&killed)), &killed, 1000);
+    let mut child = spawn_until_step(&strs(&args(&killed, endless)), &killed, 200);
     child.kill().expect("kill");
-    let _ = child.wait();
+    let status = child.wait().expect("fm is reaped");
+    assert!(!status.success(), "the run ended before SIGKILL: {status}");
+    let at = saved_step(&killed);
+    assert!((200..3000).contains(&at), "killed at step {at}");
     ok(&["sample", "--checkpoint", s(&killed), "--n", "10", "--out", s(&killed.join("s.csv"))]);
-    ok(&["train", "--resume", s(&killed), "--quiet", "--sample-n", "100"]);
+    ok(&["train", "--resume", s(&killed), "--steps", "3000", "--quiet", "--sample-n", "100"]);
     assert_eq!(tensor_bytes(&killed.join("model.safetensors")), reference, "resumed after SIGKILL");
 
     // Ctrl-C (SIGINT): saves, exits with 130 and says how to resume.
-    let mut child = spawn_until_step(&strs(&args(&stopped)), &stopped, 500);
+    let child = spawn_until_step(&strs(&args(&stopped, endless)), &stopped, 200);
     let pid = child.id().to_string();
     let sent = Command::new("kill").args(["-INT", &pid]).status().map(|s| s.success()).unwrap_or(false);
-    if sent {
-        let out = child.wait_with_output().expect("fm exits");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.code() == Some(130) {
-            assert!(stderr.contains("--resume"), "{stderr}");
-        } else {
-            // The run may have finished before the signal arrived.
-            assert!(out.status.success(), "{stderr}");
-        }
-        ok(&["train", "--resume", s(&stopped), "--quiet", "--sample-n", "100"]);
-        assert_eq!(tensor_bytes(&stopped.join("model.safetensors")), reference, "resumed after Ctrl-C");
-        let a = std::fs::read_to_string(full.join("metrics.json")).unwrap_or_default();
-        let b = std::fs::read_to_string(stopped.join("metrics.json")).unwrap_or_default();
-        let loss =
-            |t: &str| serde_json::from_str::<serde_json::Value>(t).ok().and_then(|j| j["loss"].as_f64());
-        assert_eq!(loss(&a), loss(&b), "the reported loss survives the interruption");
-    } else {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    assert!(sent, "kill -INT {pid} failed");
+    let out = child.wait_with_output().expect("fm exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "Ctrl-C must stop the run with code 130: {stderr}");
+    assert!(stderr.contains("--resume") && stderr.contains("interrupted at step"), "{stderr}");
+    let at = saved_step(&stopped);
+    assert!((200..3000).contains(&at), "interrupted at step {at}");
+    ok(&["train", "--resume", s(&stopped), "--steps", "3000", "--quiet", "--sample-n", "100"]);
+    assert_eq!(tensor_bytes(&stopped.join("model.safetensors")), reference, "resumed after Ctrl-C");
+    let a = std::fs::read_to_string(full.join("metrics.json")).unwrap_or_default();
+    let b = std::fs::read_to_string(stopped.join("metrics.json")).unwrap_or_default();
+    let loss = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok().and_then(|j| j["loss"].as_f64());
+    assert_eq!(loss(&a), loss(&b), "the reported loss survives the interruption");
     for d in [full, killed, stopped] {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -12,50 +12,14 @@ fn temp(name: &str) -> PathBuf {
 
 const SIDE: usize = 12;
 
-/// Deterministic pseudo-random bytes (a 64-bit LCG), so the fixture needs no RNG crate.
-fn lcg(state: &mut u64) -> u8 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (*state >> 56) as u8
-}
-
-/// `n` 12×12 images of 3 classes (a bright 4×4 square in one of three places on faint
-/// noise) with their labels.
+/// `n` 12×12 images of 3 classes with their labels ([`common::square_images`]).
 fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut state = seed;
-    let mut pixels = Vec::with_capacity(n * SIDE * SIDE);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let k = i % 3;
-        labels.push(k as u8);
-        let (r0, c0) = [(1, 1), (1, 7), (7, 4)][k];
-        let jitter = (lcg(&mut state) % 2) as usize;
-        for r in 0..SIDE {
-            for c in 0..SIDE {
-                let inside = (r0 + jitter..r0 + jitter + 4).contains(&r) && (c0..c0 + 4).contains(&c);
-                let noise = lcg(&mut state) / 4;
-                pixels.push(if inside { 255 - noise } else { noise });
-            }
-        }
-    }
-    (pixels, labels)
+    common::square_images(n, SIDE, seed)
 }
 
-/// Writes an MNIST-format directory (the four IDX files).
+/// Writes an MNIST-format directory of 12×12 images (240 training, 90 test).
 fn mnist_dir(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("temp dir");
-    for (prefix, n, seed) in [("train", 240, 1), ("t10k", 90, 2)] {
-        let (pixels, labels) = images(n, seed);
-        let mut img = vec![0u8, 0, 8, 3];
-        for d in [n, SIDE, SIDE] {
-            img.extend_from_slice(&(d as u32).to_be_bytes());
-        }
-        img.extend_from_slice(&pixels);
-        let mut lbl = vec![0u8, 0, 8, 1];
-        lbl.extend_from_slice(&(n as u32).to_be_bytes());
-        lbl.extend_from_slice(&labels);
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).expect("write");
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lbl).expect("write");
-    }
+    common::mnist_idx(dir, SIDE, 240, 90);
 }
 
 /// A float32 `.npy` of shape `(rows, cols)`.
@@ -149,17 +113,12 @@ fn classifier_trains_and_the_frechet_distance_orders_references() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// On the real MNIST (when `../shared/data/mnist` is present): a classifier trained
-/// for one epoch scores 10,000 training images closer to the test set than noised
-/// test images.
+/// On the real MNIST (`FM_DATA_DIR/mnist`): a classifier trained for one epoch
+/// scores 10,000 training images closer to the test set than noised test images.
 #[test]
-#[ignore = "a minute or more; run with --ignored where ../shared/data/mnist exists"]
+#[ignore = "a minute or more; run with --ignored with the datasets in FM_DATA_DIR (see docs/data.md)"]
 fn real_mnist_reference_figures_are_ordered() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/mnist");
-    if !dir.join("t10k-images-idx3-ubyte").exists() && !dir.join("t10k-images-idx3-ubyte.gz").exists() {
-        eprintln!("skipping: no MNIST at {}", dir.display());
-        return;
-    }
+    let dir = common::data_dir().join("mnist");
     let root = temp("real");
     let data = format!("mnist:{}", s(&dir));
     let clf = root.join("clf");

@@ -2,8 +2,12 @@
 //! run with quick settings (capped steps and sizes, outputs in a temporary
 //! directory), and every figure block must write the PNG it names.
 //! `cargo xtask guide` runs the same commands at full settings to regenerate
-//! the figures. Blocks that read a real dataset are skipped (with a note) when
-//! the data is absent.
+//! the figures.
+//!
+//! Blocks that read a real dataset, and the blocks that read what those wrote,
+//! run in a chapter's `…_with_datasets` test, which the runner lists as
+//! ignored when the datasets folder (`FM_DATA_DIR`, see `build.rs`) is absent;
+//! the chapter's own test runs the rest, everywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,35 +26,45 @@ fn guide_dir() -> PathBuf {
     root().join("docs/guide")
 }
 
-/// `data/` of the repository, else `$FM_DATA`, else `../shared/data` (as `cargo xtask guide`).
+/// The datasets folder (`FM_DATA_DIR`, else the development layout; see `build.rs`).
 fn data_root() -> PathBuf {
-    let local = root().join(guide_commands::DATA_PREFIX);
-    if local.exists() {
-        return local;
-    }
-    std::env::var_os("FM_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"))
+    PathBuf::from(env!("FM_TEST_DATA_DIR"))
 }
 
 fn is_png(p: &Path) -> bool {
     std::fs::read(p).map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n")).unwrap_or(false)
 }
 
+/// Which blocks of a chapter run.
+#[derive(Clone, Copy, PartialEq)]
+enum Blocks {
+    /// Those that need no dataset (directly or through a run that read one).
+    WithoutDatasets,
+    /// All of them.
+    All,
+}
+
 /// Runs one chapter's commands in quick mode.
-fn run_chapter(name: &str) {
+fn run_chapter(name: &str, which: Blocks) {
     let path = guide_dir().join(name);
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let blocks = guide_commands::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
     let runs = std::env::temp_dir().join(format!(
-        "fm-guide-{}-{}",
+        "fm-guide-{}-{}-{}",
         name.trim_end_matches(".md"),
+        if which == Blocks::All { "all" } else { "plain" },
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&runs);
     let relocate = Relocate { runs: runs.clone(), data: data_root() };
-    for block in &blocks {
-        if block.needs_data() && !relocate.data.exists() {
-            eprintln!("{name}:{}: skipped, no datasets at {}", block.line, relocate.data.display());
+    let needs = guide_commands::needs_data(&blocks);
+    if which == Blocks::All {
+        assert!(needs.contains(&true), "{name}: no block reads a dataset; drop its _with_datasets test");
+    }
+    for (block, needs) in blocks.iter().zip(needs) {
+        if needs && which == Blocks::WithoutDatasets {
+            eprintln!("{name}:{}: left to the chapter's _with_datasets test", block.line);
             continue;
         }
         for cmd in &block.commands {
@@ -120,35 +134,64 @@ fn every_chapter_is_tested_and_every_figure_is_committed() {
 
 #[test]
 fn chapter_01_pushforward() {
-    run_chapter("01-pushforward.md");
+    run_chapter("01-pushforward.md", Blocks::WithoutDatasets);
 }
 
 #[test]
 fn chapter_02_normalizing_flows() {
-    run_chapter("02-normalizing-flows.md");
+    run_chapter("02-normalizing-flows.md", Blocks::WithoutDatasets);
 }
 
 #[test]
 fn chapter_03_cnf() {
-    run_chapter("03-cnf.md");
+    run_chapter("03-cnf.md", Blocks::WithoutDatasets);
 }
 
 #[test]
 fn chapter_04_flow_matching() {
-    run_chapter("04-flow-matching.md");
+    run_chapter("04-flow-matching.md", Blocks::WithoutDatasets);
 }
 
 #[test]
 fn chapter_05_generalization() {
-    run_chapter("05-generalization.md");
+    run_chapter("05-generalization.md", Blocks::WithoutDatasets);
 }
 
 #[test]
 fn chapter_06_couplings() {
-    run_chapter("06-couplings.md");
+    run_chapter("06-couplings.md", Blocks::WithoutDatasets);
 }
 
 #[test]
 fn chapter_07_images() {
-    run_chapter("07-images.md");
+    run_chapter("07-images.md", Blocks::WithoutDatasets);
+}
+
+#[test]
+#[cfg_attr(not(fm_data), ignore = "needs the datasets: set FM_DATA_DIR (see docs/data.md)")]
+fn chapter_05_generalization_with_datasets() {
+    run_chapter("05-generalization.md", Blocks::All);
+}
+
+#[test]
+#[cfg_attr(not(fm_data), ignore = "needs the datasets: set FM_DATA_DIR (see docs/data.md)")]
+fn chapter_07_images_with_datasets() {
+    run_chapter("07-images.md", Blocks::All);
+}
+
+/// Every chapter whose blocks read a dataset has a `_with_datasets` test above.
+#[test]
+fn chapters_reading_datasets_have_a_datasets_test() {
+    let source = include_str!("guide_tests.rs");
+    for path in guide_commands::chapters(&guide_dir()).expect("docs/guide exists") {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let blocks = guide_commands::parse(&text).unwrap_or_default();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let test = format!("run_chapter(\"{name}\", Blocks::All)");
+        assert_eq!(
+            guide_commands::needs_data(&blocks).contains(&true),
+            source.contains(&test),
+            "{name}: a chapter with dataset blocks needs a _with_datasets test, and only such a chapter"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! End-to-end tests of the training objectives: `--objective efm --efm-m`,
 //! `--parametrization`, `--weighting`, `--jacobian-reg`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod common;
 use common::{fails, last_json, ok, s, temp_in};
@@ -117,18 +117,15 @@ fn bad_objective_options_name_the_flag() {
     assert!(e.contains("likelihood"), "{e}");
 }
 
-/// MNIST average-pooled to 14×14 (`--data mnist14:DIR`) with `--n-train`:
-/// EFM draws its references from those images, and `fm analyze hybrid` finds
-/// them as the training set (û* alone, τ = 1, lands on them). Skipped when the
-/// shared MNIST files are absent.
+/// 28×28 images in MNIST's files, average-pooled to 14×14 (`--data
+/// mnist14:DIR`) with `--n-train`: EFM draws its references from those images,
+/// and `fm analyze hybrid` finds them as the training set (û* alone, τ = 1,
+/// lands on them). A fixture in MNIST's format (the real MNIST behaves alike).
 #[test]
 fn mnist14_efm_and_hybrid_use_the_training_images() {
-    let mnist = Path::new("/work/shared/data/mnist");
-    if !mnist.join("train-images-idx3-ubyte").is_file() {
-        eprintln!("skipped: no MNIST under {}", mnist.display());
-        return;
-    }
     let dir = temp("mnist14");
+    let mnist = dir.join("mnist");
+    common::mnist_idx(&mnist, 28, 150, 30);
     let data = format!("mnist14:{}", mnist.display());
     ok(&[
         "train",

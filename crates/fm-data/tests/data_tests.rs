@@ -493,30 +493,6 @@ fn csv_parser_never_panics_on_garbage() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn csv_real_datasets_if_present() -> Result<()> {
-    let faithful = Path::new("/work/shared/data/old-faithful/faithful.csv");
-    if faithful.exists() {
-        let pc = load_csv_columns(faithful, &[])?;
-        ensure!(pc.n == 272 && pc.columns == cols(&["eruptions", "waiting"]));
-        ensure!(pc.data[..2] == [3.6, 79.0], "{:?}", &pc.data[..2]);
-    } else {
-        eprintln!("note: {} not found; skipping", faithful.display());
-    }
-    let airports = Path::new("/work/shared/data/us-airports-2d/airports.csv");
-    if airports.exists() {
-        let pc = load_csv_columns(airports, &cols(&["longitude", "latitude"]))?;
-        ensure!(pc.n == 3376 && pc.dim == 2, "n = {}", pc.n);
-        ensure!(pc
-            .data
-            .chunks_exact(2)
-            .all(|p| (-180.0..=180.0).contains(&p[0]) && (-90.0..=90.0).contains(&p[1])));
-    } else {
-        eprintln!("note: {} not found; skipping", airports.display());
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------- standardize ----
 
 #[test]

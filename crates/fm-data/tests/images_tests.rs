@@ -1,4 +1,4 @@
-//! Image loaders on fixtures the tests write, and on `../shared/data` where present.
+//! Image loaders on fixtures the tests write (the real datasets: fm-cli's `datasets_tests`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -243,29 +243,6 @@ fn scaling_flips_and_dequantization() -> anyhow::Result<()> {
     }
     let small = ramp().downsample(2)?;
     assert_eq!((small.height, small.width, small.pixels[0]), (1, 1, 15));
-    Ok(())
-}
-
-/// The real files, where the development setup has them.
-#[test]
-fn shared_datasets_when_present() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    let mnist = root.join("mnist");
-    if mnist.is_dir() {
-        let test = load_mnist_dir(&mnist, Split::Test)?;
-        assert_eq!((test.n, test.height, test.width), (10_000, 28, 28));
-    }
-    let fashion = root.join("fashion-mnist");
-    if fashion.is_dir() {
-        assert_eq!(load_mnist_dir(&fashion, Split::Test)?.n, 10_000);
-    }
-    let digits = root.join("sklearn-digits/digits.csv.gz");
-    if digits.is_file() {
-        let d = load_digits_csv(&digits)?;
-        assert_eq!(d.n, 1797);
-        let counts = d.labels.iter().flatten().filter(|&&l| l == 0).count();
-        assert_eq!(counts, 178);
-    }
     Ok(())
 }
 
