@@ -1,4 +1,4 @@
-//! Bits per dimension of 8-bit data under a continuous density (math.md §7).
+//! Bits per dimension of 8-bit data under a continuous density (docs/reference/likelihood.md).
 //!
 //! **Dequantization.** A density cannot be fit to discrete pixels
 //! `x ∈ {0, …, 255}^D`; uniform dequantization fits it to

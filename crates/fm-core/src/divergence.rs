@@ -1,7 +1,7 @@
 //! The divergence `∇·u(x, t) = Σᵢ ∂uᵢ/∂xᵢ` of a velocity field, by autograd.
 //!
 //! The likelihood of a continuous normalizing flow needs the divergence of
-//! the velocity along the ODE trajectory (math.md §7). Two estimators:
+//! the velocity along the ODE trajectory (docs/reference/likelihood.md). Two estimators:
 //!
 //! - **Exact** ([`exact_divergence`]): `d` backward passes, the `i`-th
 //!   giving row `i` of the Jacobian `J = ∂u/∂x`; the divergence is its

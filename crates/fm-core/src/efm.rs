@@ -1,6 +1,6 @@
 //! Empirical flow matching (EFM): a lower-variance, unbiased regression
 //! target for the CFM loss (Bertrand et al., arXiv 2506.03719, Eq. 7–8,
-//! App. B.1, Alg. 2; math.md §4).
+//! App. B.1, Alg. 2; docs/reference/closed-form.md).
 //!
 //! For each pair `(x₀, x₁)` at time `t`, with `x_t = α_t x₁ + σ_t x₀`, build
 //! `M` references: `b⁽¹⁾ = x₁` (the point that generated `x_t`) and

@@ -130,7 +130,7 @@ impl TestEnergy {
         })
     }
 
-    /// `log Z = log ∫ e^{−U}` over the box, from math.md §9 (midpoint
+    /// `log Z = log ∫ e^{−U}` over the box, from docs/reference/flows.md (midpoint
     /// quadrature with 4000² cells). `U₁`'s value is the same for both boxes
     /// (its mass outside `[−4, 4]²` is negligible).
     pub fn log_z(&self, bx: EnergyBox) -> f64 {
@@ -219,7 +219,7 @@ impl fmt::Display for TestEnergy {
 mod tests {
     use super::*;
 
-    /// Scalar f64 reference implementations straight from math.md §9.
+    /// Scalar f64 reference implementations straight from docs/reference/flows.md.
     fn reference(e: TestEnergy, z1: f64, z2: f64) -> f64 {
         let pi = std::f64::consts::PI;
         let w1 = (2.0 * pi * z1 / 4.0).sin();

@@ -3,7 +3,7 @@
 //! Time convention: `t = 0` is the noise `p₀ = N(0, I)`, `t = 1` the data.
 //! Along a trajectory of `ẋ = u(x, t)` the log-density obeys
 //! `d/dt log p_t(x(t)) = −∇·u(x(t), t)` (Chen et al., arXiv 1806.07366). So
-//! (math.md §7, `flow_matching`'s `compute_likelihood`):
+//! (docs/reference/likelihood.md, `flow_matching`'s `compute_likelihood`):
 //!
 //! - **Backward** ([`log_likelihood`]): integrate the augmented state
 //!   `(x, ℓ)` with `ẋ = u(x, t)`, `ℓ̇ = ∇·u(x, t)` from `t = 1` to `t = 0`,

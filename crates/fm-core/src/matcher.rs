@@ -2,7 +2,7 @@
 //! Tong et al., arXiv 2302.00482; Albergo & Vanden-Eijnden, arXiv 2209.15571).
 //!
 //! A [`Matcher`] samples `x_t = μ_t + σ_t ε` with `ε ~ N(0, I)` and the
-//! regression target `u_t` (reference §10), after re-pairing the minibatch
+//! regression target `u_t` (docs/reference/couplings.md), after re-pairing the minibatch
 //! with its [`Coupling`]:
 //!
 //! | [`MatcherKind`] (name) | `μ_t` | `σ_t` | `u_t` | coupling |

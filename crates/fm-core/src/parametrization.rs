@@ -1,5 +1,6 @@
 //! Parametrizations: what a network predicts (velocity, noise `ε`, or data
-//! `x̂₁`, the denoiser) and how its output becomes a velocity (math.md §2).
+//! `x̂₁`, the denoiser) and how its output becomes a velocity
+//! (docs/reference/paths-and-losses.md).
 //!
 //! On an affine path `x = α_t x̂₁ + σ_t ε̂`, every prediction is an affine
 //! function of the velocity, so a network of any kind is a velocity field:

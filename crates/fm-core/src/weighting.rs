@@ -1,6 +1,6 @@
 //! Loss weightings over `t`: the weights `w(t)` that make a regression on one
 //! parametrization equal, sample by sample, to the usual loss of another
-//! (math.md §3, "the same loss as a weighted denoising loss").
+//! (docs/reference/paths-and-losses.md, "Loss weightings").
 //!
 //! On an affine path, the errors of the three predictions and of the
 //! diffusion `v`-prediction (Salimans & Ho, `v = α ε − σ x₁`) are all

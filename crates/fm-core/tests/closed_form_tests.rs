@@ -1,5 +1,5 @@
 //! The closed-form empirical velocity û*, the EFM target and the alignment
-//! statistics (math.md §4).
+//! statistics (docs/reference/closed-form.md).
 
 use std::f64::consts::PI;
 
@@ -360,7 +360,7 @@ fn gaussian_crossing_time(d: usize, n: usize, pairs: usize, seed: u64) -> anyhow
 
 #[test]
 fn alignment_crossing_time_decreases_with_dimension() -> anyhow::Result<()> {
-    // experiments.md B1: ≈ 0.6, 0.4, 0.25 for d = 8, 32, 128 (seed variation ±0.05).
+    // docs/reference/closed-form.md: ≈ 0.6, 0.4, 0.25 for d = 8, 32, 128 (seed variation ±0.05).
     let mut prev = f64::INFINITY;
     for (d, reference) in [(2, None), (8, Some(0.6)), (32, Some(0.4)), (128, Some(0.25))] {
         let tc = gaussian_crossing_time(d, 1000, 200, 7)?;
@@ -384,7 +384,7 @@ fn alignment_crossing_times_up_to_d_2048() -> anyhow::Result<()> {
     let mut prev = f64::INFINITY;
     for (d, r) in reference {
         let tc = gaussian_crossing_time(d, 1000, 200, 7)?;
-        eprintln!("d = {d}: crossing time {tc:.3} (experiments.md B1: ≈ {r})");
+        eprintln!("d = {d}: crossing time {tc:.3} (reference: ≈ {r})");
         assert!(tc < prev && (tc - r).abs() < 0.1, "d = {d}: {tc}");
         prev = tc;
     }

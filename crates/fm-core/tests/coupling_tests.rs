@@ -77,7 +77,8 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// `x_t` and `u_t` of every matcher equal the torchcfm formulas (§10),
+/// `x_t` and `u_t` of every matcher equal the torchcfm formulas
+/// (docs/reference/couplings.md),
 /// written out per coordinate here.
 #[test]
 fn matchers_follow_the_torchcfm_formulas() -> Result<()> {

@@ -1,6 +1,6 @@
 use fm_core::energy::{EnergyBox, TestEnergy};
 
-/// A midpoint quadrature of `e^{−U}` reproduces math.md's log Z table.
+/// A midpoint quadrature of `e^{−U}` reproduces the log Z table of docs/reference/flows.md.
 #[test]
 fn quadrature_reproduces_log_z_table() -> fm_core::Result<()> {
     for (bx, n) in [(EnergyBox::Four, 800), (EnergyBox::Six, 1200)] {

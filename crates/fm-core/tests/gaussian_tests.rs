@@ -1,5 +1,6 @@
-//! The Gaussian oracle against the published-by-derivation reference table
-//! (math.md §5): exact W2 of each fixed-step solver's output with u* as the field.
+//! The Gaussian oracle against the reference table derived in
+//! docs/reference/gaussian-oracle.md: exact W2 of each fixed-step solver's
+//! output with u* as the field.
 
 use candle::{DType, Device};
 use fm_core::gaussian::GaussianOracle;

@@ -1,4 +1,5 @@
-//! Likelihood, divergence and bits/dim against exact oracles (math.md §5, §7).
+//! Likelihood, divergence and bits/dim against exact oracles
+//! (docs/reference/gaussian-oracle.md, docs/reference/likelihood.md).
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Parametrizations, loss weightings and the training objective
-//! (math.md §2–§4): exact conversions on the Gaussian oracle, weighted
-//! losses equal to the diffusion losses, EFM through the objective.
+//! (docs/reference/paths-and-losses.md, closed-form.md): exact conversions on
+//! the Gaussian oracle, weighted losses equal to the diffusion losses, EFM
+//! through the objective.
 
 use candle::{DType, Device, Tensor};
 use fm_core::divergence::Probe;
@@ -203,9 +204,9 @@ fn weighted_losses_equal_the_diffusion_losses() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// math.md §3 on CondOT: velocity loss = (1 − t)⁻² × denoising loss, and
-/// ε-loss = t²/(1 − t)² × denoising loss; so a velocity network's noise
-/// weighting is t² and its data weighting (1 − t)².
+/// docs/reference/paths-and-losses.md, on CondOT: velocity loss = (1 − t)⁻² ×
+/// denoising loss, and ε-loss = t²/(1 − t)² × denoising loss; so a velocity
+/// network's noise weighting is t² and its data weighting (1 − t)².
 #[test]
 fn condot_weights_match_the_reference_formulas() {
     let path = AffinePath::new(SchedulerKind::CondOt);

@@ -1,5 +1,5 @@
 //! `fm energies`: planar flows fitted by reverse KL to the test energies U1–U4
-//! (Rezende & Mohamed 2015, Fig. 3; math.md §8–9, experiments.md A4).
+//! (Rezende & Mohamed 2015, Fig. 3; docs/reference/flows.md).
 //!
 //! # What is trained
 //! A K-layer planar flow `q` minimises `E_q[log q + β_t U_train]` with Adam and
@@ -12,7 +12,7 @@
 //! # What is reported (from `--eval-n` fresh samples of `q`)
 //! - U1: `KL(q‖p) = E_q[log q + U₁] + log Z₁`, `log Z₁ = 1.8775`.
 //! - U2–U4: `KL(q_B‖p_B) = E_q[log q + U | z ∈ B] − log q(B) + log Z_B` with
-//!   `log Z_B` = 2.0821 / 2.6417 / 2.6846 (math.md §9), where `q_B` is `q`
+//!   `log Z_B` = 2.0821 / 2.6417 / 2.6846 (docs/reference/flows.md), where `q_B` is `q`
 //!   conditioned on the box and `p_B` is `p` restricted to it, together with
 //!   the mass of `q` outside the box, `mass_outside_box = 1 − q(B)`.
 //! - `free_energy = E_q[log q + U]` over all samples (no wall), for every energy.

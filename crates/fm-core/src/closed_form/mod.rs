@@ -1,7 +1,7 @@
 //! The closed-form empirical velocity `û*`: the exact minimiser of the CFM
 //! loss when the data distribution is the empirical measure of `n` training
 //! points (Bertrand, Gagneux, Massias, Emonet, arXiv 2506.03719, Prop. 1;
-//! math.md §4).
+//! docs/reference/closed-form.md).
 //!
 //! For `q̂ = (1/n) Σᵢ δ_{x⁽ⁱ⁾}` on an affine path `x_t = α_t x₁ + σ_t x₀`,
 //!

@@ -5,7 +5,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use fm_core::{to_f64_vec, Result, SeededRng, VelocityField};
 
-/// The reference Gaussian of math.md §5.
+/// The reference Gaussian of docs/reference/gaussian-oracle.md.
 pub const MU: [f64; 2] = [1.0, -1.0];
 pub const SIGMA: [f64; 4] = [3.694337, 0.988124, 0.988124, 0.805663];
 

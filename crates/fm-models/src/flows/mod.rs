@@ -1,4 +1,4 @@
-//! Discrete normalizing flows (math.md §8).
+//! Discrete normalizing flows (docs/reference/flows.md).
 //!
 //! A flow is a stack of invertible [`FlowLayer`]s on top of a standard
 //! normal base `N(0, I_d)`, composed into a [`NormalizingFlow`].

@@ -14,7 +14,7 @@ use crate::{Error, ModelConfig, Result};
 /// Layers run in the sampling direction (base → data) in
 /// [`NormalizingFlow::forward`] and in reverse order through their inverses
 /// in [`NormalizingFlow::inverse`] (see the [module docs](super) for the
-/// convention). Densities follow math.md §8:
+/// convention). Densities follow docs/reference/flows.md:
 /// `log q(x) = log N(f⁻¹(x)) + Σ_k log|det ∂f_k⁻¹/∂·|`, and for a sample
 /// `log q(z_K) = log N(z₀) − Σ_k log|det ∂f_k/∂z_{k−1}|`.
 ///
@@ -52,7 +52,7 @@ pub struct NormalizingFlow {
 }
 
 /// The annealing schedule of Rezende & Mohamed: `β_t = min(1, 0.01 + t / steps_to_one)`
-/// (math.md §8 uses `steps_to_one = 10⁴`).
+/// (the paper uses `steps_to_one = 10⁴`).
 ///
 /// ```
 /// assert_eq!(fm_models::flows::annealed_beta(0, 10_000), 0.01);

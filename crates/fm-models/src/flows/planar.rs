@@ -53,7 +53,7 @@ impl PlanarConfig {
 ///
 /// The raw parameter `u` is reparametrised so that the layer is always
 /// invertible: `û = u + (m(wᵀu) − wᵀu) w/‖w‖²` with `m(a) = −1 + softplus(a)`,
-/// hence `wᵀû = m(wᵀu) > −1` for every `u`, `w` (math.md §8). The log-det is
+/// hence `wᵀû = m(wᵀu) > −1` for every `u`, `w` (docs/reference/flows.md). The log-det is
 /// `log|1 + ûᵀψ(z)|` with `ψ(z) = tanh'(wᵀz + b) w`; it is computed as
 /// `log(1 + m(wᵀu) tanh'(wᵀz + b))` from the scalar `m` rather than the dot
 /// product `ûᵀw` (which loses digits to cancellation when `u ≈ −k w`); since

@@ -1,6 +1,6 @@
 //! `fm analyze alignment`: how often does the closed-form velocity `û*`
 //! point along the conditional velocity `x₁ − x₀`? The aligned fraction
-//! jumps to 1 earlier as the dimension grows (experiments.md B1).
+//! jumps to 1 earlier as the dimension grows (docs/reference/closed-form.md).
 
 use std::collections::BTreeMap;
 

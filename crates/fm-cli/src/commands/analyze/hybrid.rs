@@ -1,6 +1,6 @@
 //! `fm analyze hybrid`: follow `û*` on `[0, τ]` and the model on `[τ, 1]`
 //! from one fixed noise batch, and measure how close the samples come to the
-//! training set as τ grows (experiments.md B3).
+//! training set as τ grows (docs/reference/closed-form.md).
 
 use anyhow::Result;
 use fm_core::metrics::nearest_neighbor_distances;

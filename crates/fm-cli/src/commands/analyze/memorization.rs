@@ -1,7 +1,7 @@
 //! `fm analyze memorization`: how close do generated samples come to the
 //! training set? For the trained model and, with `--closed-form`, for the
 //! closed-form velocity `û*` of that training set (which can only reproduce
-//! training points; experiments.md B2).
+//! training points; docs/reference/closed-form.md).
 
 use anyhow::{bail, Result};
 use candle::Tensor;

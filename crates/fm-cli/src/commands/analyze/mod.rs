@@ -1,5 +1,5 @@
 //! `fm analyze`: closed-form analyses of flow matching (Bertrand, Gagneux,
-//! Massias, Emonet, arXiv 2506.03719; experiments.md B1–B3 and math.md §4–5).
+//! Massias, Emonet, arXiv 2506.03719; docs/reference/closed-form.md).
 //! Each subcommand writes a CSV of its numbers and a PNG of its figure into
 //! `--out DIR`.
 
@@ -227,8 +227,8 @@ pub struct GaussianArgs {
 }
 
 /// Solver flags of the sampling analyses. The default, 200 Euler steps, is the
-/// protocol of experiments.md B2: it integrates û* onto the training points
-/// (coarser grids stop at posterior means of nearby points).
+/// memorisation check of docs/reference/closed-form.md: it integrates û* onto
+/// the training points (coarser grids stop at posterior means of nearby points).
 #[derive(Debug, Args, Clone)]
 pub struct AnalyzeSolverArgs {
     /// ODE solver: euler, midpoint, heun, heun3, rk4, rk4-3/8, dopri5.

@@ -1,5 +1,5 @@
 //! `fm analyze targets`: CFM against EFM on a checkpoint's finite training
-//! set (experiments.md A3). For `--n` draws `(x₀, x₁ from the training set, t)`
+//! set (docs/reference/closed-form.md). For `--n` draws `(x₀, x₁ from the training set, t)`
 //! it compares the two regression targets — CFM's `α̇x₁ + σ̇x₀` and EFM's
 //! `û*_M` — with the exact empirical velocity `û*` and with the model:
 //!
