@@ -395,6 +395,9 @@ pub struct SampleArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Hugging Face Hub options of the commands that accept `hf://` checkpoints.
@@ -431,6 +434,9 @@ pub struct EvalArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `fm train` options of image models (`--model unet`).

@@ -199,16 +199,32 @@ impl Trained {
     /// images, or one pass through a flow), or with `hybrid = Some(τ)` the
     /// closed-form velocity of the training set on `[0, τ]` and the model after.
     pub fn sample(&self, request: &SampleRequest) -> Result<Samples> {
+        self.sample_with(request, &mut |_| ())
+    }
+
+    /// As [`Trained::sample`]; `progress` hears the number of samples finished
+    /// after each batch (image models solve in batches).
+    pub fn sample_with(&self, request: &SampleRequest, progress: &mut dyn FnMut(usize)) -> Result<Samples> {
         let x0 = self.source_draws(request.n, request.seed)?;
-        self.sample_from(&x0, request)
+        self.sample_from_with(&x0, request, progress)
     }
 
     /// As [`Trained::sample`], from given source draws `x0` `(n, d)` (model units).
     pub fn sample_from(&self, x0: &Tensor, request: &SampleRequest) -> Result<Samples> {
+        self.sample_from_with(x0, request, &mut |_| ())
+    }
+
+    /// As [`Trained::sample_from`], with a `progress` callback (see [`Trained::sample_with`]).
+    pub fn sample_from_with(
+        &self,
+        x0: &Tensor,
+        request: &SampleRequest,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Samples> {
         let (n, dim) = x0.dims2()?;
         let (samples, trajectory, nfe) = match request.hybrid {
             None => {
-                let g = self.model.generate(x0, request)?;
+                let g = self.model.generate(x0, request, progress)?;
                 (g.samples, g.trajectory, g.nfe)
             }
             Some(tau) => {
@@ -220,6 +236,7 @@ impl Trained {
                 let closed = self.closed_form(&points)?;
                 let keep = request.trajectory_rows > 0;
                 let sol = solve_hybrid(&closed, field, x0, &request.solver, tau, keep)?;
+                progress(n);
                 (sol.state, sol.trajectory, sol.nfe)
             }
         };

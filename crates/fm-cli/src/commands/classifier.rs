@@ -54,6 +54,9 @@ pub struct ClassifierTrainArgs {
     /// Print one JSON object (`test_accuracy`, `sha256`, `seconds`, ...) as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 pub fn run(c: ClassifierCommand) -> Result<()> {
@@ -115,6 +118,11 @@ fn train(a: ClassifierTrainArgs) -> Result<()> {
     let start = Instant::now();
     let mut step = 0usize;
     let mut accuracy = 0.0;
+    let pb = crate::progress::bar(
+        steps_per_epoch * a.epochs,
+        a.quiet,
+        "{bar:30} {pos}/{len} steps loss {msg} {per_sec} ETA {eta}",
+    );
     for epoch in 1..=a.epochs {
         let order = rng.permutation(train_set.n);
         let mut loss_sum = 0.0;
@@ -128,23 +136,23 @@ fn train(a: ClassifierTrainArgs) -> Result<()> {
             loss_sum += loss.to_scalar::<f32>()? as f64;
             opt.backward_step(&loss)?;
             step += 1;
-            if step.is_multiple_of(100) {
-                eprintln!(
-                    "  step {step}/{total}: loss {:.4} ({:.0} s)",
-                    loss.to_scalar::<f32>()?,
-                    start.elapsed().as_secs_f64()
-                );
+            pb.inc(1);
+            if step.is_multiple_of(50) {
+                pb.set_message(format!("{:.4}", loss.to_scalar::<f32>()?));
             }
         }
         accuracy = test_accuracy(&net, &test_set, &device)?;
-        log(format!(
-            "epoch {epoch}/{}: mean training loss {:.4}, test accuracy {:.2} % ({:.0} s)",
-            a.epochs,
-            loss_sum / steps_per_epoch as f64,
-            100.0 * accuracy,
-            start.elapsed().as_secs_f64()
-        ));
+        pb.suspend(|| {
+            log(format!(
+                "epoch {epoch}/{}: mean training loss {:.4}, test accuracy {:.2} % ({:.0} s)",
+                a.epochs,
+                loss_sum / steps_per_epoch as f64,
+                100.0 * accuracy,
+                start.elapsed().as_secs_f64()
+            ))
+        });
     }
+    pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let record = json!({
         "data": a.data,

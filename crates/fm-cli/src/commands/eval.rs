@@ -51,24 +51,32 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "solver", "NFE", "energy", "MMD²", "sliced W2", "exact W2", "time s"
     ));
     let mut rows = Vec::new();
+    let pb = crate::progress::bar(
+        choices.len() * a.n,
+        a.quiet,
+        "{bar:30} {pos}/{len} samples {per_sec} ETA {eta}",
+    );
     for c in &choices {
         let start = Instant::now();
-        let gen = m.sample(&SampleRequest::new(a.n, a.seed, c.clone()))?;
+        let gen = m.sample_with(&SampleRequest::new(a.n, a.seed, c.clone()), &mut |k| pb.inc(k as u64))?;
         let seconds = start.elapsed().as_secs_f64();
         let s = Tensor::from_vec(data.to_model_units(&gen.values)?, (a.n, dim), &device)?;
         let met = SampleMetrics::compute(&s, &rf, a.seed, a.exact_n, a.bandwidth)?;
-        log(format!(
-            "{:<28} {:>6} {:>10.5} {:>11.3e} {:>10.4} {:>10} {:>8.2}",
-            c.label,
-            gen.nfe,
-            met.energy_distance,
-            met.mmd_rbf,
-            met.sliced_w2,
-            met.exact_w2.map(|w| format!("{w:.4}")).unwrap_or_else(|| "-".into()),
-            seconds
-        ));
+        pb.suspend(|| {
+            log(format!(
+                "{:<28} {:>6} {:>10.5} {:>11.3e} {:>10.4} {:>10} {:>8.2}",
+                c.label,
+                gen.nfe,
+                met.energy_distance,
+                met.mmd_rbf,
+                met.sliced_w2,
+                met.exact_w2.map(|w| format!("{w:.4}")).unwrap_or_else(|| "-".into()),
+                seconds
+            ))
+        });
         rows.push(json!({"solver": c.label, "nfe": gen.nfe, "seconds": seconds, "metrics": met}));
     }
+    pb.finish_and_clear();
     if a.json {
         print_json(&json!({"checkpoint": m.dir(), "n": a.n, "bandwidth": a.bandwidth, "results": rows}))?;
     }

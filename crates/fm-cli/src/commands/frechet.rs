@@ -57,6 +57,9 @@ pub struct FrechetArgs {
     /// Print one JSON object (`frechet_distance`, `classifier_sha256`, `n`, ...) as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 pub fn run(a: FrechetArgs) -> Result<()> {
@@ -83,8 +86,10 @@ pub fn run(a: FrechetArgs) -> Result<()> {
     let n = samples.len() / input_dim;
     let reference = test.tensor(&(0..test.n).collect::<Vec<_>>(), &device)?.flatten_from(1)?;
     let reference = reference.flatten_all()?.to_vec1::<f32>()?;
-    let fs = features(&classifier, &samples, input_dim, &device)?;
-    let fr = features(&classifier, &reference, input_dim, &device)?;
+    let pb = crate::progress::bar(n + test.n, a.quiet, "{bar:30} {pos}/{len} images (features) ETA {eta}");
+    let fs = features(&classifier, &samples, input_dim, &device, &mut |k| pb.inc(k as u64))?;
+    let fr = features(&classifier, &reference, input_dim, &device, &mut |k| pb.inc(k as u64))?;
+    pb.finish_and_clear();
     let fd = frechet_distance_stats(&fs, &fr)?;
     let seconds = start.elapsed().as_secs_f64();
     let accuracy = classifier.training.get("test_accuracy").and_then(|v| v.as_f64());
@@ -158,7 +163,10 @@ fn samples_of(
             );
         }
         let choice = SolverChoice::new(&a.solver.solver, a.solver.steps, a.solver.rtol, a.solver.atol)?;
-        let gen = m.sample(&SampleRequest::new(a.n, a.seed, choice.clone()))?;
+        let pb = crate::progress::bar(a.n, a.quiet, "{bar:30} {pos}/{len} samples {per_sec} ETA {eta}");
+        let gen =
+            m.sample_with(&SampleRequest::new(a.n, a.seed, choice.clone()), &mut |k| pb.inc(k as u64))?;
+        pb.finish_and_clear();
         return Ok((gen.values, format!("samples of {} ({}, NFE {})", dir.display(), choice.label, gen.nfe)));
     }
     let spec = a.baseline.as_deref().unwrap_or("train");
@@ -208,12 +216,19 @@ fn samples_of(
 }
 
 /// Classifier features of flattened images, as Gaussian-fit statistics.
-fn features(c: &LoadedClassifier, images: &[f32], input_dim: usize, device: &Device) -> Result<FeatureStats> {
+fn features(
+    c: &LoadedClassifier,
+    images: &[f32],
+    input_dim: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<FeatureStats> {
     let n = images.len() / input_dim;
     let mut parts = Vec::with_capacity(n.div_ceil(500));
     for chunk in images.chunks(500 * input_dim) {
         let x = Tensor::from_slice(chunk, (chunk.len() / input_dim, input_dim), device)?;
         parts.push(c.model.features(&x)?);
+        progress(chunk.len() / input_dim);
     }
     let f = Tensor::cat(&parts, 0)?;
     Ok(FeatureStats::from_features(&f)?)

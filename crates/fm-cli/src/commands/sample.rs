@@ -75,8 +75,10 @@ pub fn run(a: SampleArgs) -> Result<()> {
         (None, _) if a.plot.is_some() && m.dim() == 2 => a.n,
         _ => 0,
     };
+    let pb = crate::progress::bar(a.n, a.quiet, "{bar:30} {pos}/{len} samples {per_sec} ETA {eta}");
     let start = Instant::now();
-    let gen = m.sample(&request)?;
+    let gen = m.sample_with(&request, &mut |k| pb.inc(k as u64))?;
+    pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let columns = if image.is_some() { vec![] } else { m.record().columns.clone() };
     write_samples(&values, &gen.values, a.n, m.dim(), &columns)?;

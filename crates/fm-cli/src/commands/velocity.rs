@@ -33,6 +33,9 @@ pub struct VelocityArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 pub fn run(a: VelocityArgs) -> Result<()> {
@@ -57,6 +60,7 @@ pub fn run(a: VelocityArgs) -> Result<()> {
     })?;
     let mut times = Vec::with_capacity(a.repeat);
     let mut v = None;
+    let pb = crate::progress::bar(a.repeat, a.quiet, "{bar:30} {pos}/{len} forward passes ETA {eta}");
     for _ in 0..a.repeat {
         let start = Instant::now();
         let out = net
@@ -64,7 +68,9 @@ pub fn run(a: VelocityArgs) -> Result<()> {
             .with_context(|| format!("--inputs {}", a.inputs.display()))?;
         times.push(start.elapsed().as_secs_f64());
         v = Some(out);
+        pb.inc(1);
     }
+    pb.finish_and_clear();
     let Some(v) = v else { bail!("no forward pass ran") };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];

@@ -213,7 +213,12 @@ impl TrainedModel for TrainedFlow {
     }
 
     /// One pass through the layers; the "trajectory" is the state after every layer.
-    fn generate(&self, x0: &Tensor, request: &SampleRequest) -> Result<Generated> {
+    fn generate(
+        &self,
+        x0: &Tensor,
+        request: &SampleRequest,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Generated> {
         if request.class.is_some() || request.cfg_scale != 0.0 {
             bail!("--class and --cfg-scale apply to class-conditional image models (U-Nets)");
         }
@@ -229,6 +234,7 @@ impl TrainedModel for TrainedFlow {
                 trajectory.push(z.narrow(0, 0, rows)?);
             }
         }
+        progress(x0.dim(0)?);
         if z.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter().any(|v| !v.is_finite()) {
             bail!("the flow produced non-finite samples");
         }

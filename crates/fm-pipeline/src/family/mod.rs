@@ -217,8 +217,14 @@ pub trait TrainedModel {
     /// Values per sample.
     fn dim(&self) -> usize;
 
-    /// Samples from the source draws `x0` `(n, d)` (model units).
-    fn generate(&self, x0: &Tensor, request: &SampleRequest) -> Result<Generated>;
+    /// Samples from the source draws `x0` `(n, d)` (model units); `progress`
+    /// hears the number of samples finished after each batch.
+    fn generate(
+        &self,
+        x0: &Tensor,
+        request: &SampleRequest,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Generated>;
 
     /// `log p` of `x` `(n, d)` (model units).
     fn log_likelihood(

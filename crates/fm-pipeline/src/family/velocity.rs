@@ -53,15 +53,21 @@ impl TrainedModel for VelocityModel {
         }
     }
 
-    fn generate(&self, x0: &Tensor, request: &SampleRequest) -> Result<Generated> {
+    fn generate(
+        &self,
+        x0: &Tensor,
+        request: &SampleRequest,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Generated> {
         if let VelocityNet::UNet(net) = self.field.net() {
-            return generate_images(net, x0, request);
+            return generate_images(net, x0, request, progress);
         }
         if request.class.is_some() || request.cfg_scale != 0.0 {
             bail!("--class and --cfg-scale apply to class-conditional image models (U-Nets)");
         }
         let keep = request.trajectory_rows > 0;
         let sol = solve_hybrid(&self.field, &self.field, x0, &request.solver, 0.0, keep)?;
+        progress(x0.dim(0)?);
         let rows = request.trajectory_rows.min(x0.dim(0)?);
         let trajectory = if rows < x0.dim(0)? {
             sol.trajectory.iter().map(|x| x.narrow(0, 0, rows)).collect::<candle::Result<Vec<_>>>()?
@@ -126,7 +132,12 @@ pub(crate) fn labels(net: &UNet, n: usize, class: Option<u32>) -> Result<Option<
 
 /// Solves from the source draws `x0` `(n, d)` in batches; class-conditional
 /// models cycle through the classes (or take the request's), with guidance.
-fn generate_images(net: &UNet, x0: &Tensor, s: &SampleRequest) -> Result<Generated> {
+fn generate_images(
+    net: &UNet,
+    x0: &Tensor,
+    s: &SampleRequest,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Generated> {
     let batch = s.batch_size.unwrap_or(DEFAULT_IMAGE_BATCH);
     if batch == 0 {
         bail!("--batch-size must be at least 1, got 0");
@@ -172,6 +183,7 @@ fn generate_images(net: &UNet, x0: &Tensor, s: &SampleRequest) -> Result<Generat
             }
         }
         start += b;
+        progress(b);
     }
     let samples = Tensor::cat(&samples, 0)?;
     let trajectory = trajectory.iter().map(|parts| Tensor::cat(parts, 0)).collect::<candle::Result<_>>()?;

@@ -116,6 +116,11 @@ pub fn run(a: GaussianArgs) -> Result<()> {
     ));
     let mut rows: Vec<Row> = Vec::new();
     let mut floors = Vec::new();
+    let pb = crate::progress::bar(
+        ns.len() * methods.len() * steps.len(),
+        a.quiet,
+        "{bar:30} {pos}/{len} solves ETA {eta}",
+    );
     for &n in &ns {
         let (m, c) = empirical_moments(&x, n, d);
         let oracle = GaussianOracle::new(m.clone(), c.clone(), SchedulerKind::CondOt)
@@ -129,15 +134,19 @@ pub fn run(a: GaussianArgs) -> Result<()> {
                 let (pm, pc, nfe) = oracle.sampled_gaussian(method.as_solver(), &grid)?;
                 let w2 = gaussian_w2(&pm, &pc, &mu, &sigma)?;
                 let (w2_exact, _) = truth.sampling_w2(method.as_solver(), &grid)?;
-                log(format!(
-                    "{n:>7} {:<10} {k:>6} {nfe:>6} {w2:>12.4e} {w2_exact:>12.4e}",
-                    method.to_string()
-                ));
+                pb.inc(1);
+                pb.suspend(|| {
+                    log(format!(
+                        "{n:>7} {:<10} {k:>6} {nfe:>6} {w2:>12.4e} {w2_exact:>12.4e}",
+                        method.to_string()
+                    ))
+                });
                 rows.push(Row { n, solver: method.to_string(), steps: k, nfe, w2 });
             }
         }
-        log(format!("{n:>7} {:<10} {:>6} {:>6} {floor:>12.4e}", "(exact)", "-", "-"));
+        pb.suspend(|| log(format!("{n:>7} {:<10} {:>6} {:>6} {floor:>12.4e}", "(exact)", "-", "-")));
     }
+    pb.finish_and_clear();
     let csv = dir.join("gaussian.csv");
     let lines: Vec<Vec<String>> = rows
         .iter()

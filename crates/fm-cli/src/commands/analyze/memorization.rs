@@ -70,32 +70,39 @@ pub fn run(a: MemorizationArgs) -> Result<()> {
     // The checkpoint's own source (N(0, I) unless trained with --source).
     let x0 = m.source_draws(a.n, a.seed)?;
     let nn = |x: &Tensor| -> Result<Vec<f64>> { Ok(nearest_neighbor_distances(x, &train)?) };
+    let solves = if a.closed_form { 2 } else { 1 };
+    let pb = crate::progress::bar(solves, a.quiet, "{bar:30} {pos}/{len} solves ETA {eta}");
     let model = solve_hybrid(model, model, &x0, &choice, 0.0, false)?;
+    pb.inc(1);
     let model_nn = NnSummary::new(nn(&model.state)?, a.threshold);
-    log(format!(
-        "{} samples ({}) against the {n_train} training points of {} (model units); threshold {}",
-        a.n,
-        choice.label,
-        m.record().data,
-        a.threshold
-    ));
+    pb.suspend(|| {
+        log(format!(
+            "{} samples ({}) against the {n_train} training points of {} (model units); threshold {}",
+            a.n,
+            choice.label,
+            m.record().data,
+            a.threshold
+        ))
+    });
     let line = |name: &str, s: &NnSummary| {
         format!(
             "{name:<12} median NN distance {:.3e}  mean {:.3e}  max {:.3e}  fraction below threshold {:.3}",
             s.median, s.mean, s.max, s.fraction_below
         )
     };
-    log(line("model", &model_nn));
+    pb.suspend(|| log(line("model", &model_nn)));
     let closed_nn = if a.closed_form {
         let field = m.closed_form(&train)?;
         let sol = solve_hybrid(&field, &field, &x0, &choice, 0.0, false)?;
+        pb.inc(1);
         let s = NnSummary::new(nn(&sol.state)?, a.threshold);
-        log(line("closed form", &s));
+        pb.suspend(|| log(line("closed form", &s)));
         Some(s)
     } else {
         None
     };
 
+    pb.finish_and_clear();
     let csv = dir.join("memorization.csv");
     let rows: Vec<Vec<String>> = (0..a.n)
         .map(|i| {

@@ -82,6 +82,9 @@ pub struct TargetsArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -112,6 +115,9 @@ pub struct MemorizationArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -224,6 +230,9 @@ pub struct GaussianArgs {
     /// Print one JSON object with the results as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Solver flags of the sampling analyses. The default, 200 Euler steps, is the

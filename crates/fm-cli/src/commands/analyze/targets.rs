@@ -67,6 +67,7 @@ pub fn run(a: TargetsArgs) -> Result<()> {
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let chunk = 1000usize.min(a.n);
     let mut done = 0;
+    let pb = crate::progress::bar(a.n, a.quiet, "{bar:30} {pos}/{len} targets {per_sec} ETA {eta}");
     while done < a.n {
         let b = chunk.min(a.n - done);
         let idx: Vec<u32> = (0..b).map(|_| rand::Rng::random_range(rng.rng(), 0..n_train) as u32).collect();
@@ -84,7 +85,9 @@ pub fn run(a: TargetsArgs) -> Result<()> {
         vm.extend(per_row_sq(&model, &exact)?);
         ts.extend(to_f64_vec(&t)?);
         done += b;
+        pb.inc(b as u64);
     }
+    pb.finish_and_clear();
     let (cfm_mean, cfm_var) = mean_var(&l_cfm);
     let (efm_mean, efm_var) = mean_var(&l_efm);
     let (cfm_floor, _) = mean_var(&f_cfm);
