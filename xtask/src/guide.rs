@@ -6,8 +6,8 @@
 //! [`guide_commands::quick`] in a temporary directory and leaves the figures
 //! alone (the check that `crates/fm-cli/tests/guide_tests.rs` makes in CI).
 //! Datasets come from `$FM_DATA_DIR`, else `data/` in the repository (where
-//! `fm data fetch NAME --dir data` puts them); without them the blocks that read
-//! one, and the blocks that read what those wrote, are skipped with a note.
+//! `fm data fetch NAME` puts them); the blocks that read a missing one, and the
+//! blocks that read what those wrote, are skipped with a note.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,10 +57,11 @@ pub fn run(args: &[String]) -> Result<()> {
         let text =
             std::fs::read_to_string(chapter).with_context(|| format!("cannot read {}", chapter.display()))?;
         let blocks = guide_commands::parse(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        let needs = guide_commands::needs_data(&blocks);
+        let present = |rest: &str| relocate.data.join(rest).exists();
+        let needs = guide_commands::needs_missing_data(&blocks, &present);
         for (block, needs) in blocks.into_iter().zip(needs) {
             let at = format!("{name}:{}", block.line);
-            if needs && !relocate.data.exists() {
+            if needs {
                 eprintln!("skipping {at}: no datasets at {}", relocate.data.display());
                 skipped.push(at);
                 continue;

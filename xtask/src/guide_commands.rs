@@ -41,23 +41,19 @@ pub struct Block {
     pub figure: Option<Figure>,
 }
 
-impl Block {
-    /// Whether any argument reads a real dataset under [`DATA_PREFIX`].
-    pub fn needs_data(&self) -> bool {
-        self.commands.iter().flatten().any(|a| data_path(a).is_some())
-    }
-}
-
-/// For each block of a chapter, whether it needs the datasets: it reads one
-/// under [`DATA_PREFIX`], or reads a run folder (`runs/guide/NAME`) that such a
-/// block wrote. Without the datasets these blocks are skipped together.
-pub fn needs_data(blocks: &[Block]) -> Vec<bool> {
+/// For each block of a chapter, whether it needs a dataset that is missing:
+/// it reads a path under [`DATA_PREFIX`] for which `present` (given the path
+/// after the prefix) says no, or reads a run folder (`runs/guide/NAME`) that
+/// such a block wrote. These blocks are skipped together.
+pub fn needs_missing_data(blocks: &[Block], present: &dyn Fn(&str) -> bool) -> Vec<bool> {
     let mut tainted: Vec<String> = Vec::new();
     blocks
         .iter()
         .map(|b| {
             let folders: Vec<String> = b.commands.iter().flatten().filter_map(|a| run_folder(a)).collect();
-            let needs = b.needs_data() || folders.iter().any(|f| tainted.contains(f));
+            let missing =
+                b.commands.iter().flatten().any(|a| data_path(a).is_some_and(|(_, rest)| !present(rest)));
+            let needs = missing || folders.iter().any(|f| tainted.contains(f));
             if needs {
                 tainted.extend(folders);
             }
@@ -329,7 +325,8 @@ mod tests {
                   ```sh\nfm train --out runs/guide/c\n```\n\
                   ```sh\nfm eval --checkpoint runs/guide/b\n```\n";
         let blocks = parse(md).expect("parses");
-        assert_eq!(needs_data(&blocks), vec![true, true, false, true]);
+        assert_eq!(needs_missing_data(&blocks, &|_| false), vec![true, true, false, true]);
+        assert_eq!(needs_missing_data(&blocks, &|rest| rest == "x.csv"), vec![false; 4]);
         let moved = r.apply(&q);
         assert!(moved.contains(&"digits:/d/d.csv.gz".to_string()));
         assert_eq!(r.path("runs/guide/a/plot.png"), "/tmp/r/a/plot.png");

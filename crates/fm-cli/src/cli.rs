@@ -74,6 +74,9 @@ pub enum Command {
         after_help = "Examples:\n  fm velocity --checkpoint runs/mnist --inputs in.safetensors --out out.safetensors --json"
     )]
     Velocity(crate::commands::velocity::VelocityArgs),
+    /// Datasets: fetch MNIST, Fashion-MNIST, CIFAR-10 (through the Hugging Face Hub) or the digits.
+    #[command(subcommand)]
+    Data(crate::commands::data::DataCommand),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -12,3 +12,11 @@ pub fn bar(len: usize, quiet: bool, template: &str) -> ProgressBar {
     pb.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
     pb
 }
+
+/// A spinner with a message, for work of unknown length (downloads).
+pub fn spinner(quiet: bool) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_draw_target(if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    pb
+}

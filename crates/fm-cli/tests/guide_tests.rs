@@ -4,10 +4,11 @@
 //! `cargo xtask guide` runs the same commands at full settings to regenerate
 //! the figures.
 //!
-//! Blocks that read a real dataset, and the blocks that read what those wrote,
-//! run in a chapter's `…_with_datasets` test, which the runner lists as
-//! ignored when the datasets folder (`FM_DATA_DIR`, see `build.rs`) is absent;
-//! the chapter's own test runs the rest, everywhere.
+//! The chapters' own tests run everywhere, with the digits that ship with fm
+//! (`fm data fetch digits` into a temporary data folder). Blocks that read
+//! another real dataset (MNIST), and the blocks that read what those wrote,
+//! run in the chapter's `…_with_datasets` test, which the runner lists as
+//! ignored when the datasets folder (`FM_DATA_DIR`, see `build.rs`) is absent.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,10 +39,27 @@ fn is_png(p: &Path) -> bool {
 /// Which blocks of a chapter run.
 #[derive(Clone, Copy, PartialEq)]
 enum Blocks {
-    /// Those that need no dataset (directly or through a run that read one).
+    /// Those that need no dataset but the digits (directly or through a run that read one).
     WithoutDatasets,
-    /// All of them.
+    /// All of them, with the datasets folder.
     All,
+}
+
+/// Whether a dataset path (after `data/`) ships with fm.
+fn shipped(rest: &str) -> bool {
+    rest.starts_with("sklearn-digits/")
+}
+
+/// A data folder holding the digits, as `fm data fetch digits` writes them.
+fn shipped_data(root: &Path) -> PathBuf {
+    let data = root.join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_fm"))
+        .args(["data", "fetch", "digits", "--quiet", "--dir"])
+        .arg(data.join("sklearn-digits"))
+        .output()
+        .expect("fm runs");
+    assert!(out.status.success(), "fm data fetch digits: {}", String::from_utf8_lossy(&out.stderr));
+    data
 }
 
 /// Runs one chapter's commands in quick mode.
@@ -57,10 +75,17 @@ fn run_chapter(name: &str, which: Blocks) {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&runs);
-    let relocate = Relocate { runs: runs.clone(), data: data_root() };
-    let needs = guide_commands::needs_data(&blocks);
+    let data = match which {
+        Blocks::All => data_root(),
+        Blocks::WithoutDatasets => shipped_data(&runs),
+    };
+    let relocate = Relocate { runs: runs.clone(), data };
+    let needs = guide_commands::needs_missing_data(&blocks, &shipped);
     if which == Blocks::All {
-        assert!(needs.contains(&true), "{name}: no block reads a dataset; drop its _with_datasets test");
+        assert!(
+            needs.contains(&true),
+            "{name}: every dataset it reads ships with fm; drop its _with_datasets test"
+        );
     }
     for (block, needs) in blocks.iter().zip(needs) {
         if needs && which == Blocks::WithoutDatasets {
@@ -173,13 +198,7 @@ fn chapter_05_generalization_with_datasets() {
     run_chapter("05-generalization.md", Blocks::All);
 }
 
-#[test]
-#[cfg_attr(not(fm_data), ignore = "needs the datasets: set FM_DATA_DIR (see docs/data.md)")]
-fn chapter_07_images_with_datasets() {
-    run_chapter("07-images.md", Blocks::All);
-}
-
-/// Every chapter whose blocks read a dataset has a `_with_datasets` test above.
+/// Every chapter whose blocks read a dataset that does not ship with fm has a `_with_datasets` test above.
 #[test]
 fn chapters_reading_datasets_have_a_datasets_test() {
     let source = include_str!("guide_tests.rs");
@@ -189,7 +208,7 @@ fn chapters_reading_datasets_have_a_datasets_test() {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let test = format!("run_chapter(\"{name}\", Blocks::All)");
         assert_eq!(
-            guide_commands::needs_data(&blocks).contains(&true),
+            guide_commands::needs_missing_data(&blocks, &shipped).contains(&true),
             source.contains(&test),
             "{name}: a chapter with dataset blocks needs a _with_datasets test, and only such a chapter"
         );

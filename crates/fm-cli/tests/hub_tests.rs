@@ -7,6 +7,8 @@ mod common;
 
 #[path = "../../fm-data/tests/support/hub_server.rs"]
 mod hub_server;
+#[path = "../../fm-data/tests/support/parquet_images.rs"]
+mod parquet_images;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -415,5 +417,100 @@ fn mlp_converts_to_torchcfm_and_back() {
     ok(&args);
     let err = fails(&["convert", "--to", "torchcfm-mlp", s(&elu), "--out", s(&dir.join("e.safetensors"))]);
     assert!(err.contains("SELU"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `fm data fetch mnist` from a loopback Hub holding MNIST-sized parquet files
+/// (60,000 + 10,000 PNG images with MNIST's class counts): the folder it writes
+/// trains a U-Net through the spec it prints; a second fetch works offline from
+/// the cache; the digits need no Hub at all.
+#[test]
+fn data_fetch_writes_what_train_reads_online_then_offline() {
+    let dir = temp("fetch");
+    let counts = [
+        ([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949], "train"),
+        ([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009], "test"),
+    ];
+    let class_png: Vec<Vec<u8>> = (0..10)
+        .map(|k| {
+            let px: Vec<u8> =
+                (0..784).map(|p| if (p / 28 + p % 28 + 3 * k) % 10 < 3 { 250 } else { 5 }).collect();
+            parquet_images::png(&px, 1, 28)
+        })
+        .collect();
+    let mut server = HubServer::start().expect("a loopback port");
+    for (per_class, split) in counts {
+        let labels: Vec<i64> = (0..10).flat_map(|k| std::iter::repeat_n(k as i64, per_class[k])).collect();
+        let pngs: Vec<Vec<u8>> = labels.iter().map(|&k| class_png[k as usize].clone()).collect();
+        let file = format!("mnist/{split}-00000-of-00001.parquet");
+        server.put(
+            "datasets/ylecun/mnist",
+            "main",
+            &file,
+            parquet_images::parquet_file(&pngs, &labels),
+            None,
+        );
+    }
+    let cache = dir.join("hub-cache");
+    let out = dir.join("mnist");
+    let j = last_json(&hub_ok(
+        &["data", "fetch", "mnist", "--dir", s(&out), "--json", "--quiet"],
+        &server.endpoint,
+        &cache,
+        &[],
+    ));
+    assert_eq!((j["train"].as_u64(), j["test"].as_u64()), (Some(60_000), Some(10_000)), "{j}");
+    assert_eq!(j["matches_original"], false, "fixture images are not MNIST's: {j}");
+    let spec = j["spec"].as_str().unwrap_or_default().to_string();
+    assert_eq!(spec, format!("mnist:{}", s(&out)));
+    ok(&[
+        "train",
+        "--data",
+        &spec,
+        "--model",
+        "unet",
+        "--preset",
+        "tiny",
+        "--channels",
+        "8",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--sample-n",
+        "2",
+        "--sample-steps",
+        "1",
+        "--out",
+        s(&dir.join("run")),
+        "--quiet",
+    ]);
+    // Offline from the cache: no request.
+    let before = server.requests().len();
+    let again = dir.join("again");
+    hub_ok(&["data", "fetch", "mnist", "--dir", s(&again), "--offline"], &server.endpoint, &cache, &[]);
+    assert_eq!(server.requests().len(), before);
+    server.stop();
+    // A dataset the Hub does not have under that name, and an unknown name.
+    let e = hub_fails(&["data", "fetch", "imagenet", "--dir", s(&again)], &server.endpoint, &cache);
+    assert!(e.contains("imagenet") && e.contains("mnist, fashion-mnist, cifar10, digits"), "{e}");
+    // The digits ship with fm.
+    let out = ok(&["data", "fetch", "digits", "--dir", s(&dir.join("digits")), "--quiet"]);
+    assert!(out.contains("1797 images") && out.contains("identical to the original"), "{out}");
+    let spec = out.lines().find_map(|l| l.strip_prefix("use it with: --data ")).unwrap_or_default();
+    ok(&[
+        "train",
+        "--data",
+        spec,
+        "--hidden",
+        "32",
+        "--steps",
+        "2",
+        "--sample-n",
+        "4",
+        "--out",
+        s(&dir.join("d")),
+        "--quiet",
+    ]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -217,7 +217,24 @@ impl HubClient {
             .revision(address.revision.clone())
             .local_files_only(self.offline)
             .send()
-            .map_err(|e| self.hub_error(address, file, &e))
+            .map_err(|e| self.hub_error(&address.repo(), &address.revision, file, &e))
+    }
+
+    /// Fetches `file` of the dataset repository `repo` (`OWNER/NAME`) at
+    /// `revision` into the cache (or finds it there) and returns its path.
+    pub fn fetch_dataset_file(&self, repo: &str, revision: &str, file: &str) -> Result<PathBuf> {
+        let (owner, name) = repo.split_once('/').ok_or_else(|| Error::HubAddress {
+            address: repo.to_string(),
+            reason: "a dataset repository is OWNER/NAME".into(),
+        })?;
+        self.client
+            .dataset(owner.to_string(), name.to_string())
+            .download_file()
+            .filename(file.to_string())
+            .revision(revision.to_string())
+            .local_files_only(self.offline)
+            .send()
+            .map_err(|e| self.hub_error(&format!("datasets/{repo}"), revision, file, &e))
     }
 
     /// Fetches a checkpoint's weights and configuration (see
@@ -256,7 +273,7 @@ impl HubClient {
         Ok(HubCheckpoint { weights, config })
     }
 
-    fn hub_error(&self, address: &HubAddress, file: &str, e: &HFError) -> Error {
+    fn hub_error(&self, repo: &str, revision: &str, file: &str, e: &HFError) -> Error {
         let reason = match e {
             HFError::EntryNotFound { .. } => "no such file in the repository at this revision".to_string(),
             HFError::RepoNotFound { .. } => {
@@ -272,12 +289,7 @@ impl HubClient {
             ),
             _ => format!("download from {} failed: {}", self.endpoint(), error_chain(e)),
         };
-        Error::Hub {
-            repo: address.repo(),
-            revision: address.revision.clone(),
-            file: file.to_string(),
-            reason,
-        }
+        Error::Hub { repo: repo.to_string(), revision: revision.to_string(), file: file.to_string(), reason }
     }
 }
 

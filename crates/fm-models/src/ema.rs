@@ -51,7 +51,7 @@ impl Ema {
         let mut slots = Vec::with_capacity(named.len());
         for (name, var) in named {
             if var.dtype().is_float() {
-                slots.push((name.clone(), var.clone(), var.as_tensor().copy()?));
+                slots.push((name.clone(), var.clone(), var.as_tensor().copy()?.detach()));
             }
         }
         Ok(Self { decay, updates: 0, slots })
@@ -77,7 +77,9 @@ impl Ema {
     pub fn update(&mut self) -> Result<()> {
         let d = self.current_decay();
         for (_, var, avg) in &mut self.slots {
-            *avg = ((&*avg * d)? + (var.as_tensor().detach() * (1.0 - d))?)?;
+            // Detached: an average that kept its op history would hold every
+            // earlier average in memory (0.7 MB a step for a 45k-parameter U-Net).
+            *avg = ((&*avg * d)? + (var.as_tensor().detach() * (1.0 - d))?)?.detach();
         }
         self.updates += 1;
         Ok(())
@@ -123,6 +125,34 @@ impl Ema {
             *avg = t.to_dtype(var.dtype())?.to_device(var.device())?;
         }
         self.updates = n;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle::{DType, Device};
+    use candle_nn::Init;
+
+    /// The average holds values, not a graph: no op history links one
+    /// update's tensors to the previous ones (which would keep them all alive).
+    #[test]
+    fn the_average_keeps_no_op_history() -> Result<()> {
+        let vm = VarMap::new();
+        vm.get(4, "w", Init::Const(1.0), DType::F32, &Device::Cpu)?;
+        let mut ema = Ema::new(&vm, 0.9)?;
+        let var = vm.data().lock().map_err(|_| Error::Optimizer("lock".into()))?["w"].clone();
+        for k in 1..=5 {
+            var.set(&Tensor::full(k as f32, 4, &Device::Cpu)?)?;
+            ema.update()?;
+        }
+        let t = ema.tensors()?;
+        assert!(t.iter().all(|(_, a)| !a.track_op()), "the average tracks ops");
+        // The weights went 1, 2, …, 5; (1 + n)/(10 + n) caps the decay early on,
+        // so the average followed them part of the way.
+        let v = t[0].1.to_vec1::<f32>()?;
+        assert!(v[0] > 2.0 && v[0] < 5.0, "{v:?}");
         Ok(())
     }
 }

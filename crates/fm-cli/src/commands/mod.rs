@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod classifier;
 mod common;
 pub mod convert;
+pub mod data;
 mod density;
 mod energies;
 mod eval;
@@ -36,5 +37,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Velocity(a) => velocity::run(a),
+        Command::Data(c) => data::run(c),
     }
 }

@@ -9,6 +9,8 @@
 mod batch;
 mod cifar;
 mod digits;
+#[cfg(feature = "hub")]
+pub mod fetch;
 mod folder;
 #[cfg(feature = "hub-datasets")]
 mod hub;
