@@ -66,6 +66,6 @@ fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     cargo(&["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
-    cargo(&["test", "--workspace"], &[])?;
+    cargo(&["test", "--release", "--workspace"], &[])?;
     Ok(())
 }
