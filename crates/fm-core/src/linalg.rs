@@ -105,7 +105,7 @@ pub(crate) fn symmetric_eigen_with(a: &[f64], d: usize, max_sweeps: usize) -> Re
     // norm is within a wide margin of that level.
     let (_, rel) = off_diagonal(&m, d, scale);
     let accuracy = JACOBI_ACCURACY * d as f64;
-    if !(rel <= accuracy) {
+    if rel.is_nan() || rel > accuracy {
         return Err(Error::NotConverged {
             what: format!("Jacobi eigendecomposition of a {d}×{d} symmetric matrix"),
             iterations: sweeps,
