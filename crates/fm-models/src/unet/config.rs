@@ -522,6 +522,10 @@ mod tests {
         assert!(has("middle_block.1.qkv.weight") && has("out.2.weight") && has("time_embed.2.weight"));
         // torchcfm's CIFAR-10 U-Net: 35,746,307 parameters.
         assert_eq!(c.num_parameters(), 35_746_307);
+        // Far inside `limits` (quoted there): 304 tensors, the largest 256 × 512 × 3 × 3.
+        let shapes = c.parameter_shapes();
+        assert_eq!(shapes.len(), 304);
+        assert_eq!(shapes.iter().map(|(_, s)| s.iter().product::<usize>()).max(), Some(1_179_648));
         Ok(())
     }
 
