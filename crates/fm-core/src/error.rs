@@ -28,6 +28,24 @@ pub enum Error {
     #[error("matrix is not symmetric positive definite: {0}")]
     NotPositiveDefinite(String),
 
+    /// An iterative computation stopped before it converged: the result it
+    /// had would be inaccurate, so none is returned.
+    #[error(
+        "{what} did not converge in {iterations} sweeps: off-diagonal norm {off_diagonal:e}, \
+         tolerance {tolerance:e}"
+    )]
+    NotConverged {
+        /// What did not converge (e.g. "Jacobi eigendecomposition of a 3×3 symmetric matrix").
+        what: String,
+        /// The sweeps (iterations) taken.
+        iterations: usize,
+        /// The Frobenius norm of the off-diagonal part reached (NaN or infinite
+        /// when the iteration overflowed).
+        off_diagonal: f64,
+        /// The norm it had to fall to.
+        tolerance: f64,
+    },
+
     /// A computation failed; `context` says which one (e.g. "backward
     /// likelihood solve") and `source` is the underlying error.
     #[error("{context}: {source}")]

@@ -216,3 +216,18 @@ fn bad_input_gives_typed_errors() -> anyhow::Result<()> {
     assert!(matches!(frechet_distance_stats(&a, &b), Err(Error::Shape(_))));
     Ok(())
 }
+
+/// Statistics whose eigendecomposition cannot converge (entries near
+/// `f64::MAX` overflow the Jacobi rotations) give a typed error naming the
+/// eigensolver and the off-diagonal norm it reached, not a wrong distance.
+#[test]
+fn an_eigensolver_that_does_not_converge_is_an_error() -> anyhow::Result<()> {
+    let big = 1e308;
+    let a = FeatureStats::new(vec![0.0; 2], vec![big, big, big, -big])?;
+    let b = FeatureStats::new(vec![0.0; 2], vec![1.0, 0.0, 0.0, 1.0])?;
+    let err = frechet_distance_stats(&a, &b).err();
+    assert!(matches!(err, Some(Error::NotConverged { .. })), "{err:?}");
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("Jacobi") && msg.contains("off-diagonal norm"), "{msg}");
+    Ok(())
+}

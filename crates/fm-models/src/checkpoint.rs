@@ -7,7 +7,7 @@
 //! run killed at any moment leaves either the previous checkpoint or the new
 //! one, never a mixture that loads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,22 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
-    /// Names and shapes of the parameters this model expects.
+    /// Checks the configuration (each kind's `validate`: consistency and
+    /// sizes, bounded by [`crate::limits`]); the error names the field.
+    /// [`parse_weights`] and [`crate::resume::load`] call it on every
+    /// configuration they read, before anything else uses it.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ModelConfig::Mlp(c) => c.validate(),
+            ModelConfig::Planar(c) => c.validate(),
+            ModelConfig::RealNvp(c) => c.validate(),
+            ModelConfig::UNet(c) => c.validate(),
+        }
+    }
+
+    /// Names and shapes of the parameters this model expects (call
+    /// [`ModelConfig::validate`] first: on an unchecked configuration the
+    /// list can be arbitrarily long).
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
         match self {
             ModelConfig::Mlp(c) => c.parameter_shapes(),
@@ -234,7 +249,21 @@ pub fn parse_weights(
         Some(j) => j.clone(),
         None => fallback()?,
     };
-    let config: CheckpointConfig = serde_json::from_str(&json).map_err(|e| Error::Checkpoint {
+    let config = parse_config(&json, weights)?;
+    let tensors = candle::safetensors::load_buffer(bytes, device).map_err(|e| corrupt(&e))?;
+    check_parameters(weights, &config.model.parameter_shapes(), &tensors)?;
+    Ok((config, tensors))
+}
+
+/// Parses the configuration a file carries (`weights` names the file in
+/// errors): the JSON, the format version, and the model configuration, which
+/// is validated ([`ModelConfig::validate`]) before anything uses it, so that
+/// no configuration a file supplies can panic or allocate without bound
+/// further on. Every reader of a checkpoint's or resume file's configuration
+/// goes through here; an invalid model is [`Error::Config`] naming the field
+/// (and the file).
+pub fn parse_config(json: &str, weights: &Path) -> Result<CheckpointConfig> {
+    let config: CheckpointConfig = serde_json::from_str(json).map_err(|e| Error::Checkpoint {
         path: weights.to_path_buf(),
         reason: format!("invalid configuration: {e}"),
     })?;
@@ -247,9 +276,13 @@ pub fn parse_weights(
             ),
         });
     }
-    let tensors = candle::safetensors::load_buffer(bytes, device).map_err(|e| corrupt(&e))?;
-    check_parameters(weights, &config.model.parameter_shapes(), &tensors)?;
-    Ok((config, tensors))
+    config.model.validate().map_err(|e| match e {
+        Error::Config { field, reason } => {
+            Error::Config { field, reason: format!("{reason} (in {})", weights.display()) }
+        }
+        other => other,
+    })?;
+    Ok(config)
 }
 
 /// A parameter whose stored shape differs from the model's.
@@ -285,17 +318,19 @@ impl LoadReport {
     /// The parameters a partial load leaves at their initial values: the
     /// missing and the mis-shaped ones, in model order.
     pub fn left_initialised(&self, expected: &[(String, Vec<usize>)]) -> Vec<String> {
-        expected
+        let left: HashSet<&str> = self
+            .missing
             .iter()
-            .filter(|(n, _)| self.missing.contains(n) || self.shape_mismatch.iter().any(|m| &m.name == n))
-            .map(|(n, _)| n.clone())
-            .collect()
+            .map(String::as_str)
+            .chain(self.shape_mismatch.iter().map(|m| m.name.as_str()))
+            .collect();
+        expected.iter().filter(|(n, _)| left.contains(n.as_str())).map(|(n, _)| n.clone()).collect()
     }
 
     /// Every problem by name: `missing `a` [2, 3]; `b` has shape …; unexpected `c``.
     pub fn problems(&self, expected: &[(String, Vec<usize>)]) -> Vec<String> {
-        let shape_of =
-            |n: &str| expected.iter().find(|(e, _)| e == n).map(|(_, s)| s.clone()).unwrap_or_default();
+        let shapes: HashMap<&str, &Vec<usize>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        let shape_of = |n: &str| shapes.get(n).map(|s| s.to_vec()).unwrap_or_default();
         let mut out: Vec<String> =
             self.missing.iter().map(|n| format!("missing `{n}` {:?}", shape_of(n))).collect();
         out.extend(
@@ -311,6 +346,7 @@ impl LoadReport {
 /// Compares the tensors `found` with the model's `expected` parameters
 /// (names and shapes): what loads, what is missing, unexpected or mis-shaped.
 pub fn check_keys(expected: &[(String, Vec<usize>)], found: &HashMap<String, Tensor>) -> LoadReport {
+    let names: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let mut report = LoadReport::default();
     for (name, shape) in expected {
         match found.get(name) {
@@ -323,7 +359,7 @@ pub fn check_keys(expected: &[(String, Vec<usize>)], found: &HashMap<String, Ten
             Some(_) => report.loaded.push(name.clone()),
         }
     }
-    report.unexpected = found.keys().filter(|k| !expected.iter().any(|(n, _)| n == *k)).cloned().collect();
+    report.unexpected = found.keys().filter(|k| !names.contains(k.as_str())).cloned().collect();
     report.unexpected.sort();
     report
 }

@@ -25,7 +25,7 @@ use fm_core::SeededRng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{atomic_write, check_parameters, varmap_tensors};
-use crate::{Error, Result};
+use crate::{limits, Error, Result};
 
 /// The weights file of a classifier directory.
 pub const CLASSIFIER_WEIGHTS_FILE: &str = "classifier.safetensors";
@@ -91,7 +91,33 @@ impl ClassifierConfig {
         if self.classes < 2 {
             return bad("classes", format!("a classifier needs at least 2 classes, got {}", self.classes));
         }
-        Ok(())
+        // Sizes ([`crate::limits`]), with checked arithmetic: an image, one
+        // image's widest activation, every parameter tensor and their sum.
+        let pixels = limits::mul(self.height, self.width);
+        limits::check_elements(
+            "channels",
+            &format!("an image of {}×{}×{}", self.channels, self.height, self.width),
+            pixels.and_then(|p| p.checked_mul(self.channels as u64)),
+        )?;
+        let widest = self.conv.iter().copied().max().unwrap_or(0);
+        limits::check_elements(
+            "conv",
+            &format!(
+                "one image's activations of {widest} channels over {}×{} pixels",
+                self.height, self.width
+            ),
+            pixels.and_then(|p| p.checked_mul(widest as u64)),
+        )?;
+        limits::check_layers("conv", "convolution blocks", Some(self.conv.len() as u64))?;
+        limits::check_parameter_sizes(
+            self.parameter_shapes().iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+            |name| match name {
+                "fc.weight" | "fc.bias" => "features",
+                "head.weight" | "head.bias" => "classes",
+                _ => "conv",
+            },
+            "conv",
+        )
     }
 
     /// Height and width after the max-pools (each halves, rounding down).
@@ -102,7 +128,7 @@ impl ClassifierConfig {
 
     /// Values per image, `channels · height · width`.
     pub fn input_dim(&self) -> usize {
-        self.channels * self.height * self.width
+        self.channels.saturating_mul(self.height).saturating_mul(self.width)
     }
 
     /// Names and shapes of the parameters, in creation order.
@@ -342,6 +368,13 @@ impl ImageClassifier {
                 ),
             });
         }
+        // Before the configuration sizes anything: a file can say anything.
+        file.config.validate().map_err(|e| match e {
+            Error::Config { field, reason } => {
+                Error::Config { field, reason: format!("{reason} (in {})", weights.display()) }
+            }
+            other => other,
+        })?;
         let tensors = candle::safetensors::load_buffer(&bytes, device).map_err(|e| corrupt(&e))?;
         check_parameters(&weights, &file.config.parameter_shapes(), &tensors)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);

@@ -50,6 +50,7 @@ pub mod ema;
 mod error;
 pub mod flows;
 mod fused_adam;
+pub mod limits;
 mod mlp;
 mod net;
 mod ops;

@@ -99,8 +99,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<ResumePoint> {
     let meta = header.metadata().clone().unwrap_or_default();
     let config_json =
         meta.get(METADATA_KEY).ok_or_else(|| bad(format!("no `{METADATA_KEY}` configuration")))?;
-    let config: CheckpointConfig =
-        serde_json::from_str(config_json).map_err(|e| bad(format!("invalid configuration: {e}")))?;
+    let config = crate::checkpoint::parse_config(config_json, &path)?;
     let state = meta.get(STATE_KEY).ok_or_else(|| bad(format!("no `{STATE_KEY}` training state")))?.clone();
     let all = candle::safetensors::load_buffer(&bytes, device)
         .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;

@@ -235,7 +235,7 @@ pub fn from_torchcfm_mlp(
     }
     let dim = layers[layers.len() - 1].1[0];
     let input = layers[0].1[1];
-    if input != dim + 1 {
+    if dim.checked_add(1) != Some(input) {
         return Err(bad(format!(
             "the first layer takes {input} inputs and the last gives {dim}: fm needs time_varying=True \
              (input d + 1) and out_dim = d"
@@ -246,6 +246,8 @@ pub fn from_torchcfm_mlp(
     }
     let hidden: Vec<usize> = layers[..layers.len() - 1].iter().map(|(_, s)| s[0]).collect();
     let config = MlpConfig { dim, hidden, activation: Activation::Selu };
+    // The sizes come from the file's shapes: bounded and non-zero before use.
+    config.validate()?;
     let model = ModelConfig::Mlp(config);
     check_parameters(Path::new("(torchcfm state dict)"), &model.parameter_shapes(), &out)?;
     let w = out["net.0.weight"].clone(); // (h, d + 1): [x, t]

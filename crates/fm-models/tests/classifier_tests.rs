@@ -172,3 +172,40 @@ fn bad_files_and_shapes_give_clear_errors() -> anyhow::Result<()> {
     assert!(matches!(net.features(&wrong), Err(Error::Shape(_))));
     Ok(())
 }
+
+/// Oversized sizes are configuration errors naming the field (checked
+/// without overflow), and a classifier file whose header carries such a
+/// configuration fails to load with that error instead of building anything.
+#[test]
+fn oversized_configurations_are_rejected_by_name() -> anyhow::Result<()> {
+    let field = |c: ClassifierConfig| match c.validate() {
+        Err(Error::Config { field, .. }) => field,
+        _ => "(valid)",
+    };
+    assert_eq!(field(ClassifierConfig::mnist()), "(valid)");
+    assert_eq!(field(ClassifierConfig { channels: usize::MAX, ..tiny() }), "channels");
+    assert_eq!(field(ClassifierConfig { height: 1 << 40, width: 1 << 40, ..tiny() }), "channels");
+    assert_eq!(field(ClassifierConfig { conv: vec![usize::MAX, 4], ..tiny() }), "conv");
+    assert_eq!(field(ClassifierConfig { conv: vec![1 << 20, 1 << 20], ..tiny() }), "conv");
+    assert_eq!(field(ClassifierConfig { features: 1 << 40, ..tiny() }), "features");
+    assert_eq!(field(ClassifierConfig { classes: usize::MAX, ..tiny() }), "classes");
+
+    let dir = temp_dir("crafted");
+    let (net, varmap) = ImageClassifier::init(&tiny(), &mut SeededRng::new(6), DType::F32, &Device::Cpu)?;
+    net.save(&dir, &varmap, &serde_json::Value::Null)?;
+    let file = dir.join(CLASSIFIER_WEIGHTS_FILE);
+    let bytes = std::fs::read(&file)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    let key = fm_models::classifier::CLASSIFIER_METADATA_KEY;
+    let mut json: serde_json::Value =
+        serde_json::from_str(meta.get(key).map(String::as_str).unwrap_or("{}"))?;
+    json["config"]["features"] = serde_json::json!(1u64 << 40);
+    meta.insert(key.to_string(), json.to_string());
+    let tensors = candle::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    std::fs::write(&file, safetensors::serialize(tensors.iter(), Some(meta))?)?;
+    let err = ImageClassifier::load(&dir, &Device::Cpu).err();
+    assert!(matches!(err, Some(Error::Config { field: "features", .. })), "{err:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

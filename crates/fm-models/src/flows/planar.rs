@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{check_input, FlowLayer, Init};
-use crate::{Error, Result};
+use crate::{limits, Error, Result};
 
 /// Configuration of a planar flow: `layers` planar layers on `ℝ^dim`.
 ///
@@ -20,7 +20,7 @@ pub struct PlanarConfig {
 }
 
 impl PlanarConfig {
-    /// Checks the configuration.
+    /// Checks the configuration, sizes included ([`crate::limits`]); the error names the field.
     pub fn validate(&self) -> Result<()> {
         if self.dim == 0 {
             return Err(Error::Config { field: "dim", reason: "must be at least 1".into() });
@@ -28,7 +28,23 @@ impl PlanarConfig {
         if self.layers == 0 {
             return Err(Error::Config { field: "layers", reason: "a flow needs at least one layer".into() });
         }
-        Ok(())
+        limits::check_elements("dim", "the data dimension", Some(self.dim as u64))?;
+        limits::check_layers("layers", "planar layers", Some(self.layers as u64))?;
+        // Each layer: u and w of `dim` values and b.
+        let per_layer = (self.dim as u64).checked_mul(2).and_then(|n| n.checked_add(1));
+        let total = per_layer.and_then(|n| n.checked_mul(self.layers as u64));
+        match total {
+            Some(n) if n <= limits::MAX_PARAMETERS => Ok(()),
+            _ => Err(Error::Config {
+                field: "layers",
+                reason: format!(
+                    "{} layers of dimension {} would have more than {} parameters",
+                    self.layers,
+                    self.dim,
+                    limits::MAX_PARAMETERS
+                ),
+            }),
+        }
     }
 
     /// The parameters' names and shapes, in layer order.

@@ -5,7 +5,7 @@ use candle_nn::{Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{check_input, FlowLayer, Init};
-use crate::{Activation, Error, Result};
+use crate::{limits, Activation, Error, Result};
 
 /// Which coordinates each coupling layer keeps fixed (mask `β = 1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +102,7 @@ impl RealNvpConfig {
         }
     }
 
-    /// Checks the configuration.
+    /// Checks the configuration, sizes included ([`crate::limits`]); the error names the field.
     pub fn validate(&self) -> Result<()> {
         if self.dim < 2 {
             return Err(Error::Config {
@@ -134,7 +134,12 @@ impl RealNvpConfig {
             }
         }
         if let CouplingMask::Checkerboard { height, width } = self.mask {
-            let hw = height * width;
+            let Some(hw) = height.checked_mul(width) else {
+                return Err(Error::Config {
+                    field: "mask",
+                    reason: format!("a {height}×{width} checkerboard has more pixels than a usize counts"),
+                });
+            };
             if hw < 2 || !self.dim.is_multiple_of(hw) {
                 return Err(Error::Config {
                     field: "mask",
@@ -145,7 +150,17 @@ impl RealNvpConfig {
                 });
             }
         }
-        Ok(())
+        // `2 · dim` and the parameter list below stay small.
+        limits::check_elements("dim", "the data dimension", Some(self.dim as u64))?;
+        limits::check_layers("layers", "coupling layers", Some(self.layers as u64))?;
+        limits::check_layers("hidden", "hidden layers of each conditioner", Some(self.hidden.len() as u64))?;
+        let per_layer = 2 * (self.hidden.len() as u64 + 1) + if self.actnorm { 2 } else { 0 };
+        limits::check_tensor_count("layers", per_layer.checked_mul(self.layers as u64))?;
+        limits::check_parameter_sizes(
+            self.parameter_shapes().iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+            |_| "hidden",
+            "layers",
+        )
     }
 
     /// The mask `β` (1 = conditioning, kept fixed) of coupling layer `k`.

@@ -5,7 +5,7 @@ use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use fm_core::{SeededRng, VelocityField};
 use serde::{Deserialize, Serialize};
 
-use crate::{Activation, Error, Result};
+use crate::{limits, Activation, Error, Result};
 
 /// Configuration of a [`VelocityMlp`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,7 +24,11 @@ impl MlpConfig {
         Self { dim, hidden: vec![64, 64, 64], activation: Activation::Elu }
     }
 
-    /// Checks the configuration.
+    /// Checks the configuration, sizes included (at most
+    /// [`limits::MAX_LAYERS`](crate::limits::MAX_LAYERS) hidden layers, no
+    /// weight above [`limits::MAX_TENSOR_ELEMENTS`](crate::limits::MAX_TENSOR_ELEMENTS)
+    /// elements, at most [`limits::MAX_PARAMETERS`](crate::limits::MAX_PARAMETERS)
+    /// parameters); the error names the field.
     pub fn validate(&self) -> Result<()> {
         if self.dim == 0 {
             return Err(Error::Config { field: "dim", reason: "must be at least 1".into() });
@@ -35,7 +39,14 @@ impl MlpConfig {
                 reason: format!("needs at least one layer and no zero width, got {:?}", self.hidden),
             });
         }
-        Ok(())
+        // `dim + 1` and the list of `hidden.len() + 1` layers below stay small.
+        limits::check_elements("dim", "the data dimension", Some(self.dim as u64))?;
+        limits::check_layers("hidden", "hidden layers", Some(self.hidden.len() as u64))?;
+        limits::check_parameter_sizes(
+            self.parameter_shapes().iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+            |_| "hidden",
+            "hidden",
+        )
     }
 
     /// Layer widths from input to output: `[d + 1, h₁, …, h_k, d]`.

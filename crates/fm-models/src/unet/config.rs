@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{limits, Error, Result};
 
 /// Configuration of a [`crate::unet::UNet`]: guided diffusion's `UNetModel` as
 /// torchcfm's `UNetModelWrapper` builds it.
@@ -95,14 +95,16 @@ impl UNetConfig {
         Ok(c)
     }
 
-    /// Values per image, `in_channels · height · width`.
+    /// Values per image, `in_channels · height · width` (saturating: a
+    /// configuration that passes [`UNetConfig::validate`] has at most
+    /// [`limits::MAX_TENSOR_ELEMENTS`]).
     pub fn dim(&self) -> usize {
-        self.in_channels * self.height * self.width
+        self.in_channels.saturating_mul(self.height).saturating_mul(self.width)
     }
 
     /// Width of the time (and label) embedding, `4C`.
     pub fn embed_dim(&self) -> usize {
-        4 * self.model_channels
+        self.model_channels.saturating_mul(4)
     }
 
     /// Attention heads of a block with `ch` channels.
@@ -113,7 +115,19 @@ impl UNetConfig {
         }
     }
 
-    /// Checks the configuration; the error names the field.
+    /// Checks the configuration, sizes included; the error names the field.
+    ///
+    /// Besides the consistency of the fields (positive sizes, `channel_mult`'s
+    /// downsamplings fitting the image, GroupNorm groups and attention heads
+    /// dividing every level's channels, `dropout` in `[0, 1)`), the sizes are
+    /// bounded ([`crate::limits`]): at most [`limits::MAX_LAYERS`] layers
+    /// (`num_res_blocks`), no parameter tensor and no activation of one image
+    /// (every level's channels over its pixels, every attention block's
+    /// `heads × positions²` weights) above [`limits::MAX_TENSOR_ELEMENTS`]
+    /// elements, at most [`limits::MAX_PARAMETERS`] parameters. Every size is
+    /// computed with checked arithmetic, so no value makes the check overflow;
+    /// a configuration that passes is safe for [`UNetConfig::parameter_shapes`]
+    /// and [`crate::unet::UNet::new`].
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
         if self.in_channels == 0 || self.height == 0 || self.width == 0 {
@@ -137,15 +151,64 @@ impl UNetConfig {
         if self.norm_groups == 0 {
             return bad("norm_groups", "must be at least 1".into());
         }
+        let dim = limits::mul(self.in_channels, self.height).and_then(|n| n.checked_mul(self.width as u64));
+        limits::check_elements(
+            "dim",
+            &format!("an image of {}×{}×{}", self.in_channels, self.height, self.width),
+            dim,
+        )?;
         let levels = self.channel_mult.len() - 1;
-        if self.height >> levels == 0 || self.width >> levels == 0 {
+        let fits =
+            |side: usize| u32::try_from(levels).ok().and_then(|l| side.checked_shr(l)).unwrap_or(0) > 0;
+        if !fits(self.height) || !fits(self.width) {
             return bad(
                 "channel_mult",
                 format!("{levels} downsamplings do not fit a {}×{} image", self.height, self.width),
             );
         }
+        // The time embedding's `4C × 4C` weight bounds `model_channels` (to 11,585);
+        // then every level's channels, `mult · model_channels`.
+        let emb = limits::mul(4, self.model_channels);
+        limits::check_elements(
+            "model_channels",
+            &format!("the time embedding's {0} × {0} weight (4 · model_channels)", emb.unwrap_or(u64::MAX)),
+            emb.and_then(|e| e.checked_mul(e)),
+        )?;
+        let mut level_channels = Vec::with_capacity(self.channel_mult.len());
         for &m in &self.channel_mult {
-            let ch = m * self.model_channels;
+            let ch = limits::mul(m, self.model_channels);
+            limits::check_elements(
+                "channel_mult",
+                &format!("a level of {m} × {} channels", self.model_channels),
+                ch,
+            )?;
+            level_channels.push(ch.unwrap_or(0) as usize);
+        }
+        limits::check_layers(
+            "num_res_blocks",
+            "residual blocks per level",
+            Some(self.num_res_blocks as u64),
+        )?;
+        if self.attention_ds.len() > 64 {
+            return bad(
+                "attention_ds",
+                format!(
+                    "lists {} downsample factors; a U-Net has at most 64 levels (powers of two)",
+                    self.attention_ds.len()
+                ),
+            );
+        }
+        if let Some(k) = self.num_classes {
+            // The label embedding has `k + 1` rows (the last is the null class),
+            // and labels are `u32`.
+            if k >= u32::MAX as usize {
+                return bad(
+                    "num_classes",
+                    format!("{k} classes: labels are 32-bit, at most {}", u32::MAX - 1),
+                );
+            }
+        }
+        for &ch in &level_channels {
             if !ch.is_multiple_of(self.norm_groups) {
                 return bad(
                     "norm_groups",
@@ -157,21 +220,95 @@ impl UNetConfig {
                 return bad("num_heads", format!("{heads} heads do not divide {ch} channels"));
             }
         }
+        // Its residual blocks alone, `levels · (2 · num_res_blocks + 1)`, bound the
+        // plan's size before it is built; then every layer counts.
+        let res_blocks = (self.num_res_blocks as u64 * 2 + 1).checked_mul(self.channel_mult.len() as u64);
+        limits::check_layers("num_res_blocks", "the U-Net's residual blocks", res_blocks)?;
+        let plan = self.plan();
+        let layers = plan.input_blocks.iter().chain(&plan.output_blocks).map(Vec::len).sum::<usize>()
+            + plan.middle.len();
+        limits::check_layers("num_res_blocks", "the U-Net's layers", Some(layers as u64))?;
+        self.check_activations(&plan, &level_channels)?;
+        let params = self.parameters();
+        limits::check_parameter_sizes(
+            params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())),
+            |name| {
+                if name.starts_with("label_emb") {
+                    "num_classes"
+                } else if name.starts_with("time_embed") {
+                    "model_channels"
+                } else if name.starts_with("input_blocks.0.0") || name.starts_with("out.2") {
+                    "in_channels"
+                } else {
+                    "channel_mult"
+                }
+            },
+            "model_channels",
+        )
+    }
+
+    /// Checks one image's activations: at every level, the widest tensor
+    /// (channels, skip connections concatenated, over the level's pixels) and
+    /// every attention block's weights (`heads × positions²`), including the
+    /// middle block's at the deepest level.
+    fn check_activations(&self, plan: &Plan, level_channels: &[usize]) -> Result<()> {
+        let widest = plan
+            .input_blocks
+            .iter()
+            .chain(&plan.output_blocks)
+            .flatten()
+            .chain(&plan.middle)
+            .map(Layer::widest)
+            .max()
+            .unwrap_or(0)
+            .max(self.in_channels);
+        let pixels = limits::mul(self.height, self.width);
+        limits::check_elements(
+            "dim",
+            &format!("one {}×{} image's activations of up to {widest} channels", self.height, self.width),
+            pixels.and_then(|p| p.checked_mul(widest as u64)),
+        )?;
+        let (mut h, mut w, mut ds) = (self.height, self.width, 1usize);
+        let deepest = level_channels.len().saturating_sub(1);
+        for (level, &ch) in level_channels.iter().enumerate() {
+            if level == deepest || self.attention_ds.contains(&ds) {
+                let positions = limits::mul(h, w);
+                let weights = positions
+                    .and_then(|p| p.checked_mul(p))
+                    .and_then(|p| p.checked_mul(self.heads(ch) as u64));
+                let (field, what) = if self.attention_ds.contains(&ds) {
+                    ("attention_ds", format!("attention at downsample factor {ds}"))
+                } else {
+                    ("channel_mult", "the middle block's attention (at the deepest level)".to_string())
+                };
+                limits::check_elements(
+                    field,
+                    &format!("{what}: weights over {h}×{w} positions for one image"),
+                    weights,
+                )?;
+            }
+            h = h.div_ceil(2);
+            w = w.div_ceil(2);
+            ds = ds.saturating_mul(2);
+        }
         Ok(())
     }
 
     /// The layer plan (torchcfm's construction order).
+    ///
+    /// Total on any configuration (no indexing, saturating arithmetic), but only
+    /// meaningful, and bounded in size, on one that passes [`UNetConfig::validate`].
     pub(crate) fn plan(&self) -> Plan {
         let mc = self.model_channels;
-        let mut ch = self.channel_mult[0] * mc;
+        let mut ch = self.channel_mult.first().copied().unwrap_or(1).saturating_mul(mc);
         let mut input_blocks = vec![vec![Layer::Conv { cin: self.in_channels, cout: ch }]];
         let mut chans = vec![ch];
-        let mut ds = 1;
-        let last = self.channel_mult.len() - 1;
+        let mut ds = 1usize;
+        let last = self.channel_mult.len().saturating_sub(1);
         for (level, &mult) in self.channel_mult.iter().enumerate() {
             for _ in 0..self.num_res_blocks {
-                let mut layers = vec![Layer::Res { cin: ch, cout: mult * mc }];
-                ch = mult * mc;
+                let mut layers = vec![Layer::Res { cin: ch, cout: mult.saturating_mul(mc) }];
+                ch = mult.saturating_mul(mc);
                 if self.attention_ds.contains(&ds) {
                     layers.push(Layer::Attn { ch });
                 }
@@ -181,7 +318,7 @@ impl UNetConfig {
             if level != last {
                 input_blocks.push(vec![Layer::Down { ch }]);
                 chans.push(ch);
-                ds *= 2;
+                ds = ds.saturating_mul(2);
             }
         }
         let middle =
@@ -190,8 +327,9 @@ impl UNetConfig {
         for (level, &mult) in self.channel_mult.iter().enumerate().rev() {
             for i in 0..=self.num_res_blocks {
                 let ich = chans.pop().unwrap_or(0);
-                let mut layers = vec![Layer::Res { cin: ch + ich, cout: mc * mult }];
-                ch = mc * mult;
+                let mut layers =
+                    vec![Layer::Res { cin: ch.saturating_add(ich), cout: mc.saturating_mul(mult) }];
+                ch = mc.saturating_mul(mult);
                 if self.attention_ds.contains(&ds) {
                     layers.push(Layer::Attn { ch });
                 }
@@ -286,6 +424,15 @@ pub(crate) enum Layer {
 }
 
 impl Layer {
+    /// The most channels the layer reads or writes.
+    fn widest(&self) -> usize {
+        match *self {
+            Layer::Conv { cin, cout } | Layer::Res { cin, cout } => cin.max(cout),
+            Layer::Attn { ch } => ch.saturating_mul(3),
+            Layer::Down { ch } | Layer::Up { ch } => ch,
+        }
+    }
+
     fn parameters(&self, p: &str, emb: usize, out: &mut Vec<ParamSpec>) {
         match *self {
             Layer::Conv { cin, cout } => conv(out, p, cin, cout, 3, false),
@@ -375,6 +522,10 @@ mod tests {
         assert!(has("middle_block.1.qkv.weight") && has("out.2.weight") && has("time_embed.2.weight"));
         // torchcfm's CIFAR-10 U-Net: 35,746,307 parameters.
         assert_eq!(c.num_parameters(), 35_746_307);
+        // Far inside `limits` (quoted there): 304 tensors, the largest 256 × 512 × 3 × 3.
+        let shapes = c.parameter_shapes();
+        assert_eq!(shapes.len(), 304);
+        assert_eq!(shapes.iter().map(|(_, s)| s.iter().product::<usize>()).max(), Some(1_179_648));
         Ok(())
     }
 
@@ -392,5 +543,84 @@ mod tests {
         assert!(err(UNetConfig { dropout: 1.0, ..base.clone() }).contains("dropout"));
         assert!(err(UNetConfig { num_classes: Some(0), ..base }).contains("num_classes"));
         assert!(UNetConfig::preset("huge", 1, 28, 28).is_err());
+    }
+
+    /// The field an invalid configuration's error names.
+    fn field(c: &UNetConfig) -> &'static str {
+        match c.validate() {
+            Err(Error::Config { field, .. }) => field,
+            Err(other) => panic!("not a configuration error: {other}"),
+            Ok(()) => "(valid)",
+        }
+    }
+
+    #[test]
+    fn realistic_large_configurations_stay_valid() -> Result<()> {
+        // torchcfm's CIFAR-10 U-Net on 256×256 images with 1000 classes; the
+        // MNIST preset with several residual blocks and attention everywhere.
+        let c = UNetConfig { num_classes: Some(1000), ..UNetConfig::preset("cifar10", 3, 256, 256)? };
+        assert_eq!(field(&c), "(valid)");
+        assert!(c.num_parameters() > 30_000_000);
+        let m = UNetConfig {
+            num_res_blocks: 8,
+            attention_ds: vec![1, 2, 4],
+            ..UNetConfig::preset("mnist", 1, 64, 64)?
+        };
+        assert_eq!(field(&m), "(valid)");
+        Ok(())
+    }
+
+    /// Sizes beyond [`limits`] are errors naming the field, checked without
+    /// overflow and before the layer plan or the parameter list is built.
+    #[test]
+    fn oversized_configurations_name_the_field() -> Result<()> {
+        let tiny = UNetConfig::preset("tiny", 1, 8, 8)?;
+        let with = |f: &dyn Fn(&mut UNetConfig)| {
+            let mut c = tiny.clone();
+            f(&mut c);
+            field(&c)
+        };
+        assert_eq!(with(&|c| c.channel_mult = vec![]), "channel_mult");
+        assert_eq!(with(&|c| c.channel_mult = vec![1; 70]), "channel_mult");
+        assert_eq!(with(&|c| c.channel_mult = vec![1, usize::MAX]), "channel_mult");
+        assert_eq!(with(&|c| c.channel_mult = vec![1, 1 << 30]), "channel_mult");
+        assert_eq!(with(&|c| c.model_channels = usize::MAX), "model_channels");
+        assert_eq!(with(&|c| c.model_channels = 1 << 14), "model_channels");
+        assert_eq!(with(&|c| c.num_res_blocks = usize::MAX), "num_res_blocks");
+        assert_eq!(with(&|c| c.num_res_blocks = limits::MAX_LAYERS + 1), "num_res_blocks");
+        // 4096 blocks per level fit the per-level bound, not the layer count.
+        assert_eq!(with(&|c| c.num_res_blocks = limits::MAX_LAYERS), "num_res_blocks");
+        assert_eq!(with(&|c| c.attention_ds = vec![1; 65]), "attention_ds");
+        assert_eq!(with(&|c| c.num_classes = Some(usize::MAX)), "num_classes");
+        assert_eq!(with(&|c| c.num_classes = Some(1 << 30)), "num_classes");
+        assert_eq!(with(&|c| c.height = usize::MAX), "dim");
+        assert_eq!(with(&|c| c.in_channels = 1 << 40), "dim");
+        assert_eq!(with(&|c| c.in_channels = 1 << 25), "in_channels");
+        assert_eq!(with(&|c| c.dropout = f64::NAN), "dropout");
+        assert_eq!(with(&|c| c.dropout = -0.5), "dropout");
+        // Images whose activations or attention outgrow one tensor.
+        assert_eq!(with(&|c| (c.height, c.width) = (1 << 14, 1 << 14)), "dim");
+        assert_eq!(with(&|c| (c.height, c.width, c.attention_ds) = (512, 512, vec![1])), "attention_ds");
+        assert_eq!(with(&|c| (c.height, c.width, c.attention_ds) = (4096, 4096, vec![])), "channel_mult");
+        // A tensor count that the layer bound keeps small: every plan is bounded.
+        let c = UNetConfig { num_res_blocks: 500, ..tiny.clone() };
+        assert_eq!(field(&c), "(valid)");
+        assert!(c.parameter_shapes().len() <= limits::MAX_PARAMETER_TENSORS);
+        Ok(())
+    }
+
+    /// The plan never panics, even on a configuration that does not validate.
+    #[test]
+    fn plan_is_total() {
+        let c = UNetConfig {
+            channel_mult: vec![],
+            ..UNetConfig::preset("tiny", 1, 8, 8).unwrap_or_else(|_| unreachable!())
+        };
+        let plan = c.plan();
+        assert_eq!(plan.input_blocks.len(), 1);
+        let c = UNetConfig { channel_mult: vec![usize::MAX, usize::MAX], model_channels: usize::MAX, ..c };
+        let _ = c.plan();
+        assert_eq!(c.dim(), 64);
+        assert_eq!(c.embed_dim(), usize::MAX);
     }
 }

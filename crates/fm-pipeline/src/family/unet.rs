@@ -97,7 +97,10 @@ impl UNetSpec {
             c.model_channels = ch;
             // Fewer than 32 channels: halve the GroupNorm groups until they divide every level.
             while c.norm_groups > 1
-                && c.channel_mult.iter().chain([1].iter()).any(|m| !(m * ch).is_multiple_of(c.norm_groups))
+                && c.channel_mult
+                    .iter()
+                    .chain([1].iter())
+                    .any(|m| !m.saturating_mul(ch).is_multiple_of(c.norm_groups))
             {
                 c.norm_groups /= 2;
             }
