@@ -10,6 +10,11 @@
 //! control and records the state at every grid time. Every solve reports its
 //! number of function evaluations (NFE) in [`SolveStats`].
 //!
+//! Stochastic differential equations with additive noise,
+//! `dy = f(t, y) dt + g(t) dW`, are integrated by [`EulerMaruyama`] and
+//! [`StochasticHeun`] (trait [`SdeSolver`]) on the same grids, with the
+//! Brownian increments drawn from the caller's [`NoiseSource`].
+//!
 //! ```
 //! use candle::{Device, Tensor};
 //! use fm_solvers::{OdeSolver, Rk4, TimeGrid};
@@ -36,6 +41,7 @@ mod fixed;
 mod function;
 mod grid;
 mod method;
+mod sde;
 mod solution;
 mod solver;
 mod tableau;
@@ -46,5 +52,6 @@ pub use fixed::{Euler, Heun, Heun3, Midpoint, Rk4, Rk4ThreeEighths};
 pub use function::OdeFunction;
 pub use grid::TimeGrid;
 pub use method::Method;
+pub use sde::{EulerMaruyama, NoiseSource, SdeFunction, SdeMethod, SdeSolver, StochasticHeun};
 pub use solution::{Solution, SolveStats};
 pub use solver::OdeSolver;
