@@ -8,6 +8,9 @@
 //!   polynomial, cosine, VP and linear-VP.
 //! - [`path`]: [`path::AffinePath`] samples `x_t` and its target velocity, and
 //!   converts between velocity, noise and data predictions.
+//! - [`score`]: posterior means and the score `∇log p_t` from any
+//!   prediction; [`stochastic`]: SDE samplers that keep the marginals
+//!   (`dx = [u + ½g²∇log p] dt + g dW`), Langevin and predictor–corrector.
 //! - [`loss`]: the CFM loss of any [`VelocityField`], for given draws or a batch.
 //! - [`coupling`]: minibatch couplings — independent, exact OT (a true
 //!   permutation) and log-domain Sinkhorn, optionally within classes.
@@ -27,7 +30,9 @@
 //! - [`alignment`]: cosine alignment of a field with `x₁ − x₀`, aligned
 //!   fractions on a time grid and their crossing time.
 //! - [`gaussian`]: exact oracles for Gaussian data (velocity, flow map,
-//!   divergence, log-density, the exact W2 of any solver's output).
+//!   divergence, log-density, the exact W2 of any solver's output);
+//!   [`gaussian_pipeline`]: the exact W2 of a whole score-based pipeline
+//!   (samples, training budget, SDE/Langevin sampler, noise floor).
 //! - [`divergence`]: the divergence of a velocity field by autograd, exact
 //!   or by Hutchinson's estimator (Rademacher or Gaussian probes).
 //! - [`likelihood`]: exact log-likelihoods by the instantaneous change of
@@ -70,6 +75,7 @@ pub mod energy;
 mod error;
 mod field;
 pub mod gaussian;
+pub mod gaussian_pipeline;
 pub mod jacobian;
 pub mod likelihood;
 pub mod linalg;
@@ -81,8 +87,10 @@ pub mod parametrization;
 pub mod path;
 pub mod rng;
 pub mod scheduler;
+pub mod score;
 pub mod simd;
 pub mod sinkhorn;
+pub mod stochastic;
 pub mod straightness;
 pub mod weighting;
 
