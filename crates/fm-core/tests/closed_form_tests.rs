@@ -375,10 +375,10 @@ fn alignment_crossing_time_decreases_with_dimension() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The full table (slow in debug builds): `cargo test -p fm-core --test
+/// The full table (slow in debug builds): `cargo test --release -p fm-core --test
 /// closed_form_tests -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a slow sweep (the full table); run with --ignored --nocapture"]
 fn alignment_crossing_times_up_to_d_2048() -> anyhow::Result<()> {
     let reference = [(2, 1.0), (8, 0.6), (32, 0.4), (128, 0.25), (512, 0.15), (2048, 0.08)];
     let mut prev = f64::INFINITY;
@@ -416,9 +416,9 @@ fn invalid_inputs_are_errors() -> anyhow::Result<()> {
 }
 
 /// An MNIST-sized training set (60 000 × 784, f32) streams in chunks:
-/// `cargo test -p fm-core --test closed_form_tests mnist_sized -- --ignored --nocapture`.
+/// `cargo test --release -p fm-core --test closed_form_tests mnist_sized -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a slow sweep (60 000 × 784 points); run with --ignored --nocapture"]
 fn mnist_sized_training_set_streams() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let mut rng = SeededRng::new(10);
@@ -436,9 +436,9 @@ fn mnist_sized_training_set_streams() -> anyhow::Result<()> {
 }
 
 /// EFM target variance against M at a fixed time (pairs from the joint law):
-/// `cargo test -p fm-core --test closed_form_tests efm_variance -- --ignored --nocapture`.
+/// `cargo test --release -p fm-core --test closed_form_tests efm_variance -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a slow sweep (variance table); run with --ignored --nocapture"]
 fn efm_variance_decreases_with_m() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let mut rng = SeededRng::new(11);
