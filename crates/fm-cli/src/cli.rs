@@ -27,7 +27,7 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Draw samples from a trained checkpoint by solving the ODE from t = 0 to 1.
     #[command(
-        after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv\n  fm sample --checkpoint runs/moons-n500 --hybrid 0.3 --out hybrid.npy   # û* on [0, 0.3], the model after\n  fm sample --checkpoint runs/mnist --n 10000 --solver euler --steps 20 --out mnist.png   # grid + mnist.npy\n  fm sample --checkpoint runs/mnist-cond --class 3 --cfg-scale 1.5 --out threes.png --trajectory strip.png"
+        after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv\n  fm sample --checkpoint runs/moons-n500 --hybrid 0.3 --out hybrid.npy   # û* on [0, 0.3], the model after\n  fm sample --checkpoint runs/mnist --n 10000 --solver euler --steps 20 --out mnist.png   # grid + mnist.npy\n  fm sample --checkpoint runs/mnist-cond --class 3 --cfg-scale 1.5 --out threes.png --trajectory strip.png\n  fm sample --checkpoint runs/moons --sampler sde --diffusion sigma:2 --steps 100 --noise-floor 0.01   # same marginals, stochastic paths\n  fm sample --checkpoint runs/vp --sampler sde --diffusion path --steps 500   # the reverse VP-SDE of a --scheduler vp model"
     )]
     Sample(SampleArgs),
     /// Evaluate sample quality of a checkpoint for several solvers against fresh data.
@@ -364,6 +364,35 @@ pub struct SolverArgs {
     pub atol: f64,
 }
 
+/// Stochastic sampling (velocity models trained from N(0, I)).
+#[derive(Debug, Args, Clone)]
+pub struct StochasticArgs {
+    /// ode: the --solver's ODE solve; sde: dx = [u + ½g²∇log p] dt + g dW on --steps steps to
+    /// t = 1 − δ, then one denoising step (the same marginals as the ODE for any g); langevin:
+    /// --steps unadjusted Langevin steps of size --langevin-step at t = 1 − δ, then the denoising step.
+    #[arg(long, default_value = "ode", value_parser = ["ode", "sde", "langevin"])]
+    pub sampler: String,
+    /// The SDE's diffusion g(t): sigma:C (g = C·σ_t), constant:C, path (the path's own; the
+    /// reverse VP-SDE for a --scheduler vp model) or none (the ODE).
+    #[arg(long, default_value = "sigma:1")]
+    pub diffusion: String,
+    /// The noise floor δ of --sampler sde|langevin: stop at t = 1 − δ and denoise.
+    #[arg(long, default_value_t = 0.01)]
+    pub noise_floor: f64,
+    /// The SDE scheme: euler-maruyama (em) or stochastic-heun (heun).
+    #[arg(long, default_value = "euler-maruyama")]
+    pub sde_solver: String,
+    /// Langevin corrector steps after every SDE step (0: none), of size ε = R·σ_t² (--corrector-ratio).
+    #[arg(long, default_value_t = 0)]
+    pub corrector_steps: usize,
+    /// The corrector's R in ε = R·σ_t².
+    #[arg(long, default_value_t = 0.1)]
+    pub corrector_ratio: f64,
+    /// The step size ε of --sampler langevin.
+    #[arg(long, default_value_t = 0.01)]
+    pub langevin_step: f64,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct SampleArgs {
     /// Checkpoint directory written by `fm train`, or `hf://OWNER/REPO[@REVISION][/FILE]` on the
@@ -374,6 +403,8 @@ pub struct SampleArgs {
     pub hub: HubArgs,
     #[command(flatten)]
     pub solver: SolverArgs,
+    #[command(flatten)]
+    pub stochastic: StochasticArgs,
     /// Number of samples.
     #[arg(long, default_value_t = 2000)]
     pub n: usize,
@@ -419,9 +450,17 @@ pub struct EvalArgs {
     /// Checkpoint directory written by `fm train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Solver settings to compare, comma separated: NAME:STEPS for fixed-step, dopri5 or dopri5:TOL.
+    /// Solver settings to compare, comma separated: NAME:STEPS for fixed-step, dopri5 or
+    /// dopri5:TOL, and sde:STEPS[:DIFFUSION] for the marginal-preserving SDE (diffusion sigma:C,
+    /// constant:C or path; default sigma:1), e.g. sde:100:sigma:2.
     #[arg(long, value_delimiter = ',', default_value = "euler:8,midpoint:8,euler:100,rk4:25,dopri5")]
     pub solvers: Vec<String>,
+    /// The noise floor δ of the sde: entries.
+    #[arg(long, default_value_t = 0.01)]
+    pub noise_floor: f64,
+    /// The scheme of the sde: entries: euler-maruyama (em) or stochastic-heun (heun).
+    #[arg(long, default_value = "euler-maruyama")]
+    pub sde_solver: String,
     /// Number of generated and of reference points.
     #[arg(long, default_value_t = 2000)]
     pub n: usize,

@@ -224,3 +224,138 @@ fn fresh_data_checkpoint_needs_n_train() {
         }
     }
 }
+
+#[test]
+fn gaussian_pipeline_errors_behave_along_each_axis_and_split_over_the_spectrum() {
+    let out = temp("pipeline");
+    let j = last_json(&ok(&[
+        "analyze",
+        "gaussian",
+        "--sampler",
+        "sde",
+        "--dim",
+        "6",
+        "--alpha",
+        "1",
+        "--steps",
+        "10,100,1000",
+        "--n",
+        "20,2000",
+        "--train-steps",
+        "1,100,100000",
+        "--noise-floor",
+        "0.001,0.1",
+        "--out",
+        s(&out),
+        "--json",
+        "--quiet",
+    ]));
+    let rows = j["results"].as_array().unwrap();
+    let w2 = |axis: &str| -> Vec<f64> {
+        rows.iter().filter(|r| r["axis"] == axis).map(|r| r["w2"].as_f64().unwrap()).collect()
+    };
+    for axis in ["samples", "train-steps", "steps"] {
+        let v = w2(axis);
+        assert!(v.windows(2).all(|p| p[1] < p[0]), "{axis}: {v:?}");
+    }
+    let delta = w2("noise-floor");
+    assert!(delta[1] > delta[0], "{delta:?}");
+    // Where the model's basis is the data's, the terms per eigenvalue sum to W2².
+    for r in rows.iter().filter(|r| r["axis"] != "samples") {
+        let terms: f64 = r["w2_squared_terms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+        let w = r["w2"].as_f64().unwrap();
+        assert!((terms - w * w).abs() < 1e-12 * (1.0 + w * w), "{r}");
+    }
+    assert!(out.join("pipeline.csv").is_file() && out.join("pipeline-spectrum.csv").is_file());
+    assert!(is_png(&out.join("pipeline.png")));
+    let e = fails(&["analyze", "gaussian", "--sampler", "sde", "--diffusion", "loud"]);
+    assert!(e.contains("--diffusion"), "{e}");
+    let e = fails(&["analyze", "gaussian", "--sampler", "sde", "--diffusion", "path"]);
+    assert!(e.contains("diffusion") && e.contains("vp"), "{e}");
+    let e = fails(&["analyze", "gaussian", "--sampler", "langevin", "--noise-floor", "0"]);
+    assert!(e.contains("noise-floor"), "{e}");
+}
+
+#[test]
+fn sample_by_sde_and_langevin_names_the_sampler_and_refuses_flows() {
+    let ck = moons_200();
+    let out = temp("sde-samples");
+    std::fs::create_dir_all(&out).unwrap();
+    let npy = out.join("s.npy");
+    let j = last_json(&ok(&[
+        "sample",
+        "--checkpoint",
+        s(ck),
+        "--sampler",
+        "sde",
+        "--diffusion",
+        "sigma:2",
+        "--steps",
+        "40",
+        "--sde-solver",
+        "heun",
+        "--corrector-steps",
+        "1",
+        "--n",
+        "30",
+        "--out",
+        s(&npy),
+        "--json",
+        "--quiet",
+    ]));
+    assert_eq!(j["nfe"], 40 * 2 + 40 + 1, "{j}");
+    assert!(j["solver"].as_str().unwrap().contains("sigma:2"), "{j}");
+    assert!(npy.is_file());
+    let j = last_json(&ok(&[
+        "sample",
+        "--checkpoint",
+        s(ck),
+        "--sampler",
+        "langevin",
+        "--steps",
+        "25",
+        "--langevin-step",
+        "0.001",
+        "--noise-floor",
+        "0.05",
+        "--n",
+        "30",
+        "--out",
+        s(&npy),
+        "--json",
+        "--quiet",
+    ]));
+    assert_eq!(j["nfe"], 26, "{j}");
+    let e = fails(&[
+        "sample",
+        "--checkpoint",
+        s(ck),
+        "--sampler",
+        "sde",
+        "--diffusion",
+        "constant:1",
+        "--noise-floor",
+        "0",
+    ]);
+    assert!(e.contains("noise-floor"), "{e}");
+    let e = fails(&["sample", "--checkpoint", s(ck), "--sampler", "sde", "--sde-solver", "rk4"]);
+    assert!(e.contains("--sde-solver"), "{e}");
+    let flow = temp("sde-flow");
+    ok(&["train", "--model", "realnvp", "--steps", "20", "--out", s(&flow), "--quiet", "--sample-n", "50"]);
+    let e = fails(&["sample", "--checkpoint", s(&flow), "--sampler", "sde", "--n", "10"]);
+    assert!(e.contains("--sampler"), "{e}");
+    let j = last_json(&ok(&[
+        "eval",
+        "--checkpoint",
+        s(ck),
+        "--solvers",
+        "euler:20,sde:20:sigma:1",
+        "--n",
+        "200",
+        "--exact-n",
+        "0",
+        "--json",
+        "--quiet",
+    ]));
+    assert_eq!(j["results"][1]["nfe"], 21, "{j}");
+}

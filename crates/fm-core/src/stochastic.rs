@@ -289,7 +289,8 @@ impl StochasticSampler {
                     "diffusion",
                     format!(
                         "the path's own diffusion g² = 2σΔ/α is infinite where α = 0, and this model's path \
-                         ({scheduler:?}) starts at α_0 = {}; use it with a VP path, or use sigma:C / constant:C",
+                         ({scheduler}) starts at α_0 = {}; use it with a vp path (--scheduler vp), or use \
+                         sigma:C / constant:C",
                         scheduler.at(0.0).alpha
                     ),
                 ));

@@ -11,7 +11,8 @@
 //! - [`Trained`]: a checkpoint loaded "as trained" (parametrization, source,
 //!   standardization, EMA weights) from a folder or `hf://`; one sampling
 //!   entry point ([`Trained::sample`]: `n`, seed, solver or flow pass, class
-//!   and guidance, hybrid τ → samples in data units with the NFE) and one
+//!   and guidance, hybrid τ, or a [`StochasticChoice`] (SDE, Langevin) →
+//!   samples in data units with the NFE) and one
 //!   likelihood entry point ([`Trained::log_likelihood`]).
 //! - [`family`]: the [`family::Family`] trait — the model supplies its
 //!   settings, its training step and its sampler; the velocity MLP, the U-Net
@@ -49,6 +50,7 @@ mod sample;
 mod settings;
 mod solver;
 mod source;
+mod stochastic;
 mod trained;
 
 pub use config::RunConfig;
@@ -64,4 +66,5 @@ pub use settings::{
 };
 pub use solver::SolverChoice;
 pub use source::Source;
+pub use stochastic::StochasticChoice;
 pub use trained::{mean_stderr, LikelihoodRequest, Likelihoods, Trained};

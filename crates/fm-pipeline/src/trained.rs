@@ -222,6 +222,12 @@ impl Trained {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Samples> {
         let (n, dim) = x0.dims2()?;
+        if request.stochastic.is_some() {
+            self.source.require_normal("stochastic sampling (its score assumes the N(0, I) source)")?;
+            if request.hybrid.is_some() {
+                bail!("--hybrid follows ODEs; it does not combine with --sampler sde|langevin");
+            }
+        }
         let (samples, trajectory, nfe) = match request.hybrid {
             None => {
                 let g = self.model.generate(x0, request, progress)?;

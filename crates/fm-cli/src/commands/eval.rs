@@ -2,12 +2,12 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle::Tensor;
 use fm_core::metrics::SampleMetrics;
 use serde_json::json;
 
-use fm_pipeline::{SampleRequest, SolverChoice};
+use fm_pipeline::{SampleRequest, SolverChoice, StochasticChoice};
 
 use crate::cli::EvalArgs;
 use crate::io::print_json;
@@ -19,8 +19,31 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if !(a.bandwidth.is_finite() && a.bandwidth > 0.0) {
         bail!("--bandwidth must be a positive number, got {}", a.bandwidth);
     }
-    let choices =
-        a.solvers.iter().map(|s| SolverChoice::parse_spec(s)).collect::<fm_pipeline::Result<Vec<_>>>()?;
+    // Each entry: an ODE solver (NAME:STEPS, dopri5[:TOL]) or an SDE (sde:STEPS[:DIFFUSION]).
+    let choices = a
+        .solvers
+        .iter()
+        .map(|spec| -> Result<(SolverChoice, Option<StochasticChoice>)> {
+            match spec.trim().strip_prefix("sde:") {
+                Some(rest) => {
+                    let (steps, diffusion) = rest.split_once(':').unwrap_or((rest, "sigma:1"));
+                    let steps: usize = steps.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--solvers: `{spec}`: write sde:STEPS[:DIFFUSION], e.g. sde:100:sigma:1"
+                        )
+                    })?;
+                    let sde =
+                        super::common::sde_sampler(diffusion, &a.sde_solver, steps, a.noise_floor, 0, 0.0)
+                            .with_context(|| format!("--solvers: `{spec}`"))?;
+                    Ok((
+                        SolverChoice::new("euler", steps.max(1), 1e-5, 1e-5)?,
+                        Some(StochasticChoice::Sde(sde)),
+                    ))
+                }
+                None => Ok((SolverChoice::parse_spec(spec)?, None)),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     let device = crate::device::selected();
     let m = super::common::load(&a.checkpoint, false, &device)?;
     if !m.family().solves_ode() {
@@ -47,7 +70,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.exact_n.min(a.n)
     ));
     log(format!(
-        "{:<28} {:>6} {:>10} {:>11} {:>10} {:>10} {:>8}",
+        "{:<48} {:>6} {:>10} {:>11} {:>10} {:>10} {:>8}",
         "solver", "NFE", "energy", "MMD²", "sliced W2", "exact W2", "time s"
     ));
     let mut rows = Vec::new();
@@ -56,16 +79,19 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.quiet,
         "{bar:30} {pos}/{len} samples {per_sec} ETA {eta}",
     );
-    for c in &choices {
+    for (c, stochastic) in &choices {
         let start = Instant::now();
-        let gen = m.sample_with(&SampleRequest::new(a.n, a.seed, c.clone()), &mut |k| pb.inc(k as u64))?;
+        let mut request = SampleRequest::new(a.n, a.seed, c.clone());
+        request.stochastic = *stochastic;
+        let label = stochastic.map_or_else(|| c.label.clone(), |s| s.label());
+        let gen = m.sample_with(&request, &mut |k| pb.inc(k as u64))?;
         let seconds = start.elapsed().as_secs_f64();
         let s = Tensor::from_vec(data.to_model_units(&gen.values)?, (a.n, dim), &device)?;
         let met = SampleMetrics::compute(&s, &rf, a.seed, a.exact_n, a.bandwidth)?;
         pb.suspend(|| {
             log(format!(
-                "{:<28} {:>6} {:>10.5} {:>11.3e} {:>10.4} {:>10} {:>8.2}",
-                c.label,
+                "{:<48} {:>6} {:>10.5} {:>11.3e} {:>10.4} {:>10} {:>8.2}",
+                label,
                 gen.nfe,
                 met.energy_distance,
                 met.mmd_rbf,
@@ -74,7 +100,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 seconds
             ))
         });
-        rows.push(json!({"solver": c.label, "nfe": gen.nfe, "seconds": seconds, "metrics": met}));
+        rows.push(json!({"solver": label, "nfe": gen.nfe, "seconds": seconds, "metrics": met}));
     }
     pb.finish_and_clear();
     if a.json {

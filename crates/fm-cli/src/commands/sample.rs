@@ -65,7 +65,12 @@ pub fn run(a: SampleArgs) -> Result<()> {
             m.describe()
         ));
     }
+    let stochastic = super::common::stochastic_choice(&a.stochastic, a.solver.steps)?;
+    if stochastic.is_some() && !m.family().solves_ode() {
+        bail!("--sampler {}: a {} samples in one pass through its layers; --sampler sde|langevin applies to velocity models", a.stochastic.sampler, m.describe());
+    }
     let mut request = SampleRequest::new(a.n, a.seed, choice.clone());
+    request.stochastic = stochastic;
     request.class = i.class;
     request.cfg_scale = i.cfg_scale.unwrap_or(0.0);
     request.hybrid = a.hybrid;
@@ -82,10 +87,11 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let columns = if image.is_some() { vec![] } else { m.record().columns.clone() };
     write_samples(&values, &gen.values, a.n, m.dim(), &columns)?;
-    let label = match (m.family().solves_ode(), a.hybrid) {
-        (false, _) => "one pass through the flow".to_string(),
-        (true, Some(tau)) => format!("{} (û* on [0, {tau}], the model after)", choice.label),
-        (true, None) => choice.label.clone(),
+    let label = match (m.family().solves_ode(), a.hybrid, &request.stochastic) {
+        (false, _, _) => "one pass through the flow".to_string(),
+        (true, _, Some(st)) => st.label(),
+        (true, Some(tau), None) => format!("{} (û* on [0, {tau}], the model after)", choice.label),
+        (true, None, None) => choice.label.clone(),
     };
     match image {
         Some(shape) => {
@@ -125,7 +131,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         let reference = m.data()?.reference(a.n, a.seed)?;
         let title = match m.family().solves_ode() {
-            true => format!("{} — {} (NFE {})", m.record().data, choice.label, gen.nfe),
+            true => format!("{} — {label} (NFE {})", m.record().data, gen.nfe),
             false => format!("{} — {} (trajectories: layer by layer)", m.record().data, m.describe()),
         };
         samples_figure(p, &title, &reference, &gen.values, &gen.trajectory)?;
@@ -137,7 +143,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
             "grid": grid_png,
             "trajectory": i.trajectory,
             "n": a.n,
-            "solver": if m.family().solves_ode() { choice.label } else { "none (discrete flow)".into() },
+            "solver": if m.family().solves_ode() { label.clone() } else { "none (discrete flow)".into() },
+            "sampler": a.stochastic.sampler,
             "nfe": gen.nfe,
             "seconds": seconds,
             "plot": a.plot,

@@ -222,6 +222,11 @@ impl TrainedModel for TrainedFlow {
         if request.class.is_some() || request.cfg_scale != 0.0 {
             bail!("--class and --cfg-scale apply to class-conditional image models (U-Nets)");
         }
+        if request.stochastic.is_some() {
+            bail!(
+                "--sampler sde|langevin applies to velocity models; a normalizing flow samples in one pass"
+            );
+        }
         let rows = request.trajectory_rows.min(x0.dim(0)?);
         let mut z = x0.clone();
         let mut trajectory = Vec::new();

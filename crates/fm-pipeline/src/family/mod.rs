@@ -176,6 +176,9 @@ pub struct SampleRequest {
     pub batch_size: Option<usize>,
     /// Keep the trajectory of the first this many samples.
     pub trajectory_rows: usize,
+    /// Sample by an SDE or Langevin instead of the ODE `solver` (velocity
+    /// families, Gaussian source; noise from the seed's `sample-diffusion` stream).
+    pub stochastic: Option<crate::StochasticChoice>,
 }
 
 impl SampleRequest {
@@ -190,6 +193,7 @@ impl SampleRequest {
             hybrid: None,
             batch_size: None,
             trajectory_rows: 0,
+            stochastic: None,
         }
     }
 }

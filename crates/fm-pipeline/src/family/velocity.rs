@@ -20,6 +20,7 @@ use crate::error::bail;
 use crate::sample::solve_hybrid;
 use crate::settings::{describe_objective, objective_record, parametrization_of, Objective};
 use crate::{Result, ResultExt, RunConfig, RunRecord, RunSettings, SolverChoice};
+use crate::{Solved, StochasticChoice};
 
 /// Images per solve unless the request says otherwise.
 pub const DEFAULT_IMAGE_BATCH: usize = 250;
@@ -27,6 +28,7 @@ pub const DEFAULT_IMAGE_BATCH: usize = 250;
 /// A velocity network read as a velocity field, as it was trained.
 pub(crate) struct VelocityModel {
     field: Parametrized<VelocityNet, SchedulerKind>,
+    scheduler: SchedulerKind,
 }
 
 impl VelocityModel {
@@ -41,7 +43,7 @@ impl VelocityModel {
         let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
         let net = VelocityNet::new(model, vb)?;
         let scheduler = record.scheduler.unwrap_or(SchedulerKind::CondOt);
-        Ok(Self { field: Parametrized::new(net, AffinePath::new(scheduler), kind) })
+        Ok(Self { field: Parametrized::new(net, AffinePath::new(scheduler), kind), scheduler })
     }
 }
 
@@ -59,14 +61,22 @@ impl TrainedModel for VelocityModel {
         request: &SampleRequest,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Generated> {
+        if let Some(st) = &request.stochastic {
+            st.validate(self.scheduler)?;
+        }
         if let VelocityNet::UNet(net) = self.field.net() {
-            return generate_images(net, x0, request, progress);
+            return generate_images(net, self.scheduler, x0, request, progress);
         }
         if request.class.is_some() || request.cfg_scale != 0.0 {
             bail!("--class and --cfg-scale apply to class-conditional image models (U-Nets)");
         }
         let keep = request.trajectory_rows > 0;
-        let sol = solve_hybrid(&self.field, &self.field, x0, &request.solver, 0.0, keep)?;
+        let sol = match &request.stochastic {
+            Some(st) => {
+                st.run(&self.field, self.scheduler, x0, &mut StochasticChoice::noise(request.seed), keep)?
+            }
+            None => solve_hybrid(&self.field, &self.field, x0, &request.solver, 0.0, keep)?,
+        };
         progress(x0.dim(0)?);
         let rows = request.trajectory_rows.min(x0.dim(0)?);
         let trajectory = if rows < x0.dim(0)? {
@@ -134,6 +144,7 @@ pub(crate) fn labels(net: &UNet, n: usize, class: Option<u32>) -> Result<Option<
 /// models cycle through the classes (or take the request's), with guidance.
 fn generate_images(
     net: &UNet,
+    scheduler: SchedulerKind,
     x0: &Tensor,
     s: &SampleRequest,
     progress: &mut dyn FnMut(usize),
@@ -151,6 +162,7 @@ fn generate_images(
     let (n, _) = x0.dims2()?;
     let labels = labels(net, n, s.class)?;
     let grid = s.solver.grid()?;
+    let mut noise = StochasticChoice::noise(s.seed);
     let mut samples = Vec::new();
     let mut trajectory: Vec<Vec<Tensor>> = Vec::new();
     let mut nfe = 0;
@@ -167,10 +179,21 @@ fn generate_images(
             Some(l) => Box::new(ClassifierFreeGuidance { net, labels: l, scale: s.cfg_scale }),
             None => Box::new(net),
         };
-        let sol =
-            fm_solvers::OdeSolver::integrate(&s.solver.method, &fm_core::AsOde(field), &chunk, &grid, keep)
+        let sol = match &s.stochastic {
+            Some(st) => st.run(&field, scheduler, &chunk, &mut noise, keep)?,
+            None => {
+                let sol = fm_solvers::OdeSolver::integrate(
+                    &s.solver.method,
+                    &fm_core::AsOde(&field),
+                    &chunk,
+                    &grid,
+                    keep,
+                )
                 .with_context(|| format!("sampling with {}", s.solver.label))?;
-        nfe = nfe.max(sol.stats.nfe);
+                Solved { state: sol.state, trajectory: sol.trajectory, nfe: sol.stats.nfe }
+            }
+        };
+        nfe = nfe.max(sol.nfe);
         samples.push(sol.state);
         if keep {
             let rows = (s.trajectory_rows - start).min(b);

@@ -49,6 +49,9 @@ struct Row {
 }
 
 pub fn run(a: GaussianArgs) -> Result<()> {
+    if a.sampler != "ode" {
+        return super::pipeline::run(a);
+    }
     let d = a.dim;
     if d == 0 {
         bail!("--dim must be at least 1");

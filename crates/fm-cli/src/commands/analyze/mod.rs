@@ -16,6 +16,7 @@ mod alignment;
 mod gaussian;
 mod hybrid;
 mod memorization;
+mod pipeline;
 mod targets;
 
 /// The analyses.
@@ -38,9 +39,10 @@ pub enum AnalyzeCommand {
     )]
     Alignment(AlignmentArgs),
     /// Exact W2 to the true N(μ, Σ) of solvers following the Gaussian velocity built from the
-    /// empirical mean and covariance of n samples.
+    /// empirical mean and covariance of n samples; with --sampler sde|langevin, of the whole score
+    /// pipeline (samples, training steps, SDE or Langevin sampler, noise floor).
     #[command(
-        after_help = "Examples:\n  fm analyze gaussian\n  fm analyze gaussian --dim 16 --alpha 1.5 --n 100,1000 --solvers euler,rk4 --steps 1,2,4,8 --json\n  fm analyze gaussian --t-stop 0.999"
+        after_help = "Examples:\n  fm analyze gaussian\n  fm analyze gaussian --dim 16 --alpha 1.5 --n 100,1000 --solvers euler,rk4 --steps 1,2,4,8 --json\n  fm analyze gaussian --t-stop 0.999\n  fm analyze gaussian --sampler sde --dim 64 --alpha 1 --steps 10,100,1000 --n 100,1000,10000   # the whole score pipeline, axis by axis"
     )]
     Gaussian(GaussianArgs),
     /// CFM against EFM targets on a checkpoint's training set: per-sample loss variance, distance
@@ -224,6 +226,36 @@ pub struct GaussianArgs {
     /// Seed of the training samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// ode: the solvers' error (above); sde or langevin: the exact error of the whole score
+    /// pipeline — a linear model from --n samples and --train-steps gradient steps, then the
+    /// stochastic sampler on --steps steps — against each axis in turn, split over the spectrum.
+    #[arg(long, default_value = "ode", value_parser = ["ode", "sde", "langevin"])]
+    pub sampler: String,
+    /// The SDE's diffusion g(t) (see fm sample --diffusion).
+    #[arg(long, default_value = "sigma:1")]
+    pub diffusion: String,
+    /// The path of the pipeline mode: cond-ot, polynomial:N, cosine, linear-vp, vp
+    /// (--diffusion path needs vp).
+    #[arg(long, default_value = "cond-ot")]
+    pub scheduler: String,
+    /// The SDE scheme: euler-maruyama (em) or stochastic-heun (heun).
+    #[arg(long, default_value = "euler-maruyama")]
+    pub sde_solver: String,
+    /// Noise floors δ, comma separated (the first is the baseline of the other axes).
+    #[arg(long, value_delimiter = ',', default_value = "0.001,0.01,0.03,0.1")]
+    pub noise_floor: Vec<f64>,
+    /// Gradient steps K of the linear denoiser, comma separated (the other axes use a fully trained one).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,10000")]
+    pub train_steps: Vec<u64>,
+    /// The gradient step size η of --train-steps.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// The step size ε of --sampler langevin.
+    #[arg(long, default_value_t = 0.01)]
+    pub langevin_step: f64,
+    /// Data draws averaged per --n value (pipeline mode).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: u64,
     /// Output directory for the CSV and PNG [default: runs/analyze-gaussian].
     #[arg(long)]
     pub out: Option<PathBuf>,
