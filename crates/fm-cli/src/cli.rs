@@ -451,7 +451,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Solver settings to compare, comma separated: NAME:STEPS for fixed-step, dopri5 or
-    /// dopri5:TOL, and sde:STEPS[:DIFFUSION] for the marginal-preserving SDE (diffusion sigma:C,
+    /// dopri5:TOL, and sde:STEPS or sde:STEPS:DIFFUSION for the marginal-preserving SDE (diffusion sigma:C,
     /// constant:C or path; default sigma:1), e.g. sde:100:sigma:2.
     #[arg(long, value_delimiter = ',', default_value = "euler:8,midpoint:8,euler:100,rk4:25,dopri5")]
     pub solvers: Vec<String>,
