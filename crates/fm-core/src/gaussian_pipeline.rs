@@ -69,7 +69,8 @@ pub enum PipelineSampler {
 /// The exact law of the pipeline's output and its distance to the data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineError {
-    /// `W2(N(μ, Σ), output)`, exact.
+    /// `W2(N(μ, Σ), output)`, exact; infinite when the scheme is unstable for
+    /// the options (its law overflows).
     pub w2: f64,
     /// The model's eigenvalues `λ̂ᵢ` (ascending), the basis of `means`/`variances`.
     pub model_eigenvalues: Vec<f64>,
@@ -251,48 +252,65 @@ impl GaussianOracle {
         let scheduler = self.scheduler();
         let mut law = Law { mean: vec![0.0; d], var: vec![1.0; d] };
         let mut unit = UnitNoiseOnLastRow;
-        let nfe = match sampler {
-            PipelineSampler::Sde(s) => {
-                s.validate(scheduler)?;
-                let grid = s.grid()?;
-                for w in grid.points().windows(2) {
-                    let (out, _) =
-                        s.predictor_step(&field, scheduler, &law.rows()?, w[0], w[1], &mut unit)?;
-                    law.apply(&out)?;
-                    if let Some(l) = s.corrector {
-                        let step = l.step_ratio * scheduler.at(w[1]).sigma.powi(2);
-                        for _ in 0..l.steps {
-                            law.apply(&langevin_step(
-                                &field,
-                                scheduler,
-                                &law.rows()?,
-                                w[1],
-                                step,
-                                &mut unit,
-                            )?)?;
+        let mut run = || -> Result<()> {
+            match sampler {
+                PipelineSampler::Sde(s) => {
+                    s.validate(scheduler)?;
+                    let grid = s.grid()?;
+                    for w in grid.points().windows(2) {
+                        let (out, _) =
+                            s.predictor_step(&field, scheduler, &law.rows()?, w[0], w[1], &mut unit)?;
+                        law.apply(&out)?;
+                        if let Some(l) = s.corrector {
+                            let step = l.step_ratio * scheduler.at(w[1]).sigma.powi(2);
+                            for _ in 0..l.steps {
+                                law.apply(&langevin_step(
+                                    &field,
+                                    scheduler,
+                                    &law.rows()?,
+                                    w[1],
+                                    step,
+                                    &mut unit,
+                                )?)?;
+                            }
                         }
                     }
+                    if s.noise_floor > 0.0 {
+                        law.apply(&denoise(&field, scheduler, &law.rows()?, 1.0 - s.noise_floor)?)?;
+                    }
                 }
-                if s.noise_floor > 0.0 {
-                    law.apply(&denoise(&field, scheduler, &law.rows()?, 1.0 - s.noise_floor)?)?;
+                &PipelineSampler::Langevin { steps, step, noise_floor } => {
+                    check_langevin(steps, step, noise_floor)?;
+                    let t = 1.0 - noise_floor;
+                    for _ in 0..steps {
+                        law.apply(&langevin_step(&field, scheduler, &law.rows()?, t, step, &mut unit)?)?;
+                    }
+                    law.apply(&denoise(&field, scheduler, &law.rows()?, t)?)?;
                 }
-                s.nfe()
             }
-            &PipelineSampler::Langevin { steps, step, noise_floor } => {
-                check_langevin(steps, step, noise_floor)?;
-                let t = 1.0 - noise_floor;
-                for _ in 0..steps {
-                    law.apply(&langevin_step(&field, scheduler, &law.rows()?, t, step, &mut unit)?)?;
-                }
-                law.apply(&denoise(&field, scheduler, &law.rows()?, t)?)?;
-                steps + 1
-            }
+            Ok(())
         };
-        if law.mean.iter().chain(&law.var).any(|v| !v.is_finite()) {
-            return Err(Error::invalid(
-                "sampler",
-                "the output law is not finite: the scheme is unstable for these options (step too large?)",
-            ));
+        let nfe = match sampler {
+            PipelineSampler::Sde(s) => s.nfe(),
+            PipelineSampler::Langevin { steps, .. } => steps + 1,
+        };
+        let overflowed = match run() {
+            Ok(()) => false,
+            // The solver stops where the state overflows: an unstable scheme.
+            Err(Error::Solver(fm_solvers::Error::NonFinite { .. })) => true,
+            Err(e) => return Err(e),
+        };
+        if overflowed || law.mean.iter().chain(&law.var).any(|v| !v.is_finite()) {
+            // The scheme is unstable for these options (a step too large for the
+            // stiffest direction): the error is infinite, which is a result.
+            return Ok(PipelineError {
+                w2: f64::INFINITY,
+                model_eigenvalues: basis.values.clone(),
+                means: law.mean,
+                variances: law.var,
+                contributions: None,
+                nfe,
+            });
         }
         let (w2, contributions) = if model.samples.is_none() {
             let data_mean = basis.to_eigenbasis(self.mean());

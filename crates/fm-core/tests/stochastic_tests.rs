@@ -257,3 +257,14 @@ fn bad_options_are_named_errors() -> Result<()> {
     assert!(Diffusion::Path.g(&vp.at(0.0)).is_finite());
     Ok(())
 }
+
+#[test]
+fn an_unstable_scheme_has_an_infinite_error() -> Result<()> {
+    // Gradient descent with η·h > 2 diverges: the model, and the law, overflow.
+    let o = oracle(SchedulerKind::CondOt)?;
+    let s = sde(Diffusion::Sigma(1.0), SdeMethod::EulerMaruyama, 20, 1e-2);
+    let model = LinearScoreModel { samples: None, training: Some((5000, 10.0)) };
+    let e = o.pipeline_error(&model, &PipelineSampler::Sde(s), &mut SeededRng::new(0))?;
+    assert!(e.w2.is_infinite() && e.contributions.is_none(), "{e:?}");
+    Ok(())
+}

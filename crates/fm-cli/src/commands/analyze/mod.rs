@@ -256,6 +256,13 @@ pub struct GaussianArgs {
     /// Data draws averaged per --n value (pipeline mode).
     #[arg(long, default_value_t = 5)]
     pub repeats: u64,
+    /// Pipeline mode: take the spectrum from an image dataset's covariance instead of k^(−alpha)
+    /// (FORMAT:PATH, e.g. mnist:data/mnist; pixels in [−1, 1]; --dim is then the image size).
+    #[arg(long, value_name = "FORMAT:PATH")]
+    pub spectrum_from: Option<String>,
+    /// Training images whose covariance gives --spectrum-from's spectrum.
+    #[arg(long, default_value_t = 10_000)]
+    pub spectrum_n: usize,
     /// Output directory for the CSV and PNG [default: runs/analyze-gaussian].
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -71,14 +71,21 @@ pub fn run(a: GaussianArgs) -> Result<()> {
     };
     let dir = out_dir(a.out.as_deref(), "runs/analyze-gaussian".into())?;
     let log = logger(a.json);
-    let lambda: Vec<f64> = (1..=d).map(|k| (k as f64).powf(-a.alpha)).collect();
+    let (lambda, spectrum_name) = match &a.spectrum_from {
+        None => (
+            (1..=d).map(|k| (k as f64).powf(-a.alpha)).collect::<Vec<f64>>(),
+            format!("λ_k = k^−{}", a.alpha),
+        ),
+        Some(spec) => image_spectrum(spec, a.spectrum_n)?,
+    };
+    let d = lambda.len();
     let mut sigma = vec![0.0; d * d];
     (0..d).for_each(|k| sigma[k * d + k] = lambda[k]);
     let oracle = GaussianOracle::new(vec![a.mean; d], sigma, scheduler)?;
     log(format!(
-        "data N({}·1, diag(k^−{})) in d = {d}, {} path; sampler: {label}; baseline: exact moments, fully \
-         trained, {steps_max} steps, δ = {delta0}",
-        a.mean, a.alpha, a.scheduler
+        "data N({}·1, Σ) in d = {d} with {spectrum_name}, {} path; sampler: {label}; baseline: exact moments, \
+         fully trained, {steps_max} steps, δ = {delta0}",
+        a.mean, a.scheduler
     ));
     let exact = LinearScoreModel::default();
     let mut rows = Vec::new();
@@ -210,7 +217,7 @@ pub fn run(a: GaussianArgs) -> Result<()> {
     let png = dir.join("pipeline.png");
     line_figure(
         &png,
-        &format!("Exact W2 of the pipeline, d = {d}, λ_k = k^−{}, {label}", a.alpha),
+        &format!("Exact W2 of the pipeline, d = {d}, {spectrum_name}, {label}"),
         &[
             panel(&format!("generalization (mean of {} draws)", a.repeats), "samples N", "samples"),
             panel(&format!("optimisation (η = {})", a.lr), "gradient steps K", "train-steps"),
@@ -237,6 +244,7 @@ pub fn run(a: GaussianArgs) -> Result<()> {
         print_json(&json!({
             "dim": d,
             "alpha": a.alpha,
+            "spectrum": spectrum_name,
             "sampler": label,
             "eigenvalues": oracle.eigenvalues(),
             "results": results,
@@ -250,4 +258,56 @@ pub fn run(a: GaussianArgs) -> Result<()> {
 
 fn describe_sde(s: &StochasticSampler) -> String {
     format!("SDE g = {}, {}", s.diffusion, s.method.as_solver().name())
+}
+
+/// The covariance spectrum of the first `n` training images of `FORMAT:PATH`
+/// (pixels in the models' [−1, 1] scale), descending, floored at `1e-6·λ_max`
+/// (constant border pixels have none) so the Gaussian is non-degenerate.
+fn image_spectrum(spec: &str, n: usize) -> Result<(Vec<f64>, String)> {
+    use fm_data::images::{ImageFormat, Split};
+    let (format, path) = spec
+        .split_once(':')
+        .with_context(|| format!("--spectrum-from `{spec}`: write FORMAT:PATH, e.g. mnist:data/mnist"))?;
+    let format: ImageFormat = format.parse().with_context(|| format!("--spectrum-from `{spec}`"))?;
+    let set = format
+        .load(std::path::Path::new(path), Split::Train)
+        .with_context(|| format!("--spectrum-from `{spec}`"))?
+        .take(n.max(2));
+    let (rows, d) = (set.n, set.dim());
+    if rows < 2 {
+        bail!("--spectrum-from `{spec}`: needs at least 2 images, found {rows}");
+    }
+    let levels = f64::from(set.levels);
+    let x: Vec<f64> = set.pixels.iter().map(|&p| 2.0 * (f64::from(p) + 0.5) / levels - 1.0).collect();
+    let mut mean = vec![0.0; d];
+    for r in x.chunks_exact(d) {
+        mean.iter_mut().zip(r).for_each(|(m, v)| *m += v / rows as f64);
+    }
+    // Σ = XᵀX/n − μμᵀ, accumulated on the upper triangle.
+    let mut cov = vec![0.0; d * d];
+    for r in x.chunks_exact(d) {
+        for i in 0..d {
+            let ri = r[i] - mean[i];
+            if ri == 0.0 {
+                continue;
+            }
+            let row = &mut cov[i * d..(i + 1) * d];
+            for j in i..d {
+                row[j] += ri * (r[j] - mean[j]);
+            }
+        }
+    }
+    for i in 0..d {
+        for j in i..d {
+            let v = cov[i * d + j] / rows as f64;
+            cov[i * d + j] = v;
+            cov[j * d + i] = v;
+        }
+    }
+    let eigen = fm_core::linalg::symmetric_eigen(&cov, d)
+        .with_context(|| format!("--spectrum-from `{spec}`: the covariance's eigenvalues"))?;
+    let top = eigen.values.iter().copied().fold(0.0, f64::max);
+    let mut lambda: Vec<f64> = eigen.values.iter().map(|&l| l.max(1e-6 * top)).collect();
+    lambda.sort_by(|a, b| b.total_cmp(a));
+    Ok((lambda, format!("the spectrum of {rows} {format} images")))
 }
