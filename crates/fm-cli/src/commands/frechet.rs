@@ -27,7 +27,8 @@ pub struct FrechetArgs {
     /// writes them: in [−1, 1] unless --zero-one.
     #[arg(long, value_name = "FILE.npy")]
     pub samples: Option<PathBuf>,
-    /// Draw --n samples from this checkpoint (written by `fm train` on images) with --solver/--steps.
+    /// Draw --n samples from this checkpoint (written by `fm train` on images) with --solver/--steps
+    /// (or --sampler sde|langevin).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: Option<PathBuf>,
     /// A reference figure instead of samples: `train` (n training images: the floor a perfect
@@ -48,6 +49,8 @@ pub struct FrechetArgs {
     pub n: usize,
     #[command(flatten)]
     pub solver: SolverArgs,
+    #[command(flatten)]
+    pub stochastic: crate::cli::StochasticArgs,
     /// Seed of the source noise (--checkpoint) and of the baselines' draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -164,10 +167,12 @@ fn samples_of(
         }
         let choice = SolverChoice::new(&a.solver.solver, a.solver.steps, a.solver.rtol, a.solver.atol)?;
         let pb = crate::progress::bar(a.n, a.quiet, "{bar:30} {pos}/{len} samples {per_sec} ETA {eta}");
-        let gen =
-            m.sample_with(&SampleRequest::new(a.n, a.seed, choice.clone()), &mut |k| pb.inc(k as u64))?;
+        let mut request = SampleRequest::new(a.n, a.seed, choice.clone());
+        request.stochastic = super::common::stochastic_choice(&a.stochastic, a.solver.steps)?;
+        let label = request.stochastic.map_or_else(|| choice.label.clone(), |s| s.label());
+        let gen = m.sample_with(&request, &mut |k| pb.inc(k as u64))?;
         pb.finish_and_clear();
-        return Ok((gen.values, format!("samples of {} ({}, NFE {})", dir.display(), choice.label, gen.nfe)));
+        return Ok((gen.values, format!("samples of {} ({label}, NFE {})", dir.display(), gen.nfe)));
     }
     let spec = a.baseline.as_deref().unwrap_or("train");
     let test_images = || -> Result<Vec<f32>> {
