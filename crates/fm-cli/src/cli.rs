@@ -30,6 +30,12 @@ pub enum Command {
         after_help = "Examples:\n  fm sample --checkpoint runs/moons --solver midpoint --steps 8 --n 2000 --out samples.npy\n  fm sample --checkpoint runs/moons --solver dopri5 --rtol 1e-5 --atol 1e-5 --out samples.csv\n  fm sample --checkpoint runs/moons-n500 --hybrid 0.3 --out hybrid.npy   # û* on [0, 0.3], the model after\n  fm sample --checkpoint runs/mnist --n 10000 --solver euler --steps 20 --out mnist.png   # grid + mnist.npy\n  fm sample --checkpoint runs/mnist-cond --class 3 --cfg-scale 1.5 --out threes.png --trajectory strip.png\n  fm sample --checkpoint runs/moons --sampler sde --diffusion sigma:2 --steps 100 --noise-floor 0.01   # same marginals, stochastic paths\n  fm sample --checkpoint runs/vp --sampler sde --diffusion path --steps 500   # the reverse VP-SDE of a --scheduler vp model"
     )]
     Sample(SampleArgs),
+    /// Write coupled pairs (x0, ODE solution x1) of a velocity model for reflow (rectified flow):
+    /// train on them with `fm train --data pairs:FILE`.
+    #[command(
+        after_help = "Examples:\n  fm reflow --checkpoint runs/moons --pairs 100000 --out runs/moons/pairs.npy\n  fm train --data pairs:runs/moons/pairs.npy --steps 10000 --out runs/moons-2rf   # the 2-rectified flow\n  fm reflow --checkpoint runs/moons-2rf --pairs 100000 --solver rk4 --steps 25 --out runs/moons-2rf/pairs.npy"
+    )]
+    Reflow(ReflowArgs),
     /// Evaluate sample quality of a checkpoint for several solvers against fresh data.
     #[command(
         after_help = "Examples:\n  fm eval --checkpoint runs/moons\n  fm eval --checkpoint runs/moons --solvers euler:8,midpoint:8,euler:100 --json"
@@ -362,6 +368,37 @@ pub struct SolverArgs {
     /// Absolute tolerance of dopri5.
     #[arg(long, default_value_t = 1e-5)]
     pub atol: f64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReflowArgs {
+    /// Checkpoint directory of a velocity model trained from N(0, I) (or hf://…).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    #[command(flatten)]
+    pub solver: SolverArgs,
+    /// Number of pairs.
+    #[arg(long, default_value_t = 100_000)]
+    pub pairs: usize,
+    /// Seed of the source draws x0 (stream sample-noise).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pairs per solve (they are written to the file as they come).
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_size: usize,
+    /// Output .npy: an (n, 2d) float32 array, rows x0 then x1, in the model's units; written
+    /// under a temporary name and renamed when complete. FILE.json beside it names the teacher
+    /// and its data (a model trained on the pairs is measured against that data).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON object with the results as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar (also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Stochastic sampling (velocity models trained from N(0, I)).

@@ -140,7 +140,7 @@ pub enum Error {
 
     /// An unparsable dataset specification.
     #[error(
-        "unknown dataset {spec:?}; expected one of the toys ({}), csv:PATH, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, digits:FILE or png:DIR",
+        "unknown dataset {spec:?}; expected one of the toys ({}), csv:PATH, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, digits:FILE, png:DIR or pairs:FILE.npy",
         crate::toy::Toy2d::NAMES.join(", ")
     )]
     UnknownDataSpec {

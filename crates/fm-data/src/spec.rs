@@ -28,6 +28,12 @@ pub enum DataSpec {
         /// The directory or file.
         path: PathBuf,
     },
+    /// Coupled pairs `(x₀, x₁)` for reflow: `pairs:FILE.npy`, an `(n, 2d)`
+    /// array whose rows are `x₀` then `x₁` (as `fm reflow` writes them).
+    Pairs {
+        /// The `.npy` file.
+        path: PathBuf,
+    },
     /// Numeric columns of a CSV file (see [`crate::csv::load_csv_columns`]).
     Csv {
         /// The file.
@@ -40,6 +46,8 @@ pub enum DataSpec {
 impl DataSpec {
     /// The prefix of the CSV form, `csv:`.
     pub const CSV_PREFIX: &'static str = "csv:";
+    /// The prefix of the coupled-pairs form, `pairs:`.
+    pub const PAIRS_PREFIX: &'static str = "pairs:";
 
     /// Sets the CSV columns. Toy specifications have no columns and are
     /// returned unchanged (check [`DataSpec::is_csv`] to reject the option).
@@ -71,8 +79,8 @@ impl DataSpec {
             DataSpec::Toy(_) => Toy2d::DIM,
             DataSpec::Csv { columns, .. } if columns.is_empty() => 2,
             DataSpec::Csv { columns, .. } => columns.len(),
-            // Known once the images are loaded.
-            DataSpec::Images { .. } => 0,
+            // Known once the images (or pairs) are loaded.
+            DataSpec::Images { .. } | DataSpec::Pairs { .. } => 0,
         }
     }
 }
@@ -94,6 +102,12 @@ impl FromStr for DataSpec {
                 return Err(Error::UnknownDataSpec { spec: s.to_string() });
             }
             return Ok(DataSpec::Csv { path: PathBuf::from(path), columns: Vec::new() });
+        }
+        if let Some(path) = trimmed.strip_prefix(Self::PAIRS_PREFIX) {
+            if path.is_empty() {
+                return Err(Error::UnknownDataSpec { spec: s.to_string() });
+            }
+            return Ok(DataSpec::Pairs { path: PathBuf::from(path) });
         }
         if let Some((prefix, path)) = trimmed.split_once(':') {
             if let Ok(format) = prefix.parse::<crate::images::ImageFormat>() {
@@ -118,6 +132,7 @@ impl fmt::Display for DataSpec {
             DataSpec::Toy(toy) => write!(f, "{toy}"),
             DataSpec::Csv { path, .. } => write!(f, "{}{}", Self::CSV_PREFIX, path.display()),
             DataSpec::Images { format, path } => write!(f, "{format}:{}", path.display()),
+            DataSpec::Pairs { path } => write!(f, "{}{}", Self::PAIRS_PREFIX, path.display()),
         }
     }
 }

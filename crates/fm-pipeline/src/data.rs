@@ -24,6 +24,9 @@ enum Source {
     /// Images: batches drawn uniformly (with replacement) from the training split,
     /// dequantized, flattened to `(b, c·h·w)` in `[−1, 1]`; the test split for references.
     Images { train: Box<ImageBatcher>, test: Box<ImageBatcher> },
+    /// Coupled pairs for reflow (model units, row-major `n · d` each): a batch
+    /// draws rows, and `x₀` comes with its `x₁`.
+    Pairs { x0: Vec<f32>, x1: Vec<f32> },
 }
 
 /// Shape and quantization of image data.
@@ -92,6 +95,41 @@ pub struct TrainingData {
     /// The `--n-train` images at their bins' centres (model units), for the
     /// closed-form analyses and EFM.
     image_points: Option<Vec<f32>>,
+    /// For pairs: the teacher's data (from the file's `.json` sidecar), whose
+    /// points are the reference of metrics instead of the teacher's samples.
+    teacher_data: Option<Box<TrainingData>>,
+}
+
+/// What `fm reflow` writes beside its pairs (`FILE.json` for `FILE.npy`):
+/// the teacher checkpoint and its training record, so that a model trained
+/// on the pairs is measured against the teacher's data, not its samples.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PairsSidecar {
+    /// The teacher checkpoint, as given.
+    pub teacher: String,
+    /// The teacher's training record.
+    pub record: RunRecord,
+}
+
+impl PairsSidecar {
+    /// The sidecar's path for a pairs file.
+    pub fn path_for(pairs: &std::path::Path) -> PathBuf {
+        pairs.with_extension("json")
+    }
+
+    /// Reads the sidecar of `pairs`, if there is one.
+    pub fn read(pairs: &std::path::Path) -> Result<Option<Self>> {
+        let path = Self::path_for(pairs);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| crate::Error::Setting(format!("cannot read {}: {e}", path.display())))?;
+        Ok(Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a pairs sidecar", path.display()))?,
+        ))
+    }
 }
 
 /// Splits an image spec with a target side, `FORMAT<SIDE>:PATH` (e.g.
@@ -165,6 +203,7 @@ impl TrainingData {
                     transform: None,
                     csv_points: None,
                     image_points: None,
+                    teacher_data: None,
                 })
             }
             DataSpec::Csv { path, .. } => {
@@ -214,11 +253,76 @@ impl TrainingData {
                     transform: None,
                     csv_points: None,
                     image_points,
+                    teacher_data: None,
                 })
             }
-            #[allow(unreachable_patterns)]
+            DataSpec::Pairs { path } => {
+                if noise.is_some() || !columns.is_empty() || n_train.is_some() {
+                    bail!("--noise, --columns and --n-train do not apply to pairs:{}", path.display());
+                }
+                Self::from_pairs(path)
+            }
             other => bail!("`{other}` cannot be used for training yet"),
         }
+    }
+
+    /// Pairs `(x₀, x₁)` from an `(n, 2d)` `.npy` file (rows `x₀` then `x₁`, model units).
+    fn from_pairs(path: PathBuf) -> Result<Self> {
+        let array = fm_data::npy::read(&path)?;
+        let (n, width) = match array.shape.as_slice() {
+            [n, w] if *n >= 1 && *w >= 2 && w % 2 == 0 => (*n, *w),
+            other => bail!(
+                "pairs:{}: expected an (n, 2d) array of rows x₀ then x₁ (as fm reflow writes), got shape {other:?}",
+                path.display()
+            ),
+        };
+        let d = width / 2;
+        let values = array.data;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!("pairs:{}: value {i} is not finite", path.display());
+        }
+        let (mut x0, mut x1) = (Vec::with_capacity(n * d), Vec::with_capacity(n * d));
+        for row in values.chunks_exact(width) {
+            x0.extend_from_slice(&row[..d]);
+            x1.extend_from_slice(&row[d..]);
+        }
+        let teacher_data = match PairsSidecar::read(&path)? {
+            Some(sidecar) => Some(Box::new(Self::from_record(&sidecar.record).with_context(|| {
+                format!("pairs:{}: the teacher's data named in its .json sidecar", path.display())
+            })?)),
+            None => None,
+        };
+        let spec = DataSpec::Pairs { path };
+        Ok(Self {
+            name: spec.to_string(),
+            spec: Some(spec),
+            source: Source::Pairs { x0, x1 },
+            dim: d,
+            columns: vec![],
+            transform: None,
+            csv_points: None,
+            image_points: None,
+            teacher_data,
+        })
+    }
+
+    /// Whether batches are coupled pairs ([`Self::pair_batch`]).
+    pub fn is_paired(&self) -> bool {
+        matches!(self.source, Source::Pairs { .. })
+    }
+
+    /// A batch of coupled pairs `(x₀, x₁)`, each `(b, d)` in model units (rows
+    /// drawn with replacement from the data stream); `None` unless the data is pairs.
+    pub fn pair_batch(&mut self, b: usize, rng: &mut SeededRng) -> Result<Option<(Tensor, Tensor)>> {
+        let Source::Pairs { x0, x1 } = &self.source else { return Ok(None) };
+        let (n, d) = (x0.len() / self.dim, self.dim);
+        let (mut a, mut c) = (Vec::with_capacity(b * d), Vec::with_capacity(b * d));
+        for _ in 0..b {
+            let i = rand::Rng::random_range(rng.rng(), 0..n) * d;
+            a.extend_from_slice(&x0[i..i + d]);
+            c.extend_from_slice(&x1[i..i + d]);
+        }
+        Ok(Some((Tensor::from_vec(a, (b, d), &Device::Cpu)?, Tensor::from_vec(c, (b, d), &Device::Cpu)?)))
     }
 
     fn from_csv(path: PathBuf, columns: &[String], n_train: Option<usize>, seed: u64) -> Result<Self> {
@@ -247,6 +351,7 @@ impl TrainingData {
             transform: Some(transform),
             csv_points: Some(raw),
             image_points: None,
+            teacher_data: None,
         })
     }
 
@@ -265,6 +370,7 @@ impl TrainingData {
             transform: None,
             csv_points: None,
             image_points: None,
+            teacher_data: None,
         })
     }
 
@@ -287,6 +393,7 @@ impl TrainingData {
             transform: None,
             csv_points: None,
             image_points: None,
+            teacher_data: None,
         })
     }
 
@@ -320,6 +427,7 @@ impl TrainingData {
     pub fn fixed_points(&self) -> Option<&[f32]> {
         match &self.source {
             Source::Fixed(v) => Some(v),
+            Source::Pairs { x1, .. } => Some(x1),
             // Images with --n-train: the images at their bins' centres.
             Source::Images { .. } => self.image_points.as_deref(),
             Source::Fresh(_) => None,
@@ -346,6 +454,7 @@ impl TrainingData {
         match &self.source {
             Source::Fresh(toy) => format!("{toy} (fresh points every step)"),
             Source::Fixed(v) => format!("{} ({} points)", self.name, v.len() / self.dim),
+            Source::Pairs { x0, .. } => format!("{} ({} coupled pairs)", self.name, x0.len() / self.dim),
             Source::Images { train, .. } => {
                 let s = train.set();
                 format!(
@@ -393,7 +502,7 @@ impl TrainingData {
     pub fn batch(&mut self, b: usize, rng: &mut SeededRng) -> Result<Tensor> {
         let v = match &self.source {
             Source::Fresh(toy) => toy.sample(b, rng),
-            Source::Fixed(points) => {
+            Source::Fixed(points) | Source::Pairs { x1: points, .. } => {
                 let n = points.len() / self.dim;
                 let mut out = Vec::with_capacity(b * self.dim);
                 for _ in 0..b {
@@ -434,6 +543,9 @@ impl TrainingData {
     /// `n` reference points in data units: fresh toy points, or (for CSV data)
     /// the dataset itself, shuffled, up to `n` rows.
     pub fn reference(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        if let Some(teacher) = &self.teacher_data {
+            return teacher.reference(n, seed);
+        }
         let mut rng = SeededRng::for_stream(seed, "reference");
         if let Some(points) = &self.csv_points {
             let rows = points.len() / self.dim;
@@ -452,6 +564,12 @@ impl TrainingData {
         }
         match &self.source {
             Source::Fresh(toy) => Ok(toy.sample(n, &mut rng)),
+            // The teacher's samples x₁, shuffled.
+            Source::Pairs { x1, .. } => {
+                let rows = x1.len() / self.dim;
+                let perm = rng.permutation(rows);
+                Ok(perm.iter().take(n).flat_map(|&i| x1[i * self.dim..(i + 1) * self.dim].to_vec()).collect())
+            }
             _ => match &self.spec {
                 Some(DataSpec::Toy(toy)) => Ok(toy.sample(n, &mut rng)),
                 _ => bail!("no reference points for `{}`", self.name),

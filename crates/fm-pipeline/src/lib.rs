@@ -54,7 +54,7 @@ mod stochastic;
 mod trained;
 
 pub use config::RunConfig;
-pub use data::{to_data_units, ImageInfo, ImageShape, TrainingData};
+pub use data::{to_data_units, ImageInfo, ImageShape, PairsSidecar, TrainingData};
 pub use error::{Error, Result, ResultExt};
 pub use family::{SampleRequest, DEFAULT_LABEL_DROPOUT};
 pub use record::{ObjectiveRecord, RunRecord};
@@ -67,4 +67,4 @@ pub use settings::{
 pub use solver::SolverChoice;
 pub use source::Source;
 pub use stochastic::StochasticChoice;
-pub use trained::{mean_stderr, LikelihoodRequest, Likelihoods, Trained};
+pub use trained::{mean_stderr, LikelihoodRequest, Likelihoods, PairSink, Trained};

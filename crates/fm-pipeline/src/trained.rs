@@ -71,6 +71,9 @@ pub fn mean_stderr(v: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
+/// Receives reflow pairs batch by batch: `x₀` and `x₁` rows, model units.
+pub type PairSink<'a> = dyn FnMut(&[f32], &[f32]) -> Result<()> + 'a;
+
 /// A trained model as its run left it.
 ///
 /// ```no_run
@@ -249,6 +252,67 @@ impl Trained {
         let values = self.to_data_units(&samples)?;
         let trajectory = trajectory.iter().map(|x| self.to_data_units(x)).collect::<Result<Vec<_>>>()?;
         Ok(Samples { values, n, dim, trajectory, nfe })
+    }
+
+    /// Coupled pairs for reflow (Liu et al., rectified flow): `n` source draws
+    /// `x₀` from `seed`'s `sample-noise` stream and their ODE solutions
+    /// `x₁ = Φ(x₀)` with `solver`, both in model units, computed `batch` at a
+    /// time and handed to `sink` as they come (so they can be streamed to
+    /// disk); returns the NFE of one solve. Velocity families with the
+    /// `N(0, I)` source only, and no standardization (the pairs train a new
+    /// model in the same units).
+    pub fn reflow_pairs(
+        &self,
+        n: usize,
+        seed: u64,
+        solver: &SolverChoice,
+        batch: usize,
+        sink: &mut PairSink<'_>,
+    ) -> Result<usize> {
+        if !self.family.solves_ode() {
+            bail!("reflow needs a velocity model (its ODE map); a {} has none", self.family.name());
+        }
+        self.require_normal_source()?;
+        if self.record.transform.is_some() {
+            bail!(
+                "checkpoint {}: reflow of standardized CSV data is not supported (the pairs would be in \
+                 standardized units); train on the raw columns' toy equivalent or without standardization",
+                self.dir.display()
+            );
+        }
+        if batch == 0 {
+            bail!("--batch-size must be at least 1, got 0");
+        }
+        let x0 = self.source_draws(n, seed)?;
+        let mut request = SampleRequest::new(n, seed, solver.clone());
+        request.batch_size = Some(batch);
+        let mut nfe = 0;
+        let mut start = 0;
+        while start < n {
+            let b = batch.min(n - start);
+            let chunk = x0.narrow(0, start, b)?;
+            let g = self.model.generate(&chunk, &request, &mut |_| ())?;
+            nfe = g.nfe;
+            let a: Vec<f32> = chunk.flatten_all()?.to_vec1::<f32>()?;
+            let c: Vec<f32> = g.samples.to_dtype(candle::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            if c.iter().any(|v| !v.is_finite()) {
+                bail!("the ODE solve with {} produced non-finite values", solver.label);
+            }
+            sink(&a, &c)?;
+            start += b;
+        }
+        Ok(nfe)
+    }
+
+    /// The straightness `S(u)` of the model's trajectories from `n` source
+    /// draws of `seed` (Euler on `steps` steps; see [`fm_core::straightness`]).
+    pub fn straightness(&self, n: usize, seed: u64, steps: usize) -> Result<f64> {
+        let field = self
+            .velocity_field()
+            .with_context(|| format!("straightness: a {} has no velocity field", self.family.name()))?;
+        let x0 = self.source_draws(n, seed)?;
+        let grid = fm_solvers::TimeGrid::uniform(0.0, 1.0, steps)?;
+        Ok(fm_core::straightness::straightness(field, &fm_solvers::Euler, &x0, &grid)?.value)
     }
 
     /// Log-likelihoods of `points` (row-major, data units), in batches of

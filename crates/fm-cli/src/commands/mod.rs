@@ -16,6 +16,7 @@ pub mod export;
 pub mod frechet;
 pub mod hub;
 mod likelihood;
+mod reflow;
 mod sample;
 mod train;
 pub mod velocity;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(*a),
         Command::Sample(a) => sample::run(a),
+        Command::Reflow(a) => reflow::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Likelihood(a) => likelihood::run(a),
         Command::Plot(PlotCommand::Density(a)) => density::run(a),

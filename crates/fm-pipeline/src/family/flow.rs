@@ -128,6 +128,13 @@ impl Family for Flow {
         data: &TrainingData,
         device: &Device,
     ) -> Result<Box<dyn Trainer>> {
+        if data.is_paired() {
+            bail!(
+                "--data {}: coupled pairs train velocity models (reflow); a {} has no coupling",
+                s.data,
+                self.name()
+            );
+        }
         let mut init_rng = SeededRng::for_stream(s.seed, "init");
         let (flow, varmap) = NormalizingFlow::init(model, &mut init_rng, DType::F32, device)
             .with_context(|| format!("--model {} on {} ({}-D data)", self.name(), s.data, data.dim()))?;

@@ -8,7 +8,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fm_core::coupling::Coupling;
 use fm_core::likelihood::cnf_nll_loss_exact;
-use fm_core::loss::draw_source_and_time;
+use fm_core::loss::{cfm_loss, draw_source_and_time};
 use fm_core::matcher::matcher_batch_loss_from;
 use fm_core::objective::{objective_batch_loss, RegressionTarget};
 use fm_core::path::AffinePath;
@@ -142,10 +142,19 @@ impl Family for Mlp {
         data: &TrainingData,
         device: &Device,
     ) -> Result<Box<dyn Trainer>> {
+        let fm = &s.flow_matching;
+        if data.is_paired()
+            && !(matches!(fm.objective, Objective::Cfm) && fm.spec.is_plain_cfm() && fm.matcher.is_none())
+        {
+            bail!(
+                "--data {}: coupled pairs train plain CFM on their couplings; --matcher, --objective, \
+                 --parametrization and --weighting do not apply to them",
+                s.data
+            );
+        }
         let mut init_rng = SeededRng::for_stream(s.seed, "init");
         let (net, varmap) = VelocityNet::init(model, &mut init_rng, DType::F32, device)?;
         let VelocityNet::Mlp(mlp) = net else { bail!("not an MLP configuration") };
-        let fm = &s.flow_matching;
         let train_set = match fm.spec.target {
             RegressionTarget::Efm { m } if m > 1 => Some(efm_reference_set(data, &s.data, device)?),
             _ => None,
@@ -268,6 +277,16 @@ impl Trainer for MlpTrainer {
             return self.ot_step(cx);
         }
         let fm = &cx.settings.flow_matching;
+        if let Some((x0, x1)) = cx.data.pair_batch(cx.settings.batch_size, cx.data_rng)? {
+            // Reflow: CFM on the given couplings (x₀ from the file, not the source;
+            // the trainer refused every other objective).
+            let (x0, x1) = (x0.to_device(cx.device)?, x1.to_device(cx.device)?);
+            let t = cx.train_rng.uniform(x1.dim(0)?, 0.0, 1.0, x1.dtype(), x1.device())?;
+            let loss = cfm_loss(&self.mlp, &self.path, &x0, &x1, &t)?;
+            let value = finite(&loss)?;
+            cx.opt.backward_step(&loss)?;
+            return Ok(value);
+        }
         let x1 = cx.data.batch(cx.settings.batch_size, cx.data_rng)?.to_device(cx.device)?;
         let loss = match fm.objective {
             Objective::Cfm if fm.spec.is_plain_cfm() => match &fm.matcher {
