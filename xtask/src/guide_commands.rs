@@ -62,9 +62,20 @@ pub fn needs_missing_data(blocks: &[Block], present: &dyn Fn(&str) -> bool) -> V
         .collect()
 }
 
-/// `NAME` of an argument `runs/guide/NAME[/…]`.
+/// An argument `[SCHEME:]runs/guide/REST` split into `SCHEME:` (possibly
+/// empty) and `REST`: `pairs:runs/guide/rf1/pairs.npy` reads a run's output too.
+fn run_path(arg: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = arg.strip_prefix(RUN_PREFIX) {
+        return Some(("", rest));
+    }
+    let (scheme, path) = arg.split_once(':')?;
+    let rest = path.strip_prefix(RUN_PREFIX)?;
+    Some((&arg[..scheme.len() + 1], rest))
+}
+
+/// `NAME` of an argument `[SCHEME:]runs/guide/NAME[/…]`.
 fn run_folder(arg: &str) -> Option<String> {
-    let rest = arg.strip_prefix(RUN_PREFIX)?;
+    let (_, rest) = run_path(arg)?;
     rest.split('/').next().filter(|n| !n.is_empty()).map(str::to_string)
 }
 
@@ -203,8 +214,8 @@ impl Relocate {
 
     /// One argument or path with both prefixes replaced.
     pub fn path(&self, arg: &str) -> String {
-        if let Some(rest) = arg.strip_prefix(RUN_PREFIX) {
-            return self.runs.join(rest).display().to_string();
+        if let Some((scheme, rest)) = run_path(arg) {
+            return format!("{scheme}{}", self.runs.join(rest).display());
         }
         if let Some((head, rest)) = data_path(arg) {
             return format!("{head}{}", self.data.join(rest).display());
@@ -330,6 +341,8 @@ mod tests {
         let moved = r.apply(&q);
         assert!(moved.contains(&"digits:/d/d.csv.gz".to_string()));
         assert_eq!(r.path("runs/guide/a/plot.png"), "/tmp/r/a/plot.png");
+        assert_eq!(r.path("pairs:runs/guide/rf1/p.npy"), "pairs:/tmp/r/rf1/p.npy");
+        assert_eq!(run_folder("pairs:runs/guide/rf1/p.npy").as_deref(), Some("rf1"));
         assert_eq!(quick(&strings(&["analyze", "alignment", "--dims", "2,8,512,2048"]))[3], "2,8,32");
     }
 }
