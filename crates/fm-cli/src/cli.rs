@@ -267,7 +267,8 @@ pub struct TrainArgs {
     pub weight_decay: Option<f64>,
     /// Model: mlp (a velocity field trained by flow matching), unet (an image velocity field:
     /// --preset tiny|mnist|cifar10), planar or realnvp (discrete normalizing flows trained by
-    /// maximum likelihood) [default: mlp].
+    /// maximum likelihood), meanflow (an average-velocity MLP sampled in 1–2 steps: fm sample
+    /// --steps 1) [default: mlp].
     #[arg(long)]
     pub model: Option<String>,
     /// Number of flow layers with --model planar|realnvp [default: planar 16, realnvp 8].

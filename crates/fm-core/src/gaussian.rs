@@ -184,6 +184,17 @@ impl GaussianOracle {
         ))
     }
 
+    /// The exact average velocity `ū(x, s, t) = (ψ_{s→t}(x) − x)/(t − s)`
+    /// over `[s, t]` (MeanFlow's target, [`crate::mean_flow`]); at `s = t` the
+    /// velocity `u*(x, t)`.
+    pub fn average_velocity_rows(&self, x: &[f64], s: f64, t: f64) -> Result<Vec<f64>> {
+        if s == t {
+            return self.velocity_rows(x, &vec![t; x.len() / self.dim()]);
+        }
+        let y = self.flow_map_rows(x, s, t)?;
+        Ok(y.iter().zip(x).map(|(a, b)| (a - b) / (t - s)).collect())
+    }
+
     /// `div u*(·, t) = Σᵢ (α̇αλᵢ + σ̇σ) / (α²λᵢ + σ²)` (independent of `x`).
     pub fn divergence(&self, t: f64) -> f64 {
         let c = self.scheduler.at(t);

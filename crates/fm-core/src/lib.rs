@@ -16,6 +16,8 @@
 //!   permutation) and log-domain Sinkhorn, optionally within classes.
 //! - [`matcher`]: torchcfm's matchers (I-CFM, OT-CFM, SB-CFM, Lipman's
 //!   target FM, the VP stochastic interpolant) with their losses.
+//! - [`mean_flow`]: MeanFlow's average velocity `ū(x, s, t)`, its identity,
+//!   loss and one- or few-step sampler.
 //! - [`straightness`]: how far a field's ODE trajectories are from straight lines.
 //! - [`closed_form`]: [`closed_form::EmpiricalVelocity`], the exact CFM
 //!   minimiser `û*` for an empirical (training-set) distribution, streamed
@@ -81,6 +83,7 @@ pub mod likelihood;
 pub mod linalg;
 pub mod loss;
 pub mod matcher;
+pub mod mean_flow;
 pub mod metrics;
 pub mod objective;
 pub mod parametrization;

@@ -42,6 +42,8 @@ pub enum ModelConfig {
     RealNvp(RealNvpConfig),
     /// A [`crate::unet::UNet`] velocity field on images (`"kind": "u-net"`).
     UNet(UNetConfig),
+    /// A [`crate::MeanFlowMlp`] average-velocity network (`"kind": "mean-flow"`).
+    MeanFlow(crate::MeanFlowConfig),
 }
 
 impl ModelConfig {
@@ -55,6 +57,7 @@ impl ModelConfig {
             ModelConfig::Planar(c) => c.validate(),
             ModelConfig::RealNvp(c) => c.validate(),
             ModelConfig::UNet(c) => c.validate(),
+            ModelConfig::MeanFlow(c) => c.validate(),
         }
     }
 
@@ -67,6 +70,7 @@ impl ModelConfig {
             ModelConfig::Planar(c) => c.parameter_shapes(),
             ModelConfig::RealNvp(c) => c.parameter_shapes(),
             ModelConfig::UNet(c) => c.parameter_shapes(),
+            ModelConfig::MeanFlow(c) => c.parameter_shapes(),
         }
     }
 
@@ -77,6 +81,7 @@ impl ModelConfig {
             ModelConfig::Planar(c) => c.dim,
             ModelConfig::RealNvp(c) => c.dim,
             ModelConfig::UNet(c) => c.dim(),
+            ModelConfig::MeanFlow(c) => c.dim,
         }
     }
 }

@@ -106,6 +106,9 @@ fn every_family_resumes_bit_identically() -> anyhow::Result<()> {
     resumes_bit_identically("realnvp", realnvp, 20)?;
     let planar = RunConfig { model: Some("planar".into()), layers: Some(4), ..RunConfig::default() };
     resumes_bit_identically("planar", planar, 20)?;
+    let mean_flow =
+        RunConfig { model: Some("meanflow".into()), hidden: Some(vec![16, 16]), ..RunConfig::default() };
+    resumes_bit_identically("meanflow", mean_flow, 20)?;
     Ok(())
 }
 

@@ -83,7 +83,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let start = Instant::now();
         let mut request = SampleRequest::new(a.n, a.seed, c.clone());
         request.stochastic = *stochastic;
-        let label = stochastic.map_or_else(|| c.label.clone(), |s| s.label());
+        let label = stochastic.map_or_else(|| m.family().sampler_label(c), |s| s.label());
         let gen = m.sample_with(&request, &mut |k| pb.inc(k as u64))?;
         let seconds = start.elapsed().as_secs_f64();
         let s = Tensor::from_vec(data.to_model_units(&gen.values)?, (a.n, dim), &device)?;

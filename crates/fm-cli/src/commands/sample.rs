@@ -91,7 +91,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         (false, _, _) => "one pass through the flow".to_string(),
         (true, _, Some(st)) => st.label(),
         (true, Some(tau), None) => format!("{} (û* on [0, {tau}], the model after)", choice.label),
-        (true, None, None) => choice.label.clone(),
+        (true, None, None) => m.family().sampler_label(&choice),
     };
     match image {
         Some(shape) => {

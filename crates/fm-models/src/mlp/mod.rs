@@ -11,14 +11,18 @@
 //! - `inference`: graph-free f32 inference in row blocks (and the block
 //!   helpers the other blocked passes share);
 //! - `divergence`: graph-free f32 velocity with its exact divergence or
-//!   JVPs, in row blocks.
+//!   JVPs, in row blocks;
+//! - `mean_flow`: [`MeanFlowMlp`], the average velocity `ū(x, s, t)` of
+//!   MeanFlow with its exact forward-mode tangent.
 
 mod backward;
 mod backward_blocked;
 mod divergence;
 mod inference;
+mod mean_flow;
 mod model;
 
 pub(crate) use backward::{apply_gradients, regression_gradients};
 pub use backward::{mlp_cfm_train_step, MlpGradients};
+pub use mean_flow::{MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};

@@ -15,6 +15,7 @@
 //! variant) plus one file here implementing [`Family`], listed in [`FAMILIES`].
 
 mod flow;
+mod mean_flow;
 mod mlp;
 mod unet;
 mod velocity;
@@ -104,6 +105,16 @@ pub trait Family: Sync + fmt::Debug {
     /// Whether the log-likelihood is exact and cheap (no ODE): reports after training include it.
     fn exact_likelihood(&self) -> bool {
         false
+    }
+
+    /// How outputs name sampling with `solver` (`midpoint-8`; MeanFlow: `meanflow-1 step`).
+    fn sampler_label(&self, solver: &SolverChoice) -> String {
+        solver.label.clone()
+    }
+
+    /// The steps a report samples with when none are asked for (`None`: the solver's default).
+    fn default_sample_steps(&self) -> Option<usize> {
+        None
     }
 
     /// What the training loss is, for reports (`loss`, `training NLL in model units`).
@@ -261,7 +272,8 @@ pub trait TrainedModel {
 }
 
 /// Every family, in the order `--model` lists them.
-pub static FAMILIES: &[&dyn Family] = &[&mlp::Mlp, &unet::UNet, &flow::Flow::Planar, &flow::Flow::RealNvp];
+pub static FAMILIES: &[&dyn Family] =
+    &[&mlp::Mlp, &unet::UNet, &flow::Flow::Planar, &flow::Flow::RealNvp, &mean_flow::MeanFlow];
 
 /// The valid `--model` names.
 pub fn names() -> String {

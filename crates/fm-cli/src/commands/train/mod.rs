@@ -63,7 +63,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let config = config::run_config(&a)?;
     let device = crate::device::selected();
     // Validate the sampling settings before spending minutes on training.
-    report::Options::of(&config, false)?;
+    report::Options::of(&config, false, None)?;
     let mut run = match &a.resume {
         Some(dir) => {
             check_resume_config(&config)?;
@@ -83,7 +83,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     // Image models that solve an ODE: fewer samples and steps after training (each is a U-Net solve).
     let costly = run.data().image_info().is_some() && run.settings().family.solves_ode();
-    let o = report::Options::of(&config, costly)?;
+    let o = report::Options::of(&config, costly, run.settings().family.default_sample_steps())?;
     let log = |s: String| if o.json { eprintln!("{s}") } else { println!("{s}") };
     if let Some(init) = run.init_report() {
         log(init.describe());

@@ -28,14 +28,15 @@ pub struct Options {
 
 impl Options {
     /// The post-training options of `c`, with their defaults (fewer samples and
-    /// steps when each sample is `costly`, e.g. a U-Net solve).
-    pub fn of(c: &RunConfig, costly: bool) -> Result<Self> {
+    /// steps when each sample is `costly`, e.g. a U-Net solve; `default_steps`
+    /// when the family samples in its own few steps).
+    pub fn of(c: &RunConfig, costly: bool, default_steps: Option<usize>) -> Result<Self> {
         let sample_n = c.sample_n.unwrap_or(if costly { 100 } else { 2000 });
         if sample_n == 0 {
             bail!("--sample-n must be at least 1, got 0");
         }
         let solver = c.sample_solver.as_deref().unwrap_or("midpoint");
-        let steps = c.sample_steps.unwrap_or(if costly { 20 } else { 50 });
+        let steps = c.sample_steps.or(default_steps).unwrap_or(if costly { 20 } else { 50 });
         let choice =
             SolverChoice::new(solver, steps, 1e-5, 1e-5).context("--sample-solver/--sample-steps")?;
         Ok(Self { sample_n, choice, json: c.json.unwrap_or(false), quiet: c.quiet.unwrap_or(false) })
@@ -78,7 +79,7 @@ pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Re
                 s.data,
                 m.record().objective.to_uppercase(),
                 s.steps,
-                o.choice.label,
+                m.family().sampler_label(&o.choice),
                 gen.nfe
             )
         } else {
@@ -91,7 +92,7 @@ pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Re
     let mut fields = json!({
         "samples": samples_path,
         "plot": plot_path,
-        "solver": if ode { o.choice.label.clone() } else { "none (discrete flow)".into() },
+        "solver": if ode { m.family().sampler_label(&o.choice) } else { "none (discrete flow)".into() },
         "nfe": gen.nfe,
         "n_samples": n,
         "metrics": metrics,
@@ -140,7 +141,11 @@ pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Re
     lines.push(format!(
         "samples: {}{}; energy distance {:.5}, MMD² (h={}) {:.3e}, sliced W2 {:.4}, exact W2 {}",
         samples_path.display(),
-        if ode { format!(" ({}, NFE {})", o.choice.label, gen.nfe) } else { String::new() },
+        if ode {
+            format!(" ({}, NFE {})", m.family().sampler_label(&o.choice), gen.nfe)
+        } else {
+            String::new()
+        },
         metrics.energy_distance,
         bandwidth,
         metrics.mmd_rbf,
