@@ -92,8 +92,8 @@ impl Family for MeanFlow {
     }
 
     fn configure(&self, s: &RunSettings, data: &TrainingData) -> Result<ModelConfig> {
-        if data.is_paired() || data.image_info().is_some() {
-            bail!("--model meanflow trains on point data (toys, CSV); for images use --model unet");
+        if data.is_paired() {
+            bail!("--data {}: coupled pairs train velocity models (--model mlp); MeanFlow draws its own noise", s.data);
         }
         s.flow_matching.source.check_dim(data.dim())?;
         Ok(ModelConfig::MeanFlow(MeanFlowConfig {
