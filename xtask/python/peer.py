@@ -90,6 +90,45 @@ class Train:
         return {}
 
 
+class MeanFlowTrain:
+    """MeanFlow (Geng et al. 2025) in fm's time convention (t = 0 noise): an MLP
+    u(s, t, x) of the average velocity, 4-256-256-256-2 SiLU, AdamW; 25 % of the
+    time pairs with s < t; the target u_c + (t - s)(d_x u . u_c + d_s u), its
+    tangent by torch.func.jvp along (1, 0, u_c), detached."""
+
+    def __init__(self, batch):
+        widths = [4, 256, 256, 256, 2]
+        layers = []
+        for k in range(len(widths) - 1):
+            layers.append(torch.nn.Linear(widths[k], widths[k + 1]))
+            if k < len(widths) - 2:
+                layers.append(torch.nn.SiLU())
+        self.net = torch.nn.Sequential(*layers)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.01)
+        self.x1 = points(batch, 2)
+
+    def avg(self, s, t, x):
+        return self.net(torch.cat([s[:, None], t[:, None], x], dim=1))
+
+    def run(self):
+        b = self.x1.shape[0]
+        x0 = torch.randn_like(self.x1)
+        a, c = torch.rand(b), torch.rand(b)
+        lo, hi = torch.minimum(a, c), torch.maximum(a, c)
+        s = torch.where(torch.rand(b) < 0.75, hi, lo)
+        t = hi
+        xs = s[:, None] * self.x1 + (1 - s[:, None]) * x0
+        uc = self.x1 - x0
+        out, tangent = torch.func.jvp(self.avg, (s, t, xs), (torch.ones_like(s), torch.zeros_like(t), uc))
+        target = (uc + (t - s)[:, None] * tangent).detach()
+        loss = torch.mean((out - target) ** 2)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        loss.item()
+        return {}
+
+
 class UNetTrain:
     """torchcfm's MNIST example: UNetModelWrapper(dim=(1, 28, 28), num_channels=32,
     num_res_blocks=1) (channel_mult (1, 2, 2), attention at 16 → 28×28), Adam 1e-3,
@@ -287,6 +326,8 @@ def build(name, quick):
         return RealNvpTrain(pick(256, 16))
     if name == "train_ot_b256":
         return Train(256, ot=True)
+    if name == "train_meanflow_b256":
+        return MeanFlowTrain(256)
     if name == "sample_euler100":
         return Sample(pick(10_000, 500), "euler")
     if name == "sample_dopri5":

@@ -28,6 +28,11 @@ const WORKLOADS: &[(&str, &str, usize)] = &[
     ("train_b256", "CFM train step, MLP 3-256-256-256-2 SiLU, AdamW, batch 256", 40),
     ("train_b4096", "CFM train step, same MLP, batch 4096", 4),
     ("train_ot_b256", "exact OT-CFM train step, same MLP, batch 256", 40),
+    (
+        "train_meanflow_b256",
+        "MeanFlow train step, MLP 4-256-256-256-2 SiLU (JVP along (u, 1, 0); torch.func.jvp in PyTorch), batch 256",
+        20,
+    ),
     ("unet_train_mnist", "U-Net train step, MNIST 1×28×28 (torchcfm's MNIST U-Net), Adam, batch 128", 2),
     (
         "realnvp_train_mnist",

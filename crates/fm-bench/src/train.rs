@@ -41,6 +41,24 @@ impl Training {
         Ok(Self { run: bench_run(&config, points_data(batch, 2)?, true)? })
     }
 
+    /// A MeanFlow step (`fm train --model meanflow`) on an MLP `4 → 256 → 256 →
+    /// 256 → 2` (SiLU, AdamW as above), batch `batch`: the average velocity
+    /// and its forward-mode tangent along `(u, 1, 0)`, the loss, the backward
+    /// pass. The PyTorch peer (`MeanFlowTrain` in `xtask/python/peer.py`)
+    /// takes the tangent with `torch.func.jvp`.
+    pub fn mean_flow(batch: usize) -> Result<Self> {
+        let config = RunConfig {
+            model: Some("meanflow".into()),
+            hidden: Some(vec![256, 256, 256]),
+            activation: Some("silu".into()),
+            lr: Some(1e-3),
+            weight_decay: Some(0.01),
+            batch_size: Some(batch),
+            ..RunConfig::default()
+        };
+        Ok(Self { run: bench_run(&config, points_data(batch, 2)?, false)? })
+    }
+
     /// The MNIST U-Net (`mnist` preset: torchcfm's MNIST example), Adam `lr = 1e-3`.
     pub fn unet(batch: usize) -> Result<Self> {
         let config = RunConfig {

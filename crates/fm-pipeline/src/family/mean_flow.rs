@@ -93,7 +93,10 @@ impl Family for MeanFlow {
 
     fn configure(&self, s: &RunSettings, data: &TrainingData) -> Result<ModelConfig> {
         if data.is_paired() {
-            bail!("--data {}: coupled pairs train velocity models (--model mlp); MeanFlow draws its own noise", s.data);
+            bail!(
+                "--data {}: coupled pairs train velocity models (--model mlp); MeanFlow draws its own noise",
+                s.data
+            );
         }
         s.flow_matching.source.check_dim(data.dim())?;
         Ok(ModelConfig::MeanFlow(MeanFlowConfig {
