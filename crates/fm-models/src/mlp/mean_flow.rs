@@ -2,13 +2,14 @@
 //! with an exact forward-mode tangent in all three inputs
 //! ([`fm_core::mean_flow`]).
 
-use candle::{DType, Device, Tensor, Var};
+use candle::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
 use fm_core::mean_flow::AverageVelocityField;
 use fm_core::{SeededRng, VelocityField};
 use serde::{Deserialize, Serialize};
 
-use crate::{limits, Activation, Error, Result};
+use super::model::{layer_shapes, linear_init, validate_widths};
+use crate::{Activation, Error, Result};
 
 /// Configuration of a [`MeanFlowMlp`]: input `d + 2` (`s`, `t`, `x`), output `d`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,22 +25,7 @@ pub struct MeanFlowConfig {
 impl MeanFlowConfig {
     /// Checks the configuration and its sizes (as [`crate::MlpConfig::validate`]); the error names the field.
     pub fn validate(&self) -> Result<()> {
-        if self.dim == 0 {
-            return Err(Error::Config { field: "dim", reason: "must be at least 1".into() });
-        }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(Error::Config {
-                field: "hidden",
-                reason: format!("needs at least one layer and no zero width, got {:?}", self.hidden),
-            });
-        }
-        limits::check_elements("dim", "the data dimension", Some(self.dim as u64))?;
-        limits::check_layers("hidden", "hidden layers", Some(self.hidden.len() as u64))?;
-        limits::check_parameter_sizes(
-            self.parameter_shapes().iter().map(|(n, s)| (n.as_str(), s.as_slice())),
-            |_| "hidden",
-            "hidden",
-        )
+        validate_widths(self.dim, &self.hidden, || self.parameter_shapes())
     }
 
     /// The parameters' names and shapes (`net.0`, `net.2`, … as the MLP's).
@@ -47,12 +33,7 @@ impl MeanFlowConfig {
         let mut w = vec![self.dim + 2];
         w.extend(&self.hidden);
         w.push(self.dim);
-        let mut out = Vec::new();
-        for (k, pair) in w.windows(2).enumerate() {
-            out.push((format!("net.{}.weight", 2 * k), vec![pair[1], pair[0]]));
-            out.push((format!("net.{}.bias", 2 * k), vec![pair[1]]));
-        }
-        out
+        layer_shapes(&w)
     }
 
     /// The number of trainable parameters.
@@ -104,20 +85,7 @@ impl MeanFlowMlp {
         device: &Device,
     ) -> Result<(Self, VarMap)> {
         config.validate()?;
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().map_err(|_| Error::Config {
-                field: "varmap",
-                reason: "the variable map's lock is poisoned".into(),
-            })?;
-            for pair in config.parameter_shapes().chunks_exact(2) {
-                let bound = 1.0 / (pair[0].1[1] as f64).sqrt();
-                for (name, shape) in pair {
-                    let t = rng.uniform(shape.as_slice(), -bound, bound, dtype, device)?;
-                    data.insert(name.clone(), Var::from_tensor(&t)?);
-                }
-            }
-        }
+        let varmap = linear_init(&config.parameter_shapes(), rng, dtype, device)?;
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         Ok((Self::new(config, vb)?, varmap))
     }

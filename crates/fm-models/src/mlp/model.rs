@@ -30,23 +30,7 @@ impl MlpConfig {
     /// elements, at most [`limits::MAX_PARAMETERS`](crate::limits::MAX_PARAMETERS)
     /// parameters); the error names the field.
     pub fn validate(&self) -> Result<()> {
-        if self.dim == 0 {
-            return Err(Error::Config { field: "dim", reason: "must be at least 1".into() });
-        }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(Error::Config {
-                field: "hidden",
-                reason: format!("needs at least one layer and no zero width, got {:?}", self.hidden),
-            });
-        }
-        // `dim + 1` and the list of `hidden.len() + 1` layers below stay small.
-        limits::check_elements("dim", "the data dimension", Some(self.dim as u64))?;
-        limits::check_layers("hidden", "hidden layers", Some(self.hidden.len() as u64))?;
-        limits::check_parameter_sizes(
-            self.parameter_shapes().iter().map(|(n, s)| (n.as_str(), s.as_slice())),
-            |_| "hidden",
-            "hidden",
-        )
+        validate_widths(self.dim, &self.hidden, || self.parameter_shapes())
     }
 
     /// Layer widths from input to output: `[d + 1, h₁, …, h_k, d]`.
@@ -63,19 +47,75 @@ impl MlpConfig {
     /// activations at the odd indices), as in the flow-matching guide's
     /// `Flow` module, so its state dict maps one to one.
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let w = self.widths();
-        let mut out = Vec::new();
-        for (k, pair) in w.windows(2).enumerate() {
-            out.push((format!("net.{}.weight", 2 * k), vec![pair[1], pair[0]]));
-            out.push((format!("net.{}.bias", 2 * k), vec![pair[1]]));
-        }
-        out
+        layer_shapes(&self.widths())
     }
 
     /// The number of trainable parameters.
     pub fn num_parameters(&self) -> usize {
         self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
     }
+}
+
+/// Parameter names and shapes of an MLP with layer `widths` (input to
+/// output): PyTorch's `nn.Sequential` numbering, `net.0`, `net.2`, ….
+pub(crate) fn layer_shapes(widths: &[usize]) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for (k, pair) in widths.windows(2).enumerate() {
+        out.push((format!("net.{}.weight", 2 * k), vec![pair[1], pair[0]]));
+        out.push((format!("net.{}.bias", 2 * k), vec![pair[1]]));
+    }
+    out
+}
+
+/// Checks an MLP's `dim` and `hidden` widths and bounds its sizes (the
+/// error names the field); `shapes` lists its parameters.
+pub(crate) fn validate_widths(
+    dim: usize,
+    hidden: &[usize],
+    shapes: impl FnOnce() -> Vec<(String, Vec<usize>)>,
+) -> Result<()> {
+    if dim == 0 {
+        return Err(Error::Config { field: "dim", reason: "must be at least 1".into() });
+    }
+    if hidden.is_empty() || hidden.contains(&0) {
+        return Err(Error::Config {
+            field: "hidden",
+            reason: format!("needs at least one layer and no zero width, got {hidden:?}"),
+        });
+    }
+    // The input width and the list of `hidden.len() + 1` layers below stay small.
+    limits::check_elements("dim", "the data dimension", Some(dim as u64))?;
+    limits::check_layers("hidden", "hidden layers", Some(hidden.len() as u64))?;
+    limits::check_parameter_sizes(
+        shapes().iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+        |_| "hidden",
+        "hidden",
+    )
+}
+
+/// PyTorch's `nn.Linear` initialisation of `(weight, bias)` pairs: both
+/// uniform in `±1/√fan_in`, drawn from `rng` in order.
+pub(crate) fn linear_init(
+    shapes: &[(String, Vec<usize>)],
+    rng: &mut SeededRng,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().map_err(|_| Error::Config {
+            field: "varmap",
+            reason: "the variable map's lock is poisoned".into(),
+        })?;
+        for pair in shapes.chunks_exact(2) {
+            let bound = 1.0 / (pair[0].1[1] as f64).sqrt();
+            for (name, shape) in pair {
+                let t = rng.uniform(shape.as_slice(), -bound, bound, dtype, device)?;
+                data.insert(name.clone(), Var::from_tensor(&t)?);
+            }
+        }
+    }
+    Ok(varmap)
 }
 
 /// An MLP velocity field on `concat(t, x)`.
@@ -131,21 +171,7 @@ impl VelocityMlp {
         device: &Device,
     ) -> Result<(Self, VarMap)> {
         config.validate()?;
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().map_err(|_| Error::Config {
-                field: "varmap",
-                reason: "the variable map's lock is poisoned".into(),
-            })?;
-            for pair in config.parameter_shapes().chunks_exact(2) {
-                // Weight (out, in) and bias (out,), both uniform in ±1/√in.
-                let bound = 1.0 / (pair[0].1[1] as f64).sqrt();
-                for (name, shape) in pair {
-                    let t = rng.uniform(shape.as_slice(), -bound, bound, dtype, device)?;
-                    data.insert(name.clone(), Var::from_tensor(&t)?);
-                }
-            }
-        }
+        let varmap = linear_init(&config.parameter_shapes(), rng, dtype, device)?;
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         Ok((Self::new(config, vb)?, varmap))
     }
