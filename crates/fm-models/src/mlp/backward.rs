@@ -116,6 +116,28 @@ pub fn mlp_cfm_train_step<S: Scheduler, O: GradientStep + ?Sized>(
     regression_step(model, &t, &ps, opt)
 }
 
+/// One CFM step on given couplings `(x₀, x₁)` (reflow's pairs): `t ~ U(0, 1)`
+/// from `rng`, then the explicit-backward regression of
+/// [`mlp_cfm_train_step`]. Returns the batch loss.
+///
+/// # Shapes
+/// - `x0`, `x1`: `(b, d)`
+///
+/// # Errors
+/// As [`mlp_cfm_train_step`].
+pub fn mlp_coupled_cfm_train_step<S: Scheduler, O: GradientStep + ?Sized>(
+    model: &VelocityMlp,
+    path: &AffinePath<S>,
+    opt: &mut O,
+    x0: &Tensor,
+    x1: &Tensor,
+    rng: &mut SeededRng,
+) -> Result<f64> {
+    let t = rng.uniform(x1.dim(0)?, 0.0, 1.0, x1.dtype(), x1.device())?;
+    let ps = path.sample(x0, x1, &t)?;
+    regression_step(model, &t, &ps, opt)
+}
+
 /// One explicit-backward optimiser step regressing `u_θ(x_t, t)` on `ẋ_t`
 /// of a sampled path; the batch loss. Shared by the CFM and OT-CFM steps.
 ///

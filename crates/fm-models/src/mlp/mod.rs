@@ -23,6 +23,6 @@ mod mean_flow;
 mod model;
 
 pub(crate) use backward::{apply_gradients, regression_gradients};
-pub use backward::{mlp_cfm_train_step, MlpGradients};
+pub use backward::{mlp_cfm_train_step, mlp_coupled_cfm_train_step, MlpGradients};
 pub use mean_flow::{MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};

@@ -8,14 +8,15 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use fm_core::coupling::Coupling;
 use fm_core::likelihood::cnf_nll_loss_exact;
-use fm_core::loss::{cfm_loss, draw_source_and_time};
+use fm_core::loss::draw_source_and_time;
 use fm_core::matcher::matcher_batch_loss_from;
 use fm_core::objective::{objective_batch_loss, RegressionTarget};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
 use fm_models::{
-    mlp_cfm_train_step, DrawnBatch, MlpConfig, ModelConfig, OtCfmPipeline, VelocityMlp, VelocityNet,
+    mlp_cfm_train_step, mlp_coupled_cfm_train_step, DrawnBatch, MlpConfig, ModelConfig, OtCfmPipeline,
+    VelocityMlp, VelocityNet,
 };
 use serde_json::{Map, Value};
 
@@ -281,11 +282,8 @@ impl Trainer for MlpTrainer {
             // Reflow: CFM on the given couplings (x₀ from the file, not the source;
             // the trainer refused every other objective).
             let (x0, x1) = (x0.to_device(cx.device)?, x1.to_device(cx.device)?);
-            let t = cx.train_rng.uniform(x1.dim(0)?, 0.0, 1.0, x1.dtype(), x1.device())?;
-            let loss = cfm_loss(&self.mlp, &self.path, &x0, &x1, &t)?;
-            let value = finite(&loss)?;
-            cx.opt.backward_step(&loss)?;
-            return Ok(value);
+            // Explicit backward pass, as the plain CFM step.
+            return Ok(mlp_coupled_cfm_train_step(&self.mlp, &self.path, cx.opt, &x0, &x1, cx.train_rng)?);
         }
         let x1 = cx.data.batch(cx.settings.batch_size, cx.data_rng)?.to_device(cx.device)?;
         let loss = match fm.objective {
