@@ -38,47 +38,56 @@ impl VelocityMlp {
     /// f32 on the CPU takes the blocked, multi-threaded path of
     /// `mlp::backward_blocked` (same loss and gradients up to f32 rounding).
     pub fn mse_gradients(&self, input: &Tensor, target: &Tensor) -> Result<MlpGradients> {
-        if let Some(g) = self.mse_gradients_blocked(input, target)? {
-            return Ok(g);
-        }
-        let layers = self.layers();
-        let last = layers.len() - 1;
-        let act = self.config().activation;
-        // Forward, keeping each layer's input h and pre-activation z.
-        let mut inputs = Vec::with_capacity(layers.len());
-        let mut pres = Vec::with_capacity(layers.len());
-        let mut h = input.detach();
-        for (k, layer) in layers.iter().enumerate() {
-            let w = layer.weight().detach();
-            let mut z = h.matmul(&w.t()?)?;
-            if let Some(b) = layer.bias() {
-                z = z.broadcast_add(&b.detach())?;
-            }
-            inputs.push(h);
-            h = if k < last { activate(act, &z)? } else { z.clone() };
-            pres.push(z);
-        }
-        let out = h;
-        let diff = (out - target.detach())?;
-        let n = diff.elem_count();
-        let loss = diff.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / n as f64;
-        // Backward.
-        let mut dz = (diff * (2.0 / n as f64))?;
-        let mut grads = Vec::with_capacity(2 * layers.len());
-        for k in (0..layers.len()).rev() {
-            let layer = &layers[k];
-            let dw = dz.t()?.matmul(&inputs[k])?;
-            grads.push((layer.weight().clone(), dw));
-            if let Some(b) = layer.bias() {
-                grads.push((b.clone(), dz.sum(0)?));
-            }
-            if k > 0 {
-                let dh = dz.matmul(&layer.weight().detach())?;
-                dz = activation_backward(act, &pres[k - 1], &inputs[k], &dh)?;
-            }
-        }
-        Ok(MlpGradients { loss, grads })
+        mse_gradients(self.layers(), self.config().activation, input, target)
     }
+}
+
+/// [`VelocityMlp::mse_gradients`] for any stack of linear `layers` with `act`
+/// between them (shared with the MeanFlow MLP).
+pub(crate) fn mse_gradients(
+    layers: &[candle_nn::Linear],
+    act: Activation,
+    input: &Tensor,
+    target: &Tensor,
+) -> Result<MlpGradients> {
+    if let Some(g) = super::backward_blocked::mse_gradients_blocked(layers, act, input, target)? {
+        return Ok(g);
+    }
+    let last = layers.len() - 1;
+    // Forward, keeping each layer's input h and pre-activation z.
+    let mut inputs = Vec::with_capacity(layers.len());
+    let mut pres = Vec::with_capacity(layers.len());
+    let mut h = input.detach();
+    for (k, layer) in layers.iter().enumerate() {
+        let w = layer.weight().detach();
+        let mut z = h.matmul(&w.t()?)?;
+        if let Some(b) = layer.bias() {
+            z = z.broadcast_add(&b.detach())?;
+        }
+        inputs.push(h);
+        h = if k < last { activate(act, &z)? } else { z.clone() };
+        pres.push(z);
+    }
+    let out = h;
+    let diff = (out - target.detach())?;
+    let n = diff.elem_count();
+    let loss = diff.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / n as f64;
+    // Backward.
+    let mut dz = (diff * (2.0 / n as f64))?;
+    let mut grads = Vec::with_capacity(2 * layers.len());
+    for k in (0..layers.len()).rev() {
+        let layer = &layers[k];
+        let dw = dz.t()?.matmul(&inputs[k])?;
+        grads.push((layer.weight().clone(), dw));
+        if let Some(b) = layer.bias() {
+            grads.push((b.clone(), dz.sum(0)?));
+        }
+        if k > 0 {
+            let dh = dz.matmul(&layer.weight().detach())?;
+            dz = activation_backward(act, &pres[k - 1], &inputs[k], &dh)?;
+        }
+    }
+    Ok(MlpGradients { loss, grads })
 }
 
 fn activate(act: Activation, z: &Tensor) -> Result<Tensor> {

@@ -16,7 +16,7 @@ use gemm::Parallelism;
 use crate::ops::cpu::cpu_values;
 use crate::ops::dense::{add_rows, gemm_into};
 use crate::ops::pool::par_items;
-use crate::{Activation, MlpGradients, VelocityMlp};
+use crate::{Activation, MlpGradients};
 
 /// Rows per block.
 pub const TRAIN_BLOCK_ROWS: usize = 128;
@@ -39,7 +39,8 @@ struct Partial {
     db: Vec<Vec<f32>>,
 }
 
-impl VelocityMlp {
+#[cfg(test)]
+impl crate::VelocityMlp {
     /// The loss and its gradients (as [`VelocityMlp::mse_gradients`]) by the blocked path, or
     /// `None` where it does not apply (not f32 on the CPU, an activation
     /// without a kernel here, a layer without bias). The loss is
@@ -52,8 +53,19 @@ impl VelocityMlp {
         input: &Tensor,
         target: &Tensor,
     ) -> candle::Result<Option<MlpGradients>> {
-        let act = self.config().activation;
-        let layers = self.layers();
+        mse_gradients_blocked(self.layers(), self.config().activation, input, target)
+    }
+}
+
+/// [`VelocityMlp::mse_gradients_blocked`] for any stack of linear `layers`
+/// with `act` between them (the MeanFlow MLP shares it).
+pub(crate) fn mse_gradients_blocked(
+    layers: &[candle_nn::Linear],
+    act: Activation,
+    input: &Tensor,
+    target: &Tensor,
+) -> candle::Result<Option<MlpGradients>> {
+    {
         let all_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle::DType::F32;
         let eligible = all_f32(input)
             && all_f32(target)

@@ -95,6 +95,16 @@ impl MeanFlowMlp {
         &self.config
     }
 
+    /// A copy whose weights are plain tensors (no autograd graph when evaluated).
+    pub fn detached(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Linear::new(l.weight().detach(), l.bias().map(|b| b.detach())))
+            .collect();
+        Self { config: self.config.clone(), layers }
+    }
+
     fn input(&self, x: &Tensor, s: &Tensor, t: &Tensor) -> Result<Tensor> {
         let (b, d) = x.dims2()?;
         if d != self.config.dim || s.dims() != [b] || t.dims() != [b] {
@@ -171,4 +181,50 @@ impl VelocityField for MeanFlowMlp {
 
 fn to_core(e: Error) -> fm_core::Error {
     fm_core::Error::invalid("mean-flow model", e.to_string())
+}
+
+/// One MeanFlow optimisation step with an explicit backward pass: the
+/// target `u_c + (t − s)(∂ₓū·u_c + ∂ₛū)` by the graph-free forward-mode pass
+/// (it is held fixed), then the MLP's regression gradients of
+/// `mean ‖ū(x_s, s, t) − target‖²` (the loss of
+/// [`fm_core::mean_flow::mean_flow_loss`], same value to rounding), then
+/// `opt`. Returns the batch loss.
+///
+/// # Shapes
+/// - `x0`, `x1`: `(b, d)`; `s`, `t`: `(b,)`
+///
+/// # Errors
+/// [`Error::Core`] naming `loss` when it is not finite (before the weights
+/// are touched); tensor errors.
+pub fn mean_flow_train_step<S: fm_core::scheduler::Scheduler, O: crate::optim::GradientStep + ?Sized>(
+    model: &MeanFlowMlp,
+    path: &fm_core::path::AffinePath<S>,
+    opt: &mut O,
+    x0: &Tensor,
+    x1: &Tensor,
+    s: &Tensor,
+    t: &Tensor,
+) -> Result<f64> {
+    let sample = path.sample(x0, x1, s)?;
+    let plain = model.detached();
+    let (_, tangent) = plain.average_velocity_and_tangent(
+        &sample.x_t,
+        s,
+        t,
+        &sample.dx_t,
+        &s.ones_like()?,
+        &s.zeros_like()?,
+    )?;
+    let gap = (t - s)?.unsqueeze(1)?;
+    let target = (&sample.dx_t + tangent.broadcast_mul(&gap)?)?;
+    let input = model.input(&sample.x_t, s, t)?;
+    let g = super::backward::mse_gradients(&model.layers, model.config.activation, &input, &target)?;
+    if !g.loss.is_finite() {
+        return Err(Error::Core(fm_core::Error::invalid(
+            "loss",
+            format!("the training loss became {}; lower the learning rate", g.loss),
+        )));
+    }
+    super::backward::apply_gradients(&g, opt)?;
+    Ok(g.loss)
 }

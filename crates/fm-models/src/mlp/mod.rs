@@ -24,5 +24,5 @@ mod model;
 
 pub(crate) use backward::{apply_gradients, regression_gradients};
 pub use backward::{mlp_cfm_train_step, mlp_coupled_cfm_train_step, MlpGradients};
-pub use mean_flow::{MeanFlowConfig, MeanFlowMlp};
+pub use mean_flow::{mean_flow_train_step, MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};

@@ -9,14 +9,14 @@ use candle::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fm_core::divergence::Divergence;
 use fm_core::likelihood::log_likelihood;
-use fm_core::mean_flow::{draw_time_pairs, mean_flow_loss, AverageVelocityField};
+use fm_core::mean_flow::{draw_time_pairs, AverageVelocityField};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::{SeededRng, VelocityField};
-use fm_models::{MeanFlowConfig, MeanFlowMlp, ModelConfig};
+use fm_models::{mean_flow_train_step, MeanFlowConfig, MeanFlowMlp, ModelConfig};
 
 use super::velocity;
-use super::{finite, Family, Generated, ModelLikelihood, SampleRequest, StepContext, TrainedModel, Trainer};
+use super::{Family, Generated, ModelLikelihood, SampleRequest, StepContext, TrainedModel, Trainer};
 use crate::error::bail;
 use crate::settings::{self, Defaults, Objective, UNET_FLAGS};
 use crate::{Result, ResultExt, RunConfig, RunRecord, RunSettings, SolverChoice, TrainingData};
@@ -187,10 +187,8 @@ impl Trainer for MeanFlowTrainer {
         let (b, d) = x1.dims2()?;
         let x0 = cx.settings.flow_matching.source.sample(b, d, cx.train_rng, cx.device)?;
         let (s, t) = draw_time_pairs(b, EQUAL_TIMES_FRACTION, cx.train_rng, x1.dtype(), cx.device)?;
-        let loss = mean_flow_loss(&self.net, &self.path, &x0, &x1, &s, &t)?;
-        let value = finite(&loss)?;
-        cx.opt.backward_step(&loss)?;
-        Ok(value)
+        // The target by the graph-free tangent pass, then the MLP's explicit backward pass.
+        Ok(mean_flow_train_step(&self.net, &self.path, cx.opt, &x0, &x1, &s, &t)?)
     }
 }
 
