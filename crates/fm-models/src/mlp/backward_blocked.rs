@@ -279,7 +279,7 @@ pub(crate) fn derivative(act: Activation, g: &[f32], z: &[f32], h: &[f32], out: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MlpConfig;
+    use crate::{MlpConfig, VelocityMlp};
     use candle::{DType, Device};
     use fm_core::SeededRng;
 
