@@ -26,7 +26,7 @@ enum Source {
     Images { train: Box<ImageBatcher>, test: Box<ImageBatcher> },
     /// Coupled pairs for reflow (model units, row-major `n · d` each): a batch
     /// draws rows, and `x₀` comes with its `x₁`.
-    Pairs { x0: Vec<f32>, x1: Vec<f32> },
+    Pairs { x0: Vec<f32>, x1: Vec<f32>, source: Option<String> },
 }
 
 /// Shape and quantization of image data.
@@ -286,17 +286,19 @@ impl TrainingData {
             x0.extend_from_slice(&row[..d]);
             x1.extend_from_slice(&row[d..]);
         }
-        let teacher_data = match PairsSidecar::read(&path)? {
+        let sidecar = PairsSidecar::read(&path)?;
+        let teacher_data = match &sidecar {
             Some(sidecar) => Some(Box::new(Self::from_record(&sidecar.record).with_context(|| {
                 format!("pairs:{}: the teacher's data named in its .json sidecar", path.display())
             })?)),
             None => None,
         };
+        let source = sidecar.and_then(|s| s.record.source);
         let spec = DataSpec::Pairs { path };
         Ok(Self {
             name: spec.to_string(),
             spec: Some(spec),
-            source: Source::Pairs { x0, x1 },
+            source: Source::Pairs { x0, x1, source },
             dim: d,
             columns: vec![],
             transform: None,
@@ -304,6 +306,15 @@ impl TrainingData {
             image_points: None,
             teacher_data,
         })
+    }
+
+    /// The source distribution the pairs' `x₀` were drawn from, as the
+    /// teacher recorded it (from the `.json` sidecar; `None`: the default).
+    pub fn pairs_source(&self) -> Option<&str> {
+        match &self.source {
+            Source::Pairs { source, .. } => source.as_deref(),
+            _ => None,
+        }
     }
 
     /// Whether batches are coupled pairs ([`Self::pair_batch`]).
@@ -314,7 +325,7 @@ impl TrainingData {
     /// A batch of coupled pairs `(x₀, x₁)`, each `(b, d)` in model units (rows
     /// drawn with replacement from the data stream); `None` unless the data is pairs.
     pub fn pair_batch(&mut self, b: usize, rng: &mut SeededRng) -> Result<Option<(Tensor, Tensor)>> {
-        let Source::Pairs { x0, x1 } = &self.source else { return Ok(None) };
+        let Source::Pairs { x0, x1, .. } = &self.source else { return Ok(None) };
         let (n, d) = (x0.len() / self.dim, self.dim);
         let (mut a, mut c) = (Vec::with_capacity(b * d), Vec::with_capacity(b * d));
         for _ in 0..b {

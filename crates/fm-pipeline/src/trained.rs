@@ -258,9 +258,9 @@ impl Trained {
     /// `x₀` from `seed`'s `sample-noise` stream and their ODE solutions
     /// `x₁ = Φ(x₀)` with `solver`, both in model units, computed `batch` at a
     /// time and handed to `sink` as they come (so they can be streamed to
-    /// disk); returns the NFE of one solve. Velocity families with the
-    /// `N(0, I)` source only, and no standardization (the pairs train a new
-    /// model in the same units).
+    /// disk); returns the NFE of one solve. Velocity families, any source
+    /// (the sidecar `fm reflow` writes carries it to the student), no
+    /// standardization (the pairs train a new model in the same units).
     pub fn reflow_pairs(
         &self,
         n: usize,
@@ -272,7 +272,6 @@ impl Trained {
         if !self.family.solves_ode() {
             bail!("reflow needs a velocity model (its ODE map); a {} has none", self.family.name());
         }
-        self.require_normal_source()?;
         if self.record.transform.is_some() {
             bail!(
                 "checkpoint {}: reflow of standardized CSV data is not supported (the pairs would be in \

@@ -126,3 +126,44 @@ fn a_mean_flow_model_samples_moons_in_one_step() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+#[test]
+fn pairs_carry_the_teachers_source_and_mean_flow_takes_any_source() -> anyhow::Result<()> {
+    let dir = temp("source");
+    let teacher = train(RunConfig {
+        source: Some("8gaussians".into()),
+        matcher: Some("icfm".into()),
+        steps: Some(50),
+        out: Some(dir.join("teacher")),
+        ..RunConfig::default()
+    })?;
+    let (n, d) = (400, 2);
+    let mut rows = Vec::new();
+    teacher.reflow_pairs(n, 0, &SolverChoice::parse_spec("euler:5")?, 100, &mut |a, b| {
+        rows.extend(a.chunks_exact(d).zip(b.chunks_exact(d)).flat_map(|(x, y)| [x, y].concat()));
+        Ok(())
+    })?;
+    // The x₀ are the teacher's 8-Gaussian draws.
+    assert_eq!(rows[..2 * d].to_vec()[..d], teacher.source_draws(1, 0)?.flatten_all()?.to_vec1::<f32>()?[..]);
+    let pairs = dir.join("pairs.npy");
+    std::fs::write(&pairs, fm_data::npy::encode_f32(&rows, &[n, 2 * d]))?;
+    let sidecar = PairsSidecar { teacher: "teacher".into(), record: teacher.record().clone() };
+    std::fs::write(PairsSidecar::path_for(&pairs), serde_json::to_string(&sidecar)?)?;
+    let student = train(RunConfig {
+        data: Some(format!("pairs:{}", pairs.display())),
+        steps: Some(20),
+        out: Some(dir.join("student")),
+        ..RunConfig::default()
+    })?;
+    assert_eq!(student.source(), teacher.source());
+    let mean_flow = train(RunConfig {
+        model: Some("meanflow".into()),
+        source: Some("8gaussians".into()),
+        steps: Some(20),
+        out: Some(dir.join("meanflow")),
+        ..RunConfig::default()
+    })?;
+    assert_eq!(mean_flow.source(), teacher.source());
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

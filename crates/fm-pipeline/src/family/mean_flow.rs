@@ -64,7 +64,10 @@ impl Family for MeanFlow {
         )?;
         s.network.hidden = settings::hidden(c, &[64, 64, 64])?;
         s.network.activation = settings::activation(c, fm_models::Activation::Elu)?;
-        let fm = settings::flow_matching(c)?;
+        // Any source: MeanFlow draws x₀ itself and needs no matcher for it.
+        let plain = RunConfig { source: None, ..c.clone() };
+        let mut fm = settings::flow_matching(&plain)?;
+        fm.source = crate::Source::parse(c.source.as_deref())?;
         if fm.objective != Objective::Cfm || !fm.spec.is_plain_cfm() || fm.matcher.is_some() {
             bail!(
                 "--model meanflow trains by the MeanFlow identity on the scheduler's path; --objective, \

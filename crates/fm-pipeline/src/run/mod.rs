@@ -24,6 +24,8 @@ use fm_models::optim::AdamParams;
 use fm_models::training::TrainingOptimizer;
 use fm_models::{resume, CheckpointConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
+
+use crate::source::Source;
 use serde_json::{Map, Value};
 
 pub use init::InitReport;
@@ -129,11 +131,18 @@ fn check_writable(dir: &Path) -> Result<()> {
 impl Run {
     /// A new run: its data, a freshly initialised network (or `--init`'s
     /// weights), the optimiser and the streams of its seed.
-    pub fn new(settings: RunSettings, device: &Device) -> Result<Self> {
+    pub fn new(mut settings: RunSettings, device: &Device) -> Result<Self> {
         check_writable(&settings.out)?;
         let s = &settings;
         let data =
             TrainingData::prepare(&s.data, &s.columns, s.noise, s.n_train, s.seed).context("--data")?;
+        // Coupled pairs carry their source: the x₀ were drawn from the teacher's,
+        // and the student samples from it too.
+        if let Some(source) = data.pairs_source() {
+            settings.flow_matching.source =
+                Source::parse(Some(source)).context("the pairs' source (their .json sidecar)")?;
+        }
+        let s = &settings;
         let model = s.family.configure(s, &data)?;
         Self::with_data(settings, data, model, device)
     }
