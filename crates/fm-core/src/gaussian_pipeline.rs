@@ -34,7 +34,7 @@ use candle::{DType, Device, Tensor};
 use fm_solvers::NoiseSource;
 
 use crate::gaussian::GaussianOracle;
-use crate::linalg::{gaussian_w2, symmetric_eigen, SymmetricEigen};
+use crate::linalg::{gaussian_w2, sample_moments, symmetric_eigen, SymmetricEigen};
 use crate::parametrization::{times_for, CONVERSION_EPS};
 use crate::scheduler::{Scheduler, SchedulerKind, SchedulerOutput};
 use crate::stochastic::{check_langevin, denoise, langevin_step, StochasticSampler};
@@ -228,7 +228,7 @@ impl GaussianOracle {
                     return Err(Error::invalid("samples", format!("needs at least 2 data points, got {n}")));
                 }
                 let x = to_f64_vec(&self.sample_data(n, rng, DType::F64, &Device::Cpu)?)?;
-                let (m, c) = moments(&x, d);
+                let (m, c) = sample_moments(&x, d, 0)?;
                 (symmetric_eigen(&c, d)?, m)
             }
         };
@@ -336,27 +336,6 @@ impl GaussianOracle {
             nfe,
         })
     }
-}
-
-/// Mean and (biased, `1/N`) covariance of the rows of `x` (`n × d`).
-fn moments(x: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
-    let n = (x.len() / d) as f64;
-    let mut m = vec![0.0; d];
-    for row in x.chunks_exact(d) {
-        for (a, v) in m.iter_mut().zip(row) {
-            *a += v / n;
-        }
-    }
-    let mut c = vec![0.0; d * d];
-    for row in x.chunks_exact(d) {
-        for i in 0..d {
-            let di = row[i] - m[i];
-            for j in 0..d {
-                c[i * d + j] += di * (row[j] - m[j]) / n;
-            }
-        }
-    }
-    (m, c)
 }
 
 #[cfg(test)]

@@ -181,6 +181,47 @@ impl SymmetricEigen {
     }
 }
 
+/// Mean and covariance (row-major `d × d`, denominator `n − ddof`: 0 for the
+/// maximum-likelihood estimate, 1 for the unbiased one) of the rows of `x`
+/// (`n × d`, row-major). The covariance is accumulated on its upper triangle
+/// and mirrored, so it is exactly symmetric.
+///
+/// # Errors
+/// [`Error::Shape`] unless `x` holds `n > ddof` whole rows of `d ≥ 1` values.
+pub fn sample_moments(x: &[f64], d: usize, ddof: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    if d == 0 || !x.len().is_multiple_of(d) || x.len() / d <= ddof {
+        return Err(Error::Shape(format!(
+            "sample_moments: {} values do not make more than {ddof} rows of dimension {d}",
+            x.len()
+        )));
+    }
+    let n = x.len() / d;
+    let mut mean = vec![0.0; d];
+    for r in x.chunks_exact(d) {
+        mean.iter_mut().zip(r).for_each(|(m, v)| *m += v);
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut cov = vec![0.0; d * d];
+    for r in x.chunks_exact(d) {
+        for i in 0..d {
+            let ci = r[i] - mean[i];
+            let row = &mut cov[i * d..(i + 1) * d];
+            for j in i..d {
+                row[j] += ci * (r[j] - mean[j]);
+            }
+        }
+    }
+    let denom = (n - ddof) as f64;
+    for i in 0..d {
+        for j in i..d {
+            let v = cov[i * d + j] / denom;
+            cov[i * d + j] = v;
+            cov[j * d + i] = v;
+        }
+    }
+    Ok((mean, cov))
+}
+
 /// `A B` for row-major `n × k` and `k × m` matrices.
 pub fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
     let mut out = vec![0.0; n * m];
@@ -235,6 +276,19 @@ pub fn gaussian_w2(m1: &[f64], c1: &[f64], m2: &[f64], c2: &[f64]) -> Result<f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_moments_by_hand() -> Result<()> {
+        // Rows (0, 1), (2, 1), (4, 4): mean (2, 2); centred (−2, −1), (0, −1), (2, 2).
+        let x = [0.0, 1.0, 2.0, 1.0, 4.0, 4.0];
+        let (m, c) = sample_moments(&x, 2, 1)?;
+        assert_eq!(m, vec![2.0, 2.0]);
+        assert_eq!(c, vec![4.0, 3.0, 3.0, 3.0]);
+        let (_, c0) = sample_moments(&x, 2, 0)?;
+        assert_eq!(c0, vec![8.0 / 3.0, 2.0, 2.0, 2.0]);
+        assert!(sample_moments(&x[..2], 2, 1).is_err() && sample_moments(&x[..5], 2, 0).is_err());
+        Ok(())
+    }
 
     #[test]
     fn eigen_reconstructs() -> Result<()> {

@@ -17,28 +17,6 @@ use super::{logger, out_dir, write_csv, GaussianArgs};
 use crate::figures::{line_figure, Panel, Series};
 use crate::io::print_json;
 
-/// Mean and unbiased covariance (row-major) of the first `n` rows of `x` (`d` columns).
-fn empirical_moments(x: &[f64], n: usize, d: usize) -> (Vec<f64>, Vec<f64>) {
-    let rows = &x[..n * d];
-    let mut mean = vec![0.0; d];
-    for r in rows.chunks_exact(d) {
-        mean.iter_mut().zip(r).for_each(|(m, v)| *m += v);
-    }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
-    let mut cov = vec![0.0; d * d];
-    for r in rows.chunks_exact(d) {
-        for i in 0..d {
-            let ci = r[i] - mean[i];
-            for j in 0..d {
-                cov[i * d + j] += ci * (r[j] - mean[j]);
-            }
-        }
-    }
-    let denom = (n - 1) as f64;
-    cov.iter_mut().for_each(|c| *c /= denom);
-    (mean, cov)
-}
-
 /// One row of the results.
 struct Row {
     n: usize,
@@ -125,7 +103,7 @@ pub fn run(a: GaussianArgs) -> Result<()> {
         "{bar:30} {pos}/{len} solves ETA {eta}",
     );
     for &n in &ns {
-        let (m, c) = empirical_moments(&x, n, d);
+        let (m, c) = fm_core::linalg::sample_moments(&x[..n * d], d, 1)?;
         let oracle = GaussianOracle::new(m.clone(), c.clone(), SchedulerKind::CondOt)
             .with_context(|| format!("--n {n}: the empirical covariance is not positive definite"))?;
         // The estimation floor: the W2 from the empirical Gaussian itself to the truth.

@@ -279,31 +279,7 @@ fn image_spectrum(spec: &str, n: usize) -> Result<(Vec<f64>, String)> {
     }
     let levels = f64::from(set.levels);
     let x: Vec<f64> = set.pixels.iter().map(|&p| 2.0 * (f64::from(p) + 0.5) / levels - 1.0).collect();
-    let mut mean = vec![0.0; d];
-    for r in x.chunks_exact(d) {
-        mean.iter_mut().zip(r).for_each(|(m, v)| *m += v / rows as f64);
-    }
-    // Σ = XᵀX/n − μμᵀ, accumulated on the upper triangle.
-    let mut cov = vec![0.0; d * d];
-    for r in x.chunks_exact(d) {
-        for i in 0..d {
-            let ri = r[i] - mean[i];
-            if ri == 0.0 {
-                continue;
-            }
-            let row = &mut cov[i * d..(i + 1) * d];
-            for j in i..d {
-                row[j] += ri * (r[j] - mean[j]);
-            }
-        }
-    }
-    for i in 0..d {
-        for j in i..d {
-            let v = cov[i * d + j] / rows as f64;
-            cov[i * d + j] = v;
-            cov[j * d + i] = v;
-        }
-    }
+    let (_, cov) = fm_core::linalg::sample_moments(&x, d, 0)?;
     let eigen = fm_core::linalg::symmetric_eigen(&cov, d)
         .with_context(|| format!("--spectrum-from `{spec}`: the covariance's eigenvalues"))?;
     let top = eigen.values.iter().copied().fold(0.0, f64::max);
