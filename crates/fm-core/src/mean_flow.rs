@@ -106,17 +106,37 @@ pub fn mean_flow_sample<M: AverageVelocityField + ?Sized>(
     x0: &Tensor,
     steps: usize,
 ) -> Result<(Tensor, usize)> {
+    let (x, _) = mean_flow_trajectory(model, x0, steps, 0)?;
+    Ok((x, steps))
+}
+
+/// [`mean_flow_sample`], also keeping the first `rows` samples at every step
+/// (the start included; empty when `rows = 0`).
+pub fn mean_flow_trajectory<M: AverageVelocityField + ?Sized>(
+    model: &M,
+    x0: &Tensor,
+    steps: usize,
+    rows: usize,
+) -> Result<(Tensor, Vec<Tensor>)> {
     if steps == 0 {
         return Err(Error::invalid("steps", "MeanFlow sampling needs at least 1 step"));
     }
     let b = x0.dim(0)?;
+    let rows = rows.min(b);
     let mut x = x0.clone();
+    let mut trajectory = Vec::new();
+    if rows > 0 {
+        trajectory.push(x.narrow(0, 0, rows)?);
+    }
     for k in 0..steps {
         let (s, t) = (k as f64 / steps as f64, (k + 1) as f64 / steps as f64);
         let st = Tensor::full(s, b, x.device())?.to_dtype(x.dtype())?;
         let tt = Tensor::full(t, b, x.device())?.to_dtype(x.dtype())?;
         let avg = model.average_velocity(&x, &st, &tt)?;
         x = (x + (avg * (t - s))?)?;
+        if rows > 0 {
+            trajectory.push(x.narrow(0, 0, rows)?);
+        }
     }
-    Ok((x, steps))
+    Ok((x, trajectory))
 }

@@ -8,7 +8,7 @@ use fm_core::mean_flow::AverageVelocityField;
 use fm_core::{SeededRng, VelocityField};
 use serde::{Deserialize, Serialize};
 
-use super::model::{layer_shapes, linear_init, validate_widths};
+use super::model::{layer_shapes, linear_init, linear_layers, validate_widths};
 use crate::{Activation, Error, Result};
 
 /// Configuration of a [`MeanFlowMlp`]: input `d + 2` (`s`, `t`, `x`), output `d`.
@@ -68,13 +68,7 @@ impl MeanFlowMlp {
     /// Builds the model from a [`VarBuilder`].
     pub fn new(config: &MeanFlowConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
-        let mut layers = Vec::new();
-        for pair in config.parameter_shapes().chunks_exact(2) {
-            let w = vb.get(pair[0].1.as_slice(), &pair[0].0)?;
-            let b = vb.get(pair[1].1.as_slice(), &pair[1].0)?;
-            layers.push(Linear::new(w, Some(b)));
-        }
-        Ok(Self { config: config.clone(), layers })
+        Ok(Self { config: config.clone(), layers: linear_layers(&config.parameter_shapes(), &vb)? })
     }
 
     /// A freshly initialised model (PyTorch's `nn.Linear` default from `rng`) and its variables.

@@ -93,6 +93,18 @@ pub(crate) fn validate_widths(
     )
 }
 
+/// The linear layers of `(weight, bias)` parameter pairs, from `vb`.
+pub(crate) fn linear_layers(shapes: &[(String, Vec<usize>)], vb: &VarBuilder) -> Result<Vec<Linear>> {
+    shapes
+        .chunks_exact(2)
+        .map(|pair| {
+            let w = vb.get(pair[0].1.as_slice(), &pair[0].0)?;
+            let b = vb.get(pair[1].1.as_slice(), &pair[1].0)?;
+            Ok(Linear::new(w, Some(b)))
+        })
+        .collect()
+}
+
 /// PyTorch's `nn.Linear` initialisation of `(weight, bias)` pairs: both
 /// uniform in `±1/√fan_in`, drawn from `rng` in order.
 pub(crate) fn linear_init(
@@ -148,16 +160,7 @@ impl VelocityMlp {
     /// Builds the model from a [`VarBuilder`] (weights from a file, a map, or a [`VarMap`]).
     pub fn new(config: &MlpConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
-        let shapes = config.parameter_shapes();
-        let mut layers = Vec::new();
-        for pair in shapes.chunks_exact(2) {
-            let (wn, ws) = &pair[0];
-            let (bn, bs) = &pair[1];
-            let w = vb.get(ws.as_slice(), wn)?;
-            let b = vb.get(bs.as_slice(), bn)?;
-            layers.push(Linear::new(w, Some(b)));
-        }
-        Ok(Self { config: config.clone(), layers })
+        Ok(Self { config: config.clone(), layers: linear_layers(&config.parameter_shapes(), &vb)? })
     }
 
     /// A freshly initialised, trainable model and the [`VarMap`] holding its weights.

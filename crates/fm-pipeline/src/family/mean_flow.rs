@@ -9,7 +9,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fm_core::divergence::Divergence;
 use fm_core::likelihood::log_likelihood;
-use fm_core::mean_flow::{draw_time_pairs, AverageVelocityField};
+use fm_core::mean_flow::{draw_time_pairs, mean_flow_trajectory};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::{SeededRng, VelocityField};
@@ -219,24 +219,8 @@ impl TrainedModel for MeanFlowModel {
             bail!("--sampler sde|langevin: a MeanFlow model samples by its own steps (--steps)");
         }
         let steps = request.solver.steps;
-        let rows = request.trajectory_rows.min(x0.dim(0)?);
-        let b = x0.dim(0)?;
-        let mut x = x0.clone();
-        let mut trajectory = Vec::new();
-        if rows > 0 {
-            trajectory.push(x.narrow(0, 0, rows)?);
-        }
-        for k in 0..steps {
-            let (s, t) = (k as f64 / steps as f64, (k + 1) as f64 / steps as f64);
-            let st = Tensor::full(s, b, x.device())?.to_dtype(x.dtype())?;
-            let tt = Tensor::full(t, b, x.device())?.to_dtype(x.dtype())?;
-            let avg = self.net.average_velocity(&x, &st, &tt)?;
-            x = (x + (avg * (t - s))?)?;
-            if rows > 0 {
-                trajectory.push(x.narrow(0, 0, rows)?);
-            }
-        }
-        progress(b);
+        let (x, trajectory) = mean_flow_trajectory(&self.net, x0, steps, request.trajectory_rows)?;
+        progress(x0.dim(0)?);
         Ok(Generated { samples: x, trajectory, nfe: steps })
     }
 
