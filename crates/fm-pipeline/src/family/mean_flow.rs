@@ -126,13 +126,12 @@ impl Family for MeanFlow {
         &self,
         model: &ModelConfig,
         tensors: HashMap<String, Tensor>,
-        record: &RunRecord,
+        _record: &RunRecord,
         device: &Device,
     ) -> Result<Box<dyn TrainedModel>> {
         let ModelConfig::MeanFlow(config) = model else { bail!("not a MeanFlow checkpoint") };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let net = MeanFlowMlp::new(config, vb)?;
-        let _ = record;
         Ok(Box::new(MeanFlowModel { net }))
     }
 
@@ -142,13 +141,12 @@ impl Family for MeanFlow {
 
     fn describe_model(&self, model: &ModelConfig) -> String {
         match model {
-            ModelConfig::MeanFlow(m) => format!(
-                "MeanFlow MLP {}-{}-{} ({} parameters)",
-                m.dim + 2,
-                m.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
-                m.dim,
-                m.num_parameters()
-            ),
+            ModelConfig::MeanFlow(m) => {
+                format!(
+                    "MeanFlow MLP {}",
+                    velocity::widths_label(m.dim + 2, &m.hidden, m.dim, m.num_parameters())
+                )
+            }
             other => format!("{other:?}"),
         }
     }

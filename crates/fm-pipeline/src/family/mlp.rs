@@ -189,13 +189,9 @@ impl Family for Mlp {
 
     fn describe_model(&self, model: &ModelConfig) -> String {
         match model {
-            ModelConfig::Mlp(m) => format!(
-                "MLP {}-{}-{} ({} parameters)",
-                m.dim + 1,
-                m.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
-                m.dim,
-                m.num_parameters()
-            ),
+            ModelConfig::Mlp(m) => {
+                format!("MLP {}", velocity::widths_label(m.dim + 1, &m.hidden, m.dim, m.num_parameters()))
+            }
             other => format!("{other:?}"),
         }
     }

@@ -272,3 +272,9 @@ pub(crate) fn describe(s: &RunSettings) -> String {
 pub(crate) fn describe_path(s: &RunSettings) -> String {
     format!(", {} path", s.flow_matching.scheduler)
 }
+
+/// `IN-H1-…-OUT (N parameters)`: how logs name an MLP's layer widths.
+pub(crate) fn widths_label(input: usize, hidden: &[usize], output: usize, parameters: usize) -> String {
+    let hidden: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+    format!("{input}-{}-{output} ({parameters} parameters)", hidden.join("-"))
+}
