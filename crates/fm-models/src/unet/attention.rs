@@ -4,7 +4,7 @@
 use candle::Tensor;
 use candle_nn::VarBuilder;
 
-use super::layers::{group_norm, Conv1x1, GroupNorm};
+use super::layers::{group_norm, Conv1x1, Dual, GroupNorm};
 use crate::ops::softmax_last_dim;
 use crate::Result;
 
@@ -41,21 +41,41 @@ impl AttentionBlock {
 
     /// Applies the block.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let t = h * w;
-        let xf = x.reshape((b, c, t))?;
-        let qkv = self.qkv.forward(&self.norm.forward(&xf)?)?; // (b, 3C, T)
+        Ok(self.forward_dual(&Dual::plain(x.clone()))?.value)
+    }
+
+    /// `q` (scaled), `k`, `v`, each `(b·heads, c, T)`, from the `(b, 3C, T)` projection.
+    fn split(&self, qkv: &Tensor, b: usize, c: usize, t: usize) -> Result<[Tensor; 3]> {
         let ch = c / self.heads;
         let qkv = qkv.reshape((b * self.heads, 3 * ch, t))?;
         let q = (qkv.narrow(1, 0, ch)? * (1.0 / (ch as f64).sqrt()))?;
-        let k = qkv.narrow(1, ch, ch)?;
-        let v = qkv.narrow(1, 2 * ch, ch)?;
+        Ok([q, qkv.narrow(1, ch, ch)?, qkv.narrow(1, 2 * ch, ch)?])
+    }
+
+    /// The block on a [`Dual`] (forward mode). The softmax's tangent is
+    /// `P ⊙ (dL − Σ_s P·dL)`, the products' the product rule.
+    pub(crate) fn forward_dual(&self, x: &Dual) -> Result<Dual> {
+        let (b, c, h, w) = x.value.dims4()?;
+        let t = h * w;
+        let xf = x.map(|z| z.reshape((b, c, t)))?;
+        let qkv = self.qkv.forward_dual(&self.norm.forward_dual(&xf, false)?)?; // (b, 3C, T)
+        let [q, k, v] = self.split(&qkv.value, b, c, t)?;
         // weight[b, t, s] = Σ_c q[b, c, t] k[b, c, s]
         let weight = softmax_last_dim(&q.t()?.matmul(&k)?)?;
         // aᵀ[b, t, c] = Σ_s weight[b, t, s] v[b, c, s]: the gradient reaching the
         // weights is then contiguous, as the softmax's backward wants it.
         let a = weight.matmul(&v.t()?)?.t()?.contiguous()?.reshape((b, c, t))?;
-        let out = (xf + self.proj_out.forward(&a)?)?;
-        Ok(out.reshape((b, c, h, w))?)
+        let value = (&xf.value + self.proj_out.forward(&a)?)?.reshape((b, c, h, w))?;
+        let Some(dqkv) = &qkv.tangent else { return Ok(Dual::plain(value)) };
+        let [dq, dk, dv] = self.split(dqkv, b, c, t)?;
+        let (q, k, v, p) = (q.detach(), k.detach(), v.detach(), weight.detach());
+        let dl = (dq.t()?.matmul(&k)? + q.t()?.matmul(&dk)?)?;
+        let dp = (&p * dl.broadcast_sub(&(&p * &dl)?.sum_keepdim(2)?)?)?;
+        let da = (dp.matmul(&v.t()?)? + p.matmul(&dv.t()?)?)?.t()?.contiguous()?.reshape((b, c, t))?;
+        let mut tangent = self.proj_out.tangent(&da)?;
+        if let Some(dx) = &xf.tangent {
+            tangent = (tangent + dx)?;
+        }
+        Ok(Dual { value, tangent: Some(tangent.reshape((b, c, h, w))?) })
     }
 }

@@ -44,6 +44,12 @@ pub struct UNetConfig {
     /// Groups of every GroupNorm (32 in guided diffusion; every channel count must be a multiple).
     #[serde(default = "default_groups")]
     pub norm_groups: usize,
+    /// A network of the *average* velocity `ū(x, s, t)` (MeanFlow,
+    /// [`fm_core::mean_flow`]): a second embedding MLP (`interval_embed.{0,2}`,
+    /// the time embedding's shape) of the interval `t − s` is added to the time
+    /// embedding of `s`. `false` (the default) is torchcfm's U-Net.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub average_velocity: bool,
 }
 
 fn default_groups() -> usize {
@@ -79,6 +85,7 @@ impl UNetConfig {
             dropout: 0.0,
             num_classes: None,
             norm_groups: 32,
+            average_velocity: false,
         };
         let c = match name {
             "tiny" => Self { attention_ds: vec![2], norm_groups: 4, ..base(8, 1, vec![1, 2]) },
@@ -383,6 +390,11 @@ impl UNetConfig {
         }
         norm(&mut out, "out.0", plan.out_ch);
         conv(&mut out, "out.2", plan.out_ch, self.in_channels, 3, true);
+        // Last, so that a seed draws the same U-Net weights with and without it.
+        if self.average_velocity {
+            linear(&mut out, "interval_embed.0", mc, emb, false);
+            linear(&mut out, "interval_embed.2", emb, emb, false);
+        }
         out
     }
 }

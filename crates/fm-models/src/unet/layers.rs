@@ -1,5 +1,14 @@
 //! Small building blocks of the U-Net: convolutions, GroupNorm, SiLU, seeded dropout.
 //! The custom ops they run are in [`crate::ops`].
+//!
+//! Each block also has a forward-mode pass on a [`Dual`] (a value and its
+//! tangent along one direction of the input), exact, for MeanFlow's
+//! Jacobian–vector product: the value goes through the same custom ops as
+//! `forward` (so it is differentiable as usual), the tangent through candle's
+//! tensor ops on detached tensors (no autograd graph: MeanFlow's target is a
+//! stop-gradient). Linear maps carry the tangent without their bias; GroupNorm
+//! by `γ·(dx − mean dx − x̂·mean(x̂·dx))/σ` per group; SiLU by
+//! `σ(y)(1 + y(1 − σ(y)))·dy`.
 
 use std::cell::RefCell;
 
@@ -15,6 +24,86 @@ pub(crate) const NORM_EPS: f64 = 1e-5;
 
 /// The random stream of dropout masks during training; `None` evaluates (no dropout).
 pub type DropoutRng<'a> = Option<&'a RefCell<SeededRng>>;
+
+/// A value and, in a forward-mode pass, its tangent (detached, see the module docs).
+#[derive(Debug, Clone)]
+pub(crate) struct Dual {
+    pub value: Tensor,
+    pub tangent: Option<Tensor>,
+}
+
+impl Dual {
+    /// A value without a tangent (the plain forward pass).
+    pub fn plain(value: Tensor) -> Self {
+        Self { value, tangent: None }
+    }
+
+    /// A value and its tangent (detached here).
+    pub fn new(value: Tensor, tangent: Option<&Tensor>) -> Self {
+        Self { value, tangent: tangent.map(Tensor::detach) }
+    }
+
+    /// The same linear map `f` (a reshape, a crop, an upsampling…) applied to the value and the tangent.
+    pub fn map(&self, f: impl Fn(&Tensor) -> candle::Result<Tensor>) -> Result<Self> {
+        Ok(Self { value: f(&self.value)?, tangent: self.tangent.as_ref().map(&f).transpose()? })
+    }
+
+    /// `self + other` (broadcast), value and tangent; a missing tangent is zero.
+    pub fn broadcast_add(&self, other: &Self) -> Result<Self> {
+        let tangent = match (&self.tangent, &other.tangent) {
+            (Some(a), Some(b)) => Some(a.broadcast_add(b)?),
+            (Some(a), None) => Some(a.broadcast_add(&other.value.zeros_like()?)?),
+            (None, Some(b)) => Some(self.value.zeros_like()?.broadcast_add(b)?),
+            (None, None) => None,
+        };
+        Ok(Self { value: self.value.broadcast_add(&other.value)?, tangent })
+    }
+
+    /// The concatenation along `dim` of value and tangent.
+    pub fn cat(parts: &[&Self], dim: usize) -> Result<Self> {
+        let values: Vec<&Tensor> = parts.iter().map(|p| &p.value).collect();
+        let tangent = if parts.iter().any(|p| p.tangent.is_some()) {
+            let t = parts
+                .iter()
+                .map(|p| match &p.tangent {
+                    Some(t) => Ok(t.clone()),
+                    None => p.value.zeros_like(),
+                })
+                .collect::<candle::Result<Vec<_>>>()?;
+            Some(Tensor::cat(&t, dim)?)
+        } else {
+            None
+        };
+        Ok(Self { value: Tensor::cat(&values, dim)?, tangent })
+    }
+}
+
+/// The derivative of SiLU, `σ(y)(1 + y(1 − σ(y)))`.
+fn silu_derivative(y: &Tensor) -> candle::Result<Tensor> {
+    let sig = (y.neg()?.exp()? + 1.0)?.recip()?;
+    let one_minus = (1.0 - &sig)?;
+    sig * ((y * one_minus)? + 1.0)?
+}
+
+/// SiLU on a [`Dual`].
+pub(crate) fn silu_dual(x: &Dual) -> Result<Dual> {
+    let value = silu(&x.value)?;
+    let tangent = match &x.tangent {
+        Some(dx) => Some((silu_derivative(&x.value.detach())? * dx)?),
+        None => None,
+    };
+    Ok(Dual { value, tangent })
+}
+
+/// A [`Linear`] layer on a [`Dual`] (`(b, in)` rows): the tangent without the bias.
+pub(crate) fn linear_dual(layer: &Linear, x: &Dual) -> Result<Dual> {
+    let value = layer.forward(&x.value)?;
+    let tangent = match &x.tangent {
+        Some(dx) => Some(dx.matmul(&layer.weight().detach().t()?)?),
+        None => None,
+    };
+    Ok(Dual { value, tangent })
+}
 
 pub(crate) fn conv2d(vb: &VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Conv> {
     let w = vb.get((cout, cin, k, k), "weight")?;
@@ -41,17 +130,35 @@ pub struct Conv {
     stride: usize,
 }
 
-impl Module for Conv {
-    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+impl Conv {
+    /// The convolution on a [`Dual`]; the tangent without the bias.
+    pub(crate) fn forward_dual(&self, x: &Dual) -> Result<Dual> {
+        let value = self.forward(&x.value)?;
+        let tangent = match &x.tangent {
+            Some(dx) => {
+                Some(self.apply_with(dx, &self.weight.detach(), &self.bias.detach().zeros_like()?)?)
+            }
+            None => None,
+        };
+        Ok(Dual { value, tangent })
+    }
+
+    fn apply_with(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let cout = self.weight.dim(0)?;
+        let cout = weight.dim(0)?;
         let (ho, wo) = Patches { c, h, w, k: self.k, stride: self.stride }.out_hw();
         let cols = if self.k == 1 && self.stride == 1 {
             x.reshape((b, c, h * w))?
         } else {
             im2col(x, self.k, self.stride)?
         };
-        channel_linear(&cols, &self.weight, &self.bias)?.reshape((b, cout, ho, wo))
+        channel_linear(&cols, weight, bias)?.reshape((b, cout, ho, wo))
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        self.apply_with(x, &self.weight, &self.bias)
     }
 }
 
@@ -83,14 +190,39 @@ impl GroupNorm {
         Ok(Self { weight, bias, groups, eps })
     }
 
-    /// GroupNorm.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false)
-    }
-
     /// GroupNorm then SiLU, fused.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         self.apply(x, true)
+    }
+
+    /// GroupNorm (then SiLU when `silu`) on a [`Dual`].
+    pub(crate) fn forward_dual(&self, x: &Dual, silu: bool) -> Result<Dual> {
+        let value = self.apply(&x.value, silu)?;
+        let Some(dx) = &x.tangent else { return Ok(Dual::plain(value)) };
+        let dims = x.value.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let grouped = |t: &Tensor| t.reshape((b, self.groups, ()));
+        let (xg, dg) = (grouped(&x.value.detach())?, grouped(dx)?);
+        let centred = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
+        let rstd = (centred.sqr()?.mean_keepdim(2)? + self.eps)?.sqrt()?.recip()?;
+        let xhat = centred.broadcast_mul(&rstd)?;
+        let dxhat = (dg.broadcast_sub(&dg.mean_keepdim(2)?)?
+            - xhat.broadcast_mul(&(&xhat * &dg)?.mean_keepdim(2)?)?)?
+        .broadcast_mul(&rstd)?;
+        let mut channel = vec![1, c];
+        channel.resize(dims.len(), 1);
+        let gamma = self.weight.detach().reshape(channel.as_slice())?;
+        let dy = dxhat.reshape(dims.as_slice())?.broadcast_mul(&gamma)?;
+        let tangent = if silu {
+            let pre = xhat
+                .reshape(dims.as_slice())?
+                .broadcast_mul(&gamma)?
+                .broadcast_add(&self.bias.detach().reshape(channel.as_slice())?)?;
+            (silu_derivative(&pre)? * dy)?
+        } else {
+            dy
+        };
+        Ok(Dual { value, tangent: Some(tangent) })
     }
 
     fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
@@ -126,6 +258,17 @@ impl Conv1x1 {
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(channel_linear(x, &self.weight, &self.bias)?)
+    }
+
+    /// The layer on a [`Dual`]; the tangent without the bias.
+    pub(crate) fn forward_dual(&self, x: &Dual) -> Result<Dual> {
+        let value = self.forward(&x.value)?;
+        Ok(Dual { value, tangent: x.tangent.as_ref().map(|dx| self.tangent(dx)).transpose()? })
+    }
+
+    /// The tangent of the layer's output for an input tangent `dx` (the linear part, detached).
+    pub(crate) fn tangent(&self, dx: &Tensor) -> Result<Tensor> {
+        Ok(channel_linear(dx, &self.weight.detach(), &self.bias.detach().zeros_like()?)?)
     }
 }
 

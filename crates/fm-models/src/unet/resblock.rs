@@ -4,8 +4,11 @@
 use candle::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::layers::{conv2d, dropout, group_norm, linear, norm_silu, silu, Conv, DropoutRng, GroupNorm};
-use crate::Result;
+use super::layers::{
+    conv2d, dropout, group_norm, linear, linear_dual, norm_silu, silu, silu_dual, Conv, DropoutRng, Dual,
+    GroupNorm,
+};
+use crate::{Error, Result};
 
 /// A residual block conditioned on the time embedding.
 ///
@@ -58,5 +61,28 @@ impl ResBlock {
             None => x.clone(),
         };
         Ok((skip + h)?)
+    }
+
+    /// The block on a [`Dual`] input and embedding (forward mode); dropout
+    /// only without a tangent (the tangent of a random mask is not defined).
+    pub(crate) fn forward_dual(&self, x: &Dual, emb: &Dual, rng: DropoutRng) -> Result<Dual> {
+        if x.tangent.is_none() && emb.tangent.is_none() {
+            return Ok(Dual::plain(self.forward(&x.value, &emb.value, rng)?));
+        }
+        if rng.is_some() && self.dropout > 0.0 {
+            return Err(Error::Config {
+                field: "dropout",
+                reason: "a forward-mode (MeanFlow) pass runs without dropout; set it to 0".into(),
+            });
+        }
+        let h = self.in_conv.forward_dual(&self.in_norm.forward_dual(x, true)?)?;
+        let e = linear_dual(&self.emb, &silu_dual(emb)?)?.map(|t| t.unsqueeze(2)?.unsqueeze(3))?;
+        let h = h.broadcast_add(&e)?;
+        let h = self.out_conv.forward_dual(&self.out_norm.forward_dual(&h, true)?)?;
+        let skip = match &self.skip {
+            Some(c) => c.forward_dual(x)?,
+            None => x.clone(),
+        };
+        skip.broadcast_add(&h)
     }
 }

@@ -24,6 +24,31 @@ pub fn timestep_embedding(t: &Tensor, dim: usize, max_period: f64) -> Result<Ten
     Ok(Tensor::cat(&parts, 1)?.to_dtype(t.dtype())?)
 }
 
+/// The derivative of [`timestep_embedding`] along `dt` (`(b,)`):
+/// `[−sin(t·f_i)·f_i·dt, cos(t·f_i)·f_i·dt]` (and the zero column).
+///
+/// # Shapes
+/// - `t`, `dt`: `(b,)` → `(b, dim)`, in `t`'s dtype
+pub(crate) fn timestep_embedding_tangent(
+    t: &Tensor,
+    dt: &Tensor,
+    dim: usize,
+    max_period: f64,
+) -> Result<Tensor> {
+    let b = t.dim(0)?;
+    let half = dim / 2;
+    let freqs: Vec<f32> =
+        (0..half).map(|i| (-(max_period.ln()) * i as f64 / half as f64).exp() as f32).collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let args = t.to_dtype(DType::F32)?.reshape((b, 1))?.broadcast_mul(&freqs)?;
+    let rate = dt.to_dtype(DType::F32)?.reshape((b, 1))?.broadcast_mul(&freqs)?;
+    let mut parts = vec![(args.sin()?.neg()? * &rate)?, (args.cos()? * &rate)?];
+    if dim % 2 == 1 {
+        parts.push(Tensor::zeros((b, 1), DType::F32, t.device())?);
+    }
+    Ok(Tensor::cat(&parts, 1)?.to_dtype(t.dtype())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
