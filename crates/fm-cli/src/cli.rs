@@ -33,7 +33,7 @@ pub enum Command {
     /// Write coupled pairs (x0, ODE solution x1) of a velocity model for reflow (rectified flow):
     /// train on them with `fm train --data pairs:FILE`.
     #[command(
-        after_help = "Examples:\n  fm reflow --checkpoint runs/moons --pairs 100000 --out runs/moons/pairs.npy\n  fm train --data pairs:runs/moons/pairs.npy --steps 10000 --out runs/moons-2rf   # the 2-rectified flow\n  fm reflow --checkpoint runs/moons-2rf --pairs 100000 --solver rk4 --steps 25 --out runs/moons-2rf/pairs.npy"
+        after_help = "Examples:\n  fm reflow --checkpoint runs/moons --pairs 100000 --out runs/moons/pairs.npy\n  fm train --data pairs:runs/moons/pairs.npy --steps 10000 --out runs/moons-2rf   # the 2-rectified flow\n  fm reflow --checkpoint runs/moons-2rf --pairs 100000 --solver rk4 --steps 25 --out runs/moons-2rf/pairs.npy\n  fm train --data pairs:runs/moons-2rf/pairs.npy --objective distill --out runs/moons-2rf-distilled   # one step: fm sample --solver euler --steps 1"
     )]
     Reflow(ReflowArgs),
     /// Evaluate sample quality of a checkpoint for several solvers against fresh data.
@@ -268,7 +268,8 @@ pub struct TrainArgs {
     /// Model: mlp (a velocity field trained by flow matching), unet (an image velocity field:
     /// --preset tiny|mnist|cifar10), planar or realnvp (discrete normalizing flows trained by
     /// maximum likelihood), meanflow (an average-velocity MLP sampled in 1–2 steps: fm sample
-    /// --steps 1) [default: mlp].
+    /// --steps 1), meanflow-unet (the same on images: the U-Net's --preset and sizes,
+    /// unconditional, no dropout) [default: mlp].
     #[arg(long)]
     pub model: Option<String>,
     /// Number of flow layers with --model planar|realnvp [default: planar 16, realnvp 8].
@@ -283,8 +284,10 @@ pub struct TrainArgs {
     /// Activation: elu, silu, selu, relu, tanh [default: elu].
     #[arg(long)]
     pub activation: Option<String>,
-    /// Training objective: cfm (flow matching, regression on x1 − x0) or likelihood (a CNF trained
-    /// by maximum likelihood through the ODE solver, the pre-flow-matching way) [default: cfm].
+    /// Training objective: cfm (flow matching, regression on x1 − x0), efm (see --efm-m),
+    /// likelihood (a CNF trained by maximum likelihood through the ODE solver, the
+    /// pre-flow-matching way) or distill (with --data pairs:FILE from `fm reflow`: the one-step
+    /// map x0 + u(x0, 0) = x1, sampled by `fm sample --solver euler --steps 1`) [default: cfm].
     #[arg(long)]
     pub objective: Option<String>,
     /// RK4 steps of the likelihood solve with --objective likelihood [default: 10].

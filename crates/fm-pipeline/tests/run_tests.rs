@@ -109,6 +109,14 @@ fn every_family_resumes_bit_identically() -> anyhow::Result<()> {
     let mean_flow =
         RunConfig { model: Some("meanflow".into()), hidden: Some(vec![16, 16]), ..RunConfig::default() };
     resumes_bit_identically("meanflow", mean_flow, 20)?;
+    let mean_flow_unet = RunConfig {
+        model: Some("meanflow-unet".into()),
+        preset: Some("tiny".into()),
+        data: Some(data.clone()),
+        batch_size: Some(4),
+        ..RunConfig::default()
+    };
+    resumes_bit_identically("meanflow-unet", mean_flow_unet, 4)?;
     Ok(())
 }
 

@@ -147,6 +147,27 @@ pub fn mlp_coupled_cfm_train_step<S: Scheduler, O: GradientStep + ?Sized>(
     regression_step(model, &t, &ps, opt)
 }
 
+/// One step of **one-step distillation** on given couplings `(x₀, x₁)` (the
+/// pairs of a k-rectified flow, Liu et al. 2023 §3.2): the regression of
+/// `u_θ(x₀, 0)` on `x₁ − x₀`, so that one Euler step `x₀ + u_θ(x₀, 0)`
+/// reproduces the pair's `x₁`, whatever the path. Returns the batch loss.
+///
+/// # Shapes
+/// - `x0`, `x1`: `(b, d)`
+///
+/// # Errors
+/// As [`mlp_cfm_train_step`].
+pub fn mlp_one_step_distill_train_step<O: GradientStep + ?Sized>(
+    model: &VelocityMlp,
+    opt: &mut O,
+    x0: &Tensor,
+    x1: &Tensor,
+) -> Result<f64> {
+    let t = Tensor::zeros(x1.dim(0)?, x1.dtype(), x1.device())?;
+    let ps = PathSample { x_t: x0.clone(), dx_t: (x1 - x0)? };
+    regression_step(model, &t, &ps, opt)
+}
+
 /// One explicit-backward optimiser step regressing `u_θ(x_t, t)` on `ẋ_t`
 /// of a sampled path; the batch loss. Shared by the CFM and OT-CFM steps.
 ///

@@ -23,6 +23,8 @@ mod mean_flow;
 mod model;
 
 pub(crate) use backward::{apply_gradients, regression_gradients};
-pub use backward::{mlp_cfm_train_step, mlp_coupled_cfm_train_step, MlpGradients};
+pub use backward::{
+    mlp_cfm_train_step, mlp_coupled_cfm_train_step, mlp_one_step_distill_train_step, MlpGradients,
+};
 pub use mean_flow::{mean_flow_train_step, MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};

@@ -152,10 +152,7 @@ impl Family for MeanFlow {
     }
 
     fn describe_objective(&self, _s: &RunSettings) -> String {
-        format!(
-            "MeanFlow (average velocity ū(x, s, t); {:.0} % of the time pairs with s < t)",
-            100.0 * (1.0 - EQUAL_TIMES_FRACTION)
-        )
+        mean_flow_objective()
     }
 
     fn describe_path(&self, s: &RunSettings) -> String {
@@ -167,9 +164,22 @@ impl Family for MeanFlow {
     }
 
     fn sampler_label(&self, solver: &SolverChoice) -> String {
-        let steps = solver.steps;
-        format!("meanflow-{steps} step{}", if steps == 1 { "" } else { "s" })
+        mean_flow_sampler_label(solver)
     }
+}
+
+/// The objective line of the MeanFlow families' logs.
+pub(super) fn mean_flow_objective() -> String {
+    format!(
+        "MeanFlow (average velocity ū(x, s, t); {:.0} % of the time pairs with s < t)",
+        100.0 * (1.0 - EQUAL_TIMES_FRACTION)
+    )
+}
+
+/// How outputs name MeanFlow sampling: `meanflow-1 step`, `meanflow-2 steps`.
+pub(super) fn mean_flow_sampler_label(solver: &SolverChoice) -> String {
+    let steps = solver.steps;
+    format!("meanflow-{steps} step{}", if steps == 1 { "" } else { "s" })
 }
 
 struct MeanFlowTrainer {

@@ -15,8 +15,8 @@ use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
 use fm_models::{
-    mlp_cfm_train_step, mlp_coupled_cfm_train_step, DrawnBatch, MlpConfig, ModelConfig, OtCfmPipeline,
-    VelocityMlp, VelocityNet,
+    mlp_cfm_train_step, mlp_coupled_cfm_train_step, mlp_one_step_distill_train_step, DrawnBatch, MlpConfig,
+    ModelConfig, OtCfmPipeline, VelocityMlp, VelocityNet,
 };
 use serde_json::{Map, Value};
 
@@ -144,12 +144,18 @@ impl Family for Mlp {
         device: &Device,
     ) -> Result<Box<dyn Trainer>> {
         let fm = &s.flow_matching;
-        if data.is_paired()
-            && !(matches!(fm.objective, Objective::Cfm) && fm.spec.is_plain_cfm() && fm.matcher.is_none())
-        {
+        let plain = fm.spec.is_plain_cfm() && fm.matcher.is_none();
+        if data.is_paired() && !(matches!(fm.objective, Objective::Cfm | Objective::Distill) && plain) {
             bail!(
-                "--data {}: coupled pairs train plain CFM on their couplings; --matcher, --objective, \
-                 --parametrization and --weighting do not apply to them",
+                "--data {}: coupled pairs train plain CFM (or --objective distill) on their couplings; \
+                 --matcher, --objective efm|likelihood, --parametrization and --weighting do not apply to them",
+                s.data
+            );
+        }
+        if fm.objective == Objective::Distill && !data.is_paired() {
+            bail!(
+                "--objective distill learns the one-step map of coupled pairs: it needs --data pairs:FILE \
+                 (`fm reflow` writes them), not `{}`",
                 s.data
             );
         }
@@ -279,6 +285,9 @@ impl Trainer for MlpTrainer {
             // the trainer refused every other objective).
             let (x0, x1) = (x0.to_device(cx.device)?, x1.to_device(cx.device)?);
             // Explicit backward pass, as the plain CFM step.
+            if fm.objective == Objective::Distill {
+                return Ok(mlp_one_step_distill_train_step(&self.mlp, cx.opt, &x0, &x1)?);
+            }
             return Ok(mlp_coupled_cfm_train_step(&self.mlp, &self.path, cx.opt, &x0, &x1, cx.train_rng)?);
         }
         let x1 = cx.data.batch(cx.settings.batch_size, cx.data_rng)?.to_device(cx.device)?;
@@ -297,6 +306,7 @@ impl Trainer for MlpTrainer {
             }
             // Forward-mode exact divergence: first-order autograd only.
             Objective::Likelihood { steps } => cnf_nll_loss_exact(&self.mlp, &x1, steps)?,
+            Objective::Distill => bail!("--objective distill trains on coupled pairs only"),
         };
         let value = finite(&loss)?;
         cx.opt.backward_step(&loss)?;

@@ -16,6 +16,7 @@
 
 mod flow;
 mod mean_flow;
+mod mean_flow_unet;
 mod mlp;
 mod unet;
 mod velocity;
@@ -272,8 +273,14 @@ pub trait TrainedModel {
 }
 
 /// Every family, in the order `--model` lists them.
-pub static FAMILIES: &[&dyn Family] =
-    &[&mlp::Mlp, &unet::UNet, &flow::Flow::Planar, &flow::Flow::RealNvp, &mean_flow::MeanFlow];
+pub static FAMILIES: &[&dyn Family] = &[
+    &mlp::Mlp,
+    &unet::UNet,
+    &flow::Flow::Planar,
+    &flow::Flow::RealNvp,
+    &mean_flow::MeanFlow,
+    &mean_flow_unet::MeanFlowUNet,
+];
 
 /// The valid `--model` names.
 pub fn names() -> String {

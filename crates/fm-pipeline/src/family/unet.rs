@@ -73,6 +73,7 @@ impl UNetSpec {
             dropout: c.dropout,
             class_cond,
             exact: None,
+            average_velocity: false,
         })
     }
 
@@ -121,6 +122,7 @@ impl UNetSpec {
             let k = num_classes.context("--class-cond: the dataset has no labels")?;
             c.num_classes = Some(k);
         }
+        c.average_velocity = self.average_velocity;
         c.validate().context("--model unet")?;
         Ok(c)
     }
@@ -136,66 +138,31 @@ impl Family for UNet {
     }
 
     fn owns(&self, model: &ModelConfig) -> bool {
-        matches!(model, ModelConfig::UNet(_))
+        matches!(model, ModelConfig::UNet(c) if !c.average_velocity)
     }
 
     fn resolve(&'static self, c: &RunConfig) -> Result<RunSettings> {
-        if c.layers.is_some() {
-            bail!("--layers only applies to --model planar or realnvp");
-        }
-        let spec = UNetSpec::of_config(c)?;
-        if c.data.is_none() {
-            bail!("--model unet needs image data: --data mnist:DIR, fashion-mnist:DIR, cifar10:DIR, digits:FILE or png:DIR");
-        }
-        let (steps, batch_size, lr) = spec.defaults();
-        let mut s = settings::common(
-            c,
-            self,
-            Defaults { data: None, noise: None, steps, batch_size, lr, out_stem: c.preset.clone() },
-        )?;
-        let fm = settings::flow_matching(c)?;
-        if !(fm.objective == Objective::Cfm && fm.spec.is_plain_cfm()) {
-            bail!(
-                "--model unet trains by plain CFM: --objective efm|likelihood, --parametrization, --weighting \
-                 and --jacobian-reg apply to the MLP only"
-            );
-        }
-        if let Some(m) = &fm.matcher {
+        let (mut s, spec) = resolve_images(self, c)?;
+        if let Some(m) = &s.flow_matching.matcher {
             if spec.class_cond && m.coupling() != Coupling::Independent {
                 bail!("--class-cond with a minibatch coupling (--coupling/--matcher otcfm/sbcfm) is not supported: the coupling would separate images from their labels");
             }
         }
         s.network.label_dropout = spec.class_cond.then(|| c.label_dropout.unwrap_or(DEFAULT_LABEL_DROPOUT));
-        s.preset = Some(spec.preset.clone());
         s.network.unet = Some(spec);
-        s.flow_matching = fm;
         Ok(s)
     }
 
     fn config_of_record(&self, r: &RunRecord, model: &ModelConfig) -> Result<RunConfig> {
-        let ModelConfig::UNet(u) = model else { bail!("not a U-Net checkpoint") };
-        let mut c = RunConfig::of_record(r);
-        c.model = Some("unet".into());
-        c.class_cond = u.num_classes.is_some().then_some(true);
-        c.label_dropout = r.label_dropout;
-        velocity::config_of_record(r, &mut c);
-        Ok(c)
+        config_of_record(self, r, model)
     }
 
     fn resume(&'static self, record: &RunRecord, model: &ModelConfig) -> Result<RunSettings> {
-        let ModelConfig::UNet(u) = model else { bail!("not a U-Net checkpoint") };
-        let mut s = self.resolve(&self.config_of_record(record, model)?)?;
-        if let Some(spec) = &mut s.network.unet {
-            spec.exact = Some(u.clone());
-        }
-        velocity::restore(&mut s, record)?;
-        Ok(s)
+        resume(self, record, model)
     }
 
     fn configure(&self, s: &RunSettings, data: &TrainingData) -> Result<ModelConfig> {
-        let spec = s.network.unet.as_ref().context("the U-Net's settings are missing")?;
-        let info = data.image_info().context("--model unet needs image data (--data mnist:DIR, ...)")?;
-        Ok(ModelConfig::UNet(spec.build(info, data.num_classes())?))
+        configure(self, s, data)
     }
 
     fn trainer(
@@ -233,6 +200,85 @@ impl Family for UNet {
     }
 
     fn describe_model(&self, model: &ModelConfig) -> String {
+        describe(model)
+    }
+
+    fn describe_objective(&self, s: &RunSettings) -> String {
+        velocity::describe(s)
+    }
+
+    fn describe_path(&self, s: &RunSettings) -> String {
+        velocity::describe_path(s)
+    }
+}
+
+/// The settings every U-Net family shares: the network's spec, the data
+/// (images), the budget's defaults and the flow-matching settings (plain CFM).
+pub(crate) fn resolve_images(family: &'static dyn Family, c: &RunConfig) -> Result<(RunSettings, UNetSpec)> {
+    let name = family.name();
+    if c.layers.is_some() {
+        bail!("--layers only applies to --model planar or realnvp");
+    }
+    let spec = UNetSpec::of_config(c)?;
+    if c.data.is_none() {
+        bail!("--model {name} needs image data: --data mnist:DIR, fashion-mnist:DIR, cifar10:DIR, digits:FILE or png:DIR");
+    }
+    let (steps, batch_size, lr) = spec.defaults();
+    let mut s = settings::common(
+        c,
+        family,
+        Defaults { data: None, noise: None, steps, batch_size, lr, out_stem: c.preset.clone() },
+    )?;
+    let fm = settings::flow_matching(c)?;
+    if !(fm.objective == Objective::Cfm && fm.spec.is_plain_cfm()) {
+        bail!(
+            "--model {name} trains by plain CFM on its path: --objective efm|likelihood, --parametrization, \
+             --weighting and --jacobian-reg apply to the MLP only"
+        );
+    }
+    s.preset = Some(spec.preset.clone());
+    s.flow_matching = fm;
+    Ok((s, spec))
+}
+
+/// The configuration that reproduces a U-Net run (`--model` of `family`).
+pub(crate) fn config_of_record(family: &dyn Family, r: &RunRecord, model: &ModelConfig) -> Result<RunConfig> {
+    let ModelConfig::UNet(u) = model else { bail!("not a U-Net checkpoint") };
+    let mut c = RunConfig::of_record(r);
+    c.model = Some(family.name().into());
+    c.class_cond = u.num_classes.is_some().then_some(true);
+    c.label_dropout = r.label_dropout;
+    velocity::config_of_record(r, &mut c);
+    Ok(c)
+}
+
+/// A resumed U-Net run's settings, with the checkpoint's exact network.
+pub(crate) fn resume(
+    family: &'static dyn Family,
+    record: &RunRecord,
+    model: &ModelConfig,
+) -> Result<RunSettings> {
+    let ModelConfig::UNet(u) = model else { bail!("not a U-Net checkpoint") };
+    let mut s = family.resolve(&family.config_of_record(record, model)?)?;
+    if let Some(spec) = &mut s.network.unet {
+        spec.exact = Some(u.clone());
+    }
+    velocity::restore(&mut s, record)?;
+    Ok(s)
+}
+
+/// The U-Net of a new run on image `data`.
+pub(crate) fn configure(family: &dyn Family, s: &RunSettings, data: &TrainingData) -> Result<ModelConfig> {
+    let spec = s.network.unet.as_ref().context("the U-Net's settings are missing")?;
+    let info = data
+        .image_info()
+        .with_context(|| format!("--model {} needs image data (--data mnist:DIR, ...)", family.name()))?;
+    Ok(ModelConfig::UNet(spec.build(info, data.num_classes())?))
+}
+
+/// One line naming a U-Net: channels, levels, attention, parameters.
+pub(crate) fn describe(model: &ModelConfig) -> String {
+    {
         let ModelConfig::UNet(c) = model else { return format!("{model:?}") };
         let attn: Vec<String> = c
             .attention_ds
@@ -256,14 +302,6 @@ impl Family for UNet {
             },
             model.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>()
         )
-    }
-
-    fn describe_objective(&self, s: &RunSettings) -> String {
-        velocity::describe(s)
-    }
-
-    fn describe_path(&self, s: &RunSettings) -> String {
-        velocity::describe_path(s)
     }
 }
 

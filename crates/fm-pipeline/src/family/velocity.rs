@@ -220,7 +220,7 @@ pub(crate) fn record(s: &RunSettings, r: &mut RunRecord) {
     r.objective = fm.objective.name().into();
     r.cnf_steps = match fm.objective {
         Objective::Likelihood { steps } => Some(steps),
-        Objective::Cfm | Objective::Efm { .. } => None,
+        Objective::Cfm | Objective::Efm { .. } | Objective::Distill => None,
     };
     r.options = objective_record(&fm.spec);
     r.matcher = fm.matcher.map(|m| m.kind.name().to_string());
@@ -265,6 +265,7 @@ pub(crate) fn describe(s: &RunSettings) -> String {
             None => describe_objective(fm.objective, &fm.spec),
         },
         Objective::Likelihood { steps } => format!("maximum likelihood (RK4-{steps})"),
+        Objective::Distill => describe_objective(fm.objective, &fm.spec),
     }
 }
 

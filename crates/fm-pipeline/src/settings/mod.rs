@@ -116,6 +116,8 @@ pub struct UNetSpec {
     pub class_cond: bool,
     /// The exact configuration of a resumed run.
     pub exact: Option<UNetConfig>,
+    /// A network of the average velocity (MeanFlow, `--model meanflow-unet`).
+    pub average_velocity: bool,
 }
 
 /// How a velocity field is trained.

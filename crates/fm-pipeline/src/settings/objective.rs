@@ -28,6 +28,11 @@ pub enum Objective {
         /// References per target.
         m: usize,
     },
+    /// One-step distillation of coupled pairs (`--data pairs:FILE`, the
+    /// output of `fm reflow`): regression of `u_θ(x₀, 0)` on `x₁ − x₀`, so
+    /// that one Euler step maps each `x₀` to its `x₁` (Liu et al. 2023,
+    /// "k-rectified flow + distillation").
+    Distill,
 }
 
 impl Objective {
@@ -37,6 +42,7 @@ impl Objective {
             Objective::Cfm => "cfm",
             Objective::Likelihood { .. } => "likelihood",
             Objective::Efm { .. } => "efm",
+            Objective::Distill => "distill",
         }
     }
 
@@ -58,7 +64,8 @@ impl Objective {
                 }
                 Objective::Efm { m }
             }
-            other => bail!("--objective: unknown objective `{other}`; valid: cfm, efm, likelihood"),
+            "distill" | "distillation" => Objective::Distill,
+            other => bail!("--objective: unknown objective `{other}`; valid: cfm, efm, likelihood, distill"),
         };
         if cnf_steps.is_some() && !matches!(o, Objective::Likelihood { .. }) {
             bail!("--cnf-steps only applies to --objective likelihood");
@@ -94,11 +101,12 @@ pub(crate) fn spec(objective: Objective, f: &ObjectiveFlags, has_matcher: bool) 
     let target = match objective {
         Objective::Efm { m } => RegressionTarget::Efm { m },
         Objective::Cfm => RegressionTarget::Cfm,
-        Objective::Likelihood { .. } => {
+        Objective::Likelihood { .. } | Objective::Distill => {
             if f.any() {
                 bail!(
                     "--parametrization, --weighting and --jacobian-reg apply to --objective cfm|efm, \
-                     not to likelihood"
+                     not to {}",
+                    objective.name()
                 );
             }
             return Ok(ObjectiveSpec::default());
@@ -141,6 +149,7 @@ pub(crate) fn spec(objective: Objective, f: &ObjectiveFlags, has_matcher: bool) 
 pub(crate) fn describe(objective: Objective, s: &ObjectiveSpec) -> String {
     let mut parts = vec![match objective {
         Objective::Efm { m } => format!("empirical flow matching (M = {m})"),
+        Objective::Distill => "one-step distillation of the pairs (u(x₀, 0) on x₁ − x₀)".to_string(),
         _ => "flow matching".to_string(),
     }];
     if s.parametrization != Prediction::Velocity {
