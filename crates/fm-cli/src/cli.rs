@@ -133,6 +133,30 @@ pub enum PlotCommand {
         after_help = "Examples:\n  fm plot density --checkpoint runs/checkerboard\n  fm plot density --checkpoint runs/moons --grid 150 --out density.png\n  fm plot density --checkpoint runs/moons-nvp       # a planar/RealNVP flow: exact density, no ODE"
     )]
     Density(DensityArgs),
+    /// Image samples side by side: one row per .npy file (e.g. one sampler or step count per row).
+    #[command(
+        after_help = "Examples:\n  fm plot grid --samples runs/mf/1.npy,runs/mf/2.npy,runs/unet/100.npy --out rows.png\n  fm plot grid --samples a.npy,b.npy --cols 16 --shape 3,32,32 --out cifar-rows.png"
+    )]
+    Grid(GridArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GridArgs {
+    /// Sample files as `fm sample` writes them (.npy, (n, c·h·w) or (n, c, h, w), in [−1, 1]), comma separated: one row each, in order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub samples: Vec<PathBuf>,
+    /// Images per row (the first of each file).
+    #[arg(long, default_value_t = 10)]
+    pub cols: usize,
+    /// Image shape `C,H,W` for (n, c·h·w) files [default: the file's own (n, c, h, w), else one square channel].
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Option<Vec<usize>>,
+    /// Pixel zoom.
+    #[arg(long, default_value_t = 3)]
+    pub zoom: usize,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -49,6 +49,15 @@ fn reflow_writes_pairs_and_a_sidecar_and_the_student_trains_on_them() {
         "200",
     ]);
     assert!(out.contains("3000 coupled pairs"), "{out}");
+    // One-step distillation of the same pairs; refused on data without pairs.
+    #[rustfmt::skip]
+    let out = ok(&[
+        "train", "--data", &format!("pairs:{}", s(&pairs)), "--objective", "distill", "--steps", "50",
+        "--out", s(&dir.join("distilled")), "--quiet", "--sample-n", "100",
+    ]);
+    assert!(out.contains("one-step distillation"), "{out}");
+    let e = fails(&["train", "--objective", "distill", "--steps", "5", "--out", s(&dir.join("bad"))]);
+    assert!(e.contains("pairs:FILE"), "{e}");
     let e = fails(&[
         "train",
         "--data",

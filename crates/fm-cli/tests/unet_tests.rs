@@ -174,3 +174,54 @@ fn unet_flags_are_checked() {
     assert!(e.contains("--ema-decay"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--model meanflow-unet` from the command line: trains, names its sampler,
+/// samples in one and two steps (NFE = steps), and `fm plot grid` lays the two
+/// sample files out as two rows of a PNG of the expected size; what it cannot
+/// do is refused by flag.
+#[test]
+fn meanflow_unet_trains_samples_in_few_steps_and_plots_rows() {
+    let dir = temp("meanflow");
+    let data = common::digits_csv(&dir, 60, 7);
+    let run = dir.join("run");
+    #[rustfmt::skip]
+    let out = ok(&[
+        "train", "--data", &data, "--model", "meanflow-unet", "--preset", "tiny", "--batch-size", "8",
+        "--steps", "6", "--sample-n", "10", "--out", s(&run), "--quiet",
+    ]);
+    assert!(out.contains("MeanFlow U-Net") && out.contains("meanflow-1 step, NFE 1"), "{out}");
+    let mut rows = Vec::new();
+    for steps in ["1", "2"] {
+        let file = dir.join(format!("{steps}.npy"));
+        let j = common::last_json(&ok(&[
+            "sample",
+            "--checkpoint",
+            s(&run),
+            "--steps",
+            steps,
+            "--n",
+            "12",
+            "--out",
+            s(&file),
+            "--json",
+        ]));
+        assert_eq!(j["nfe"].as_u64(), Some(steps.parse().unwrap()), "{j}");
+        rows.push(file);
+    }
+    let png = dir.join("rows.png");
+    let list = format!("{},{}", s(&rows[0]), s(&rows[1]));
+    ok(&["plot", "grid", "--samples", &list, "--cols", "5", "--zoom", "2", "--out", s(&png)]);
+    let (w, h) = image::image_dimensions(&png).unwrap();
+    // 5 columns and 2 rows of 8×8 images at zoom 2, 1-pixel borders.
+    assert_eq!((w, h), (5 * 17 + 1, 2 * 17 + 1));
+    let e = fails(&["plot", "grid", "--samples", &list, "--cols", "13", "--out", s(&png)]);
+    assert!(e.contains("--cols") && e.contains("1.npy"), "{e}");
+    let bad = dir.join("bad");
+    for (flag, value) in [("--class-cond", None), ("--dropout", Some("0.1")), ("--matcher", Some("otcfm"))] {
+        let mut args = vec!["train", "--data", &data, "--model", "meanflow-unet", "--preset", "tiny", flag];
+        args.extend(value);
+        args.extend(["--steps", "1", "--out", s(&bad)]);
+        let e = fails(&args);
+        assert!(e.contains(flag), "{flag}: {e}");
+    }
+}

@@ -14,6 +14,7 @@ mod energies;
 mod eval;
 pub mod export;
 pub mod frechet;
+pub mod grid;
 pub mod hub;
 mod likelihood;
 mod reflow;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Likelihood(a) => likelihood::run(a),
         Command::Plot(PlotCommand::Density(a)) => density::run(a),
+        Command::Plot(PlotCommand::Grid(a)) => grid::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::Energies(a) => energies::run(a),
         Command::Classifier(c) => classifier::run(c),
