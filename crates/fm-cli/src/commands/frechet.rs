@@ -169,7 +169,7 @@ fn samples_of(
         let pb = crate::progress::bar(a.n, a.quiet, "{bar:30} {pos}/{len} samples {per_sec} ETA {eta}");
         let mut request = SampleRequest::new(a.n, a.seed, choice.clone());
         request.stochastic = super::common::stochastic_choice(&a.stochastic, a.solver.steps)?;
-        let label = request.stochastic.map_or_else(|| choice.label.clone(), |s| s.label());
+        let label = request.stochastic.map_or_else(|| m.family().sampler_label(&choice), |s| s.label());
         let gen = m.sample_with(&request, &mut |k| pb.inc(k as u64))?;
         pb.finish_and_clear();
         return Ok((gen.values, format!("samples of {} ({label}, NFE {})", dir.display(), gen.nfe)));
