@@ -71,6 +71,7 @@ pub mod assignment;
 pub mod closed_form;
 pub mod coupling;
 pub mod dequantization;
+pub mod discrete;
 pub mod divergence;
 pub mod efm;
 pub mod energy;
