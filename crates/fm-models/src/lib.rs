@@ -69,7 +69,7 @@ pub use error::{Error, Result};
 pub use flows::NormalizingFlow;
 pub use mlp::{
     mean_flow_train_step, mlp_cfm_train_step, mlp_coupled_cfm_train_step, mlp_one_step_distill_train_step,
-    MeanFlowConfig, MeanFlowMlp, MlpConfig, MlpGradients, VelocityMlp,
+    DiscreteMlp, DiscreteMlpConfig, MeanFlowConfig, MeanFlowMlp, MlpConfig, MlpGradients, VelocityMlp,
 };
 pub use net::VelocityNet;
 pub use ot_cfm_train::{DrawnBatch, OtCfmPipeline};

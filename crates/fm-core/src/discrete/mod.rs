@@ -18,19 +18,21 @@
 //! gives the rates of a continuous-time Markov chain whose marginals follow the
 //! path, sampled by [`ctmc_euler`]; the generalized KL of the two chains
 //! integrates to an evidence lower bound ([`elbo()`]). One concept per file:
-//! [`source`], [`path`], [`rate`], [`ctmc`], [`elbo`](mod@elbo).
+//! [`source`], [`path`], [`rate`], [`ctmc`], [`elbo`](mod@elbo), [`loss`].
 //!
 //! Tokens are `u32`, a batch of `b` sequences of length `L` row-major
 //! (`b · L` values); posteriors are `f32` rows of `V` probabilities per token.
 
 pub mod ctmc;
 pub mod elbo;
+pub mod loss;
 pub mod path;
 pub mod rate;
 pub mod source;
 
 pub use ctmc::{ctmc_euler, ctmc_euler_step, DiscretePosterior};
 pub use elbo::{elbo, generalized_kl, ElboSettings};
+pub use loss::{cross_entropy, generalized_kl_loss};
 pub use path::MixturePath;
 pub use rate::posterior_to_rate;
 pub use source::DiscreteSource;

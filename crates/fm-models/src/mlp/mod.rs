@@ -13,10 +13,13 @@
 //! - `divergence`: graph-free f32 velocity with its exact divergence or
 //!   JVPs, in row blocks;
 //! - `mean_flow`: [`MeanFlowMlp`], the average velocity `ū(x, s, t)` of
-//!   MeanFlow with its exact forward-mode tangent.
+//!   MeanFlow with its exact forward-mode tangent;
+//! - `discrete`: [`DiscreteMlp`], the factorized posterior of discrete flow
+//!   matching on short token sequences.
 
 mod backward;
 mod backward_blocked;
+mod discrete;
 mod divergence;
 mod inference;
 mod mean_flow;
@@ -26,5 +29,6 @@ pub(crate) use backward::{apply_gradients, regression_gradients};
 pub use backward::{
     mlp_cfm_train_step, mlp_coupled_cfm_train_step, mlp_one_step_distill_train_step, MlpGradients,
 };
+pub use discrete::{DiscreteMlp, DiscreteMlpConfig};
 pub use mean_flow::{mean_flow_train_step, MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};
