@@ -1,5 +1,5 @@
 //! The training losses of a discrete posterior model, as differentiable
-//! tensors: cross-entropy and the generalized KL ([`super::elbo`]'s `ℓ`
+//! tensors: cross-entropy and the generalized KL ([`super::elbo`](mod@super::elbo)'s `ℓ`
 //! weighted by `κ̇/(1 − κ)`).
 
 use candle::{DType, Tensor, D};
