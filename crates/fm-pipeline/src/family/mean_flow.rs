@@ -9,7 +9,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fm_core::divergence::Divergence;
 use fm_core::likelihood::log_likelihood;
-use fm_core::mean_flow::{draw_time_pairs, mean_flow_trajectory};
+use fm_core::mean_flow::{draw_time_pairs, mean_flow_trajectory, AverageVelocityField};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::{SeededRng, VelocityField};
@@ -132,7 +132,8 @@ impl Family for MeanFlow {
         let ModelConfig::MeanFlow(config) = model else { bail!("not a MeanFlow checkpoint") };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let net = MeanFlowMlp::new(config, vb)?;
-        Ok(Box::new(MeanFlowModel { net }))
+        // 2-D points: one batch.
+        Ok(Box::new(MeanFlowModel { net, dim: config.dim, batch: usize::MAX, image: None }))
     }
 
     fn record(&self, s: &RunSettings, r: &mut RunRecord) {
@@ -203,15 +204,21 @@ impl Trainer for MeanFlowTrainer {
     }
 }
 
-/// A trained MeanFlow network: few-step sampling; its instantaneous velocity
-/// `ū(x, t, t)` for likelihoods and analyses.
-struct MeanFlowModel {
-    net: MeanFlowMlp,
+/// A trained MeanFlow network (the MLP, or the U-Net on images): few-step
+/// sampling in batches of `batch` (trajectories kept); its instantaneous
+/// velocity `ū(x, t, t)` for likelihoods and analyses.
+pub(super) struct MeanFlowModel<N> {
+    pub net: N,
+    pub dim: usize,
+    /// Samples per batch unless the request says otherwise.
+    pub batch: usize,
+    /// The shape of one sample, for models of images.
+    pub image: Option<crate::ImageShape>,
 }
 
-impl TrainedModel for MeanFlowModel {
+impl<N: AverageVelocityField + VelocityField> TrainedModel for MeanFlowModel<N> {
     fn dim(&self) -> usize {
-        self.net.config().dim
+        self.dim
     }
 
     fn generate(
@@ -221,15 +228,36 @@ impl TrainedModel for MeanFlowModel {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Generated> {
         if request.class.is_some() || request.cfg_scale != 0.0 {
-            bail!("--class and --cfg-scale apply to class-conditional image models (U-Nets)");
+            bail!("--class and --cfg-scale: MeanFlow models are unconditional");
         }
         if request.stochastic.is_some() {
             bail!("--sampler sde|langevin: a MeanFlow model samples by its own steps (--steps)");
         }
+        let batch = request.batch_size.unwrap_or(self.batch);
+        if batch == 0 {
+            bail!("--batch-size must be at least 1, got 0");
+        }
         let steps = request.solver.steps;
-        let (x, trajectory) = mean_flow_trajectory(&self.net, x0, steps, request.trajectory_rows)?;
-        progress(x0.dim(0)?);
-        Ok(Generated { samples: x, trajectory, nfe: steps })
+        let n = x0.dim(0)?;
+        let (mut samples, mut trajectory) = (Vec::new(), Vec::<Vec<Tensor>>::new());
+        let mut start = 0;
+        while start < n {
+            let b = batch.min(n - start);
+            let rows = request.trajectory_rows.saturating_sub(start).min(b);
+            let (x, kept) = mean_flow_trajectory(&self.net, &x0.narrow(0, start, b)?, steps, rows)
+                .with_context(|| format!("MeanFlow sampling in {steps} step(s)"))?;
+            samples.push(x);
+            if rows > 0 {
+                trajectory.push(kept);
+            }
+            start += b;
+            progress(start);
+        }
+        // The kept rows of every batch, step by step.
+        let trajectory = (0..trajectory.first().map_or(0, Vec::len))
+            .map(|k| Tensor::cat(&trajectory.iter().map(|t| &t[k]).collect::<Vec<_>>(), 0))
+            .collect::<candle::Result<Vec<_>>>()?;
+        Ok(Generated { samples: Tensor::cat(&samples, 0)?, trajectory, nfe: steps })
     }
 
     fn log_likelihood(
@@ -248,5 +276,9 @@ impl TrainedModel for MeanFlowModel {
 
     fn velocity_field(&self) -> Option<&dyn VelocityField> {
         Some(&self.net)
+    }
+
+    fn image_shape(&self) -> Option<crate::ImageShape> {
+        self.image
     }
 }

@@ -13,22 +13,18 @@ use std::collections::HashMap;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use fm_core::divergence::Divergence;
-use fm_core::likelihood::log_likelihood;
-use fm_core::mean_flow::{draw_time_pairs, mean_flow_loss, mean_flow_trajectory};
+use fm_core::mean_flow::{draw_time_pairs, mean_flow_loss};
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
-use fm_core::{SeededRng, VelocityField};
+use fm_core::SeededRng;
 use fm_models::unet::UNet as UNetNet;
 use fm_models::ModelConfig;
 
-use super::mean_flow::{mean_flow_objective, mean_flow_sampler_label, EQUAL_TIMES_FRACTION};
+use super::mean_flow::{mean_flow_objective, mean_flow_sampler_label, MeanFlowModel, EQUAL_TIMES_FRACTION};
 use super::velocity::{self, DEFAULT_IMAGE_BATCH};
-use super::{
-    finite, unet, Family, Generated, ModelLikelihood, SampleRequest, StepContext, TrainedModel, Trainer,
-};
+use super::{finite, unet, Family, StepContext, TrainedModel, Trainer};
 use crate::error::bail;
-use crate::{Result, ResultExt, RunConfig, RunRecord, RunSettings, SolverChoice, TrainingData};
+use crate::{Result, RunConfig, RunRecord, RunSettings, SolverChoice, TrainingData};
 
 /// The MeanFlow U-Net family.
 #[derive(Debug)]
@@ -100,7 +96,9 @@ impl Family for MeanFlowUNet {
     ) -> Result<Box<dyn TrainedModel>> {
         let ModelConfig::UNet(config) = model else { bail!("not a U-Net checkpoint") };
         let net = UNetNet::new(config, VarBuilder::from_tensors(tensors, DType::F32, device))?;
-        Ok(Box::new(MeanFlowUNetModel { net }))
+        let image =
+            crate::ImageShape { channels: config.in_channels, height: config.height, width: config.width };
+        Ok(Box::new(MeanFlowModel { net, dim: config.dim(), batch: DEFAULT_IMAGE_BATCH, image: Some(image) }))
     }
 
     fn record(&self, s: &RunSettings, r: &mut RunRecord) {
@@ -149,79 +147,5 @@ impl Trainer for MeanFlowUNetTrainer {
         let value = finite(&loss)?;
         cx.opt.backward_step(&loss)?;
         Ok(value)
-    }
-}
-
-/// A trained MeanFlow U-Net: few-step sampling in batches of images; its
-/// instantaneous velocity `ū(x, t, t)` for likelihoods and analyses.
-struct MeanFlowUNetModel {
-    net: UNetNet,
-}
-
-impl TrainedModel for MeanFlowUNetModel {
-    fn dim(&self) -> usize {
-        self.net.config().dim()
-    }
-
-    fn generate(
-        &self,
-        x0: &Tensor,
-        request: &SampleRequest,
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<Generated> {
-        if request.class.is_some() || request.cfg_scale != 0.0 {
-            bail!("--class and --cfg-scale: the MeanFlow U-Net is unconditional");
-        }
-        if request.stochastic.is_some() {
-            bail!("--sampler sde|langevin: a MeanFlow model samples by its own steps (--steps)");
-        }
-        let batch = request.batch_size.unwrap_or(DEFAULT_IMAGE_BATCH);
-        if batch == 0 {
-            bail!("--batch-size must be at least 1, got 0");
-        }
-        let steps = request.solver.steps;
-        let n = x0.dim(0)?;
-        let (mut samples, mut trajectory) = (Vec::new(), Vec::<Vec<Tensor>>::new());
-        let mut start = 0;
-        while start < n {
-            let b = batch.min(n - start);
-            let rows = request.trajectory_rows.saturating_sub(start).min(b);
-            let (x, kept) = mean_flow_trajectory(&self.net, &x0.narrow(0, start, b)?, steps, rows)
-                .with_context(|| format!("MeanFlow sampling in {steps} step(s)"))?;
-            samples.push(x);
-            if rows > 0 {
-                trajectory.push(kept);
-            }
-            start += b;
-            progress(start);
-        }
-        // The kept rows of every batch, step by step.
-        let trajectory = (0..trajectory.first().map_or(0, Vec::len))
-            .map(|k| Tensor::cat(&trajectory.iter().map(|t| &t[k]).collect::<Vec<_>>(), 0))
-            .collect::<candle::Result<Vec<_>>>()?;
-        Ok(Generated { samples: Tensor::cat(&samples, 0)?, trajectory, nfe: steps })
-    }
-
-    fn log_likelihood(
-        &self,
-        x: &Tensor,
-        solver: &SolverChoice,
-        divergence: Divergence,
-        rng: &mut SeededRng,
-    ) -> Result<ModelLikelihood> {
-        // The instantaneous velocity ū(x, t, t) is a CNF; its divergence by autograd.
-        let grid = solver.backward_grid()?;
-        let res = log_likelihood(&self.net, x, divergence, &solver.method, &grid, rng)
-            .with_context(|| format!("likelihood solve with {}", solver.label))?;
-        Ok(ModelLikelihood { log_p: res.log_p_vec()?, nfe: res.nfe })
-    }
-
-    fn velocity_field(&self) -> Option<&dyn VelocityField> {
-        Some(&self.net)
-    }
-
-    fn image_shape(&self) -> Option<crate::ImageShape> {
-        let c = self.net.config();
-        Some(crate::ImageShape { channels: c.in_channels, height: c.height, width: c.width })
     }
 }
