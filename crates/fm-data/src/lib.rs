@@ -55,6 +55,7 @@ pub mod images;
 pub mod npy;
 pub mod spec;
 pub mod standardize;
+pub mod tokens;
 pub mod toy;
 
 pub use batch::{sample_rows, FiniteSet, Sampler};
