@@ -33,7 +33,7 @@ pub fn ctmc_euler_step(
         )));
     }
     let (kappa, d_kappa) = path.kappa(t);
-    let scale = d_kappa / (1.0 - kappa).max(1e-12);
+    let scale = super::rate::jump_coefficient(kappa, d_kappa);
     let u = rng.uniform_vec(2 * x.len(), 0.0, 1.0);
     for (i, xi) in x.iter_mut().enumerate() {
         let p = &posterior[i * v..(i + 1) * v];

@@ -2,6 +2,11 @@
 
 use crate::{Error, Result};
 
+/// `κ̇/(1 − κ)`, the scale of every rate of the chain (`1 − κ` floored at `1e-12`).
+pub fn jump_coefficient(kappa: f64, d_kappa: f64) -> f64 {
+    d_kappa / (1.0 - kappa).max(1e-12)
+}
+
 /// The rates `u_t(y | x) = κ̇/(1 − κ) · [p_{1|t}(y | x) − δ_x(y)]` of one token
 /// at state `x` over `states` ids (`posterior` over the first `posterior.len()`
 /// of them, the rest — the mask — with posterior 0): off-diagonal rates are
@@ -19,7 +24,7 @@ pub fn posterior_to_rate(
             posterior.len()
         )));
     }
-    let scale = d_kappa / (1.0 - kappa).max(1e-12);
+    let scale = jump_coefficient(kappa, d_kappa);
     Ok((0..states)
         .map(|y| {
             let p = posterior.get(y).copied().unwrap_or(0.0) as f64;

@@ -169,6 +169,16 @@ impl Family for MeanFlow {
     }
 }
 
+/// One MeanFlow training batch: data `x₁` from the data stream, then source
+/// draws `x₀` and time pairs `s ≤ t` from the train stream.
+pub(super) fn draw_mean_flow_batch(cx: &mut StepContext<'_>) -> Result<[Tensor; 4]> {
+    let x1 = cx.data.batch(cx.settings.batch_size, cx.data_rng)?.to_device(cx.device)?;
+    let (b, d) = x1.dims2()?;
+    let x0 = cx.settings.flow_matching.source.sample(b, d, cx.train_rng, cx.device)?;
+    let (s, t) = draw_time_pairs(b, EQUAL_TIMES_FRACTION, cx.train_rng, x1.dtype(), cx.device)?;
+    Ok([x0, x1, s, t])
+}
+
 /// The objective line of the MeanFlow families' logs.
 pub(super) fn mean_flow_objective() -> String {
     format!(
@@ -195,10 +205,7 @@ impl Trainer for MeanFlowTrainer {
     }
 
     fn step(&mut self, cx: &mut StepContext<'_>) -> Result<f64> {
-        let x1 = cx.data.batch(cx.settings.batch_size, cx.data_rng)?.to_device(cx.device)?;
-        let (b, d) = x1.dims2()?;
-        let x0 = cx.settings.flow_matching.source.sample(b, d, cx.train_rng, cx.device)?;
-        let (s, t) = draw_time_pairs(b, EQUAL_TIMES_FRACTION, cx.train_rng, x1.dtype(), cx.device)?;
+        let [x0, x1, s, t] = draw_mean_flow_batch(cx)?;
         // The target by the graph-free tangent pass, then the MLP's explicit backward pass.
         Ok(mean_flow_train_step(&self.net, &self.path, cx.opt, &x0, &x1, &s, &t)?)
     }

@@ -13,14 +13,14 @@ use std::collections::HashMap;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use fm_core::mean_flow::{draw_time_pairs, mean_flow_loss};
+use fm_core::mean_flow::mean_flow_loss;
 use fm_core::path::AffinePath;
 use fm_core::scheduler::SchedulerKind;
 use fm_core::SeededRng;
 use fm_models::unet::UNet as UNetNet;
 use fm_models::ModelConfig;
 
-use super::mean_flow::{mean_flow_objective, mean_flow_sampler_label, MeanFlowModel, EQUAL_TIMES_FRACTION};
+use super::mean_flow::{draw_mean_flow_batch, mean_flow_objective, mean_flow_sampler_label, MeanFlowModel};
 use super::velocity::{self, DEFAULT_IMAGE_BATCH};
 use super::{finite, unet, Family, StepContext, TrainedModel, Trainer};
 use crate::error::bail;
@@ -138,10 +138,7 @@ impl Trainer for MeanFlowUNetTrainer {
     }
 
     fn step(&mut self, cx: &mut StepContext<'_>) -> Result<f64> {
-        let x1 = cx.data.batch(cx.settings.batch_size, cx.data_rng)?.to_device(cx.device)?;
-        let (b, d) = x1.dims2()?;
-        let x0 = cx.settings.flow_matching.source.sample(b, d, cx.train_rng, cx.device)?;
-        let (s, t) = draw_time_pairs(b, EQUAL_TIMES_FRACTION, cx.train_rng, x1.dtype(), cx.device)?;
+        let [x0, x1, s, t] = draw_mean_flow_batch(cx)?;
         // The target from the forward-mode pass (detached), the loss's gradient by autograd.
         let loss = mean_flow_loss(&self.net, &self.path, &x0, &x1, &s, &t)?;
         let value = finite(&loss)?;

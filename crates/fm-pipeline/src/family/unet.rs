@@ -278,31 +278,29 @@ pub(crate) fn configure(family: &dyn Family, s: &RunSettings, data: &TrainingDat
 
 /// One line naming a U-Net: channels, levels, attention, parameters.
 pub(crate) fn describe(model: &ModelConfig) -> String {
-    {
-        let ModelConfig::UNet(c) = model else { return format!("{model:?}") };
-        let attn: Vec<String> = c
-            .attention_ds
-            .iter()
-            .map(|ds| format!("{}×{}", c.height.div_ceil(*ds), c.width.div_ceil(*ds)))
-            .collect();
-        format!(
-            "U-Net ({} channels, mult {:?}, {} res blocks, attention at {}{}{}, {} parameters)",
-            c.model_channels,
-            c.channel_mult,
-            c.num_res_blocks,
-            if attn.is_empty() {
-                "the middle block only".to_string()
-            } else {
-                format!("{} and the middle block", attn.join(", "))
-            },
-            if c.dropout > 0.0 { format!(", dropout {}", c.dropout) } else { String::new() },
-            match c.num_classes {
-                Some(k) => format!(", {k} classes + ∅"),
-                None => String::new(),
-            },
-            model.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>()
-        )
-    }
+    let ModelConfig::UNet(c) = model else { return format!("{model:?}") };
+    let attn: Vec<String> = c
+        .attention_ds
+        .iter()
+        .map(|ds| format!("{}×{}", c.height.div_ceil(*ds), c.width.div_ceil(*ds)))
+        .collect();
+    format!(
+        "U-Net ({} channels, mult {:?}, {} res blocks, attention at {}{}{}, {} parameters)",
+        c.model_channels,
+        c.channel_mult,
+        c.num_res_blocks,
+        if attn.is_empty() {
+            "the middle block only".to_string()
+        } else {
+            format!("{} and the middle block", attn.join(", "))
+        },
+        if c.dropout > 0.0 { format!(", dropout {}", c.dropout) } else { String::new() },
+        match c.num_classes {
+            Some(k) => format!(", {k} classes + ∅"),
+            None => String::new(),
+        },
+        model.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>()
+    )
 }
 
 /// Replaces each label by the null class `∅ = null` with probability `p` (draws from `rng`).
