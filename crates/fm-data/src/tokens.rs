@@ -3,13 +3,15 @@
 //! each), images as their pixel levels (sklearn's digits: 64 tokens of 17
 //! levels) or binarized (MNIST: 784 tokens of 2).
 
+use serde::{Deserialize, Serialize};
+
 use crate::images::ImageSet;
 use crate::{Error, Result};
 
 /// A uniform grid of `bins` cells per coordinate over `[lo, hi]`: cell `k`
 /// has centre `lo + k·(hi − lo)/(bins − 1)`; a value maps to the nearest
 /// centre (clipped to the grid).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TokenGrid {
     /// The first centre.
     pub lo: f64,
@@ -28,6 +30,29 @@ impl TokenGrid {
             )));
         }
         Ok(Self { lo, hi, bins })
+    }
+
+    /// `bins` equal cells tiling `[a, b]` (centres half a cell inside):
+    /// `tiling(−4, 4, 128)` puts the 4×4 checkerboard's squares on 32×32 cells each.
+    pub fn tiling(a: f64, b: f64, bins: usize) -> Result<Self> {
+        if !(a.is_finite() && b.is_finite() && a < b && (2..=65_536).contains(&bins)) {
+            return Err(Error::InvalidParameter(format!(
+                "a token grid needs finite a < b and 2 ≤ bins ≤ 65536, got [{a}, {b}] with {bins} bins"
+            )));
+        }
+        let half = 0.5 * (b - a) / bins as f64;
+        Self::new(a + half, b - half, bins)
+    }
+
+    /// `bins` grey levels of images in `[−1, 1]`: values from −1 to 1 (2
+    /// binarizes at 0, i.e. at half the maximum pixel level).
+    pub fn grey_levels(bins: usize) -> Result<Self> {
+        Self::new(-1.0, 1.0, bins)
+    }
+
+    /// The nearest centre of every value (the values a model of these tokens sees).
+    pub fn snap(&self, values: &[f32]) -> Result<Vec<f32>> {
+        self.centres(&self.tokens(values)?)
     }
 
     /// The token of every value (non-finite values are an error naming their index).
@@ -94,6 +119,11 @@ mod tests {
         assert!(g.tokens(&[f32::NAN]).unwrap_err().to_string().contains("value 0"));
         assert!(g.centres(&[5]).is_err());
         assert!(TokenGrid::new(1.0, 1.0, 5).is_err() && TokenGrid::new(0.0, 1.0, 1).is_err());
+        // Cells tiling [−4, 4]: cell k is [−4 + k/16, −4 + (k + 1)/16).
+        let t = TokenGrid::tiling(-4.0, 4.0, 128)?;
+        assert_eq!(t.tokens(&[-4.0, -3.9376, -2.0001, -1.9999, 3.9999])?, vec![0, 0, 31, 32, 127]);
+        assert_eq!(t.snap(&[0.01])?, vec![1.0 / 32.0]);
+        assert!(TokenGrid::tiling(0.0, 1.0, 1).is_err());
         Ok(())
     }
 

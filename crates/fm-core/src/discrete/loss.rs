@@ -38,7 +38,7 @@ pub fn cross_entropy(logits: &Tensor, x1: &Tensor) -> Result<Tensor> {
 
 /// Mean over tokens of `κ̇/(1 − κ) · ℓ` (the generalized KL: its integral
 /// over `t` bounds `−log p_θ(x₁)` per token), with `x_t` `(b, L)` (mask id `V`
-/// allowed) and `t` `(b,)`. `1 − κ` is floored at `1e-4`.
+/// allowed) and `t` `(b,)`; the weight is [`MixturePath::kl_weight`].
 pub fn generalized_kl_loss(
     logits: &Tensor,
     x1: &Tensor,
@@ -59,13 +59,7 @@ pub fn generalized_kl_loss(
     let xt_clamped = xt.minimum(&Tensor::full((v - 1) as u32, (b, l), dev)?)?;
     let p_xt = (log_prob_of(&logp, &xt_clamped)?.exp()? * &real)?;
     let same = xt.eq(x1)?.to_dtype(dtype)?;
-    let weights: Vec<f64> = t
-        .iter()
-        .map(|&ti| {
-            let (kappa, d_kappa) = path.kappa(ti);
-            d_kappa / (1.0 - kappa).max(1e-4)
-        })
-        .collect();
+    let weights: Vec<f64> = t.iter().map(|&ti| path.kl_weight(ti)).collect();
     let w = Tensor::from_vec(weights, (b, 1), dev)?.to_dtype(dtype)?;
     let bracket = ((p_xt - &same)? + ((1.0 - &same)? * logp_x1)?)?;
     Ok(bracket.broadcast_mul(&w)?.neg()?.mean_all()?)

@@ -44,6 +44,13 @@ impl MixturePath {
         (s.alpha, s.d_alpha)
     }
 
+    /// The generalized-KL loss's weight `κ̇/(1 − κ)` at `t`, `1 − κ` floored
+    /// at `1e-4` (the weight diverges at `t = 1`).
+    pub fn kl_weight(&self, t: f64) -> f64 {
+        let (kappa, d_kappa) = self.kappa(t);
+        d_kappa / (1.0 - kappa).max(1e-4)
+    }
+
     /// `x_t ~ p_t(· | x₁)` for every token of `x1` (`t` per token: one time per
     /// sequence of length `x1.len() / t.len()`).
     pub fn sample(&self, x1: &[u32], t: &[f64], rng: &mut SeededRng) -> Result<Vec<u32>> {
