@@ -44,6 +44,10 @@ pub enum ModelConfig {
     UNet(UNetConfig),
     /// A [`crate::MeanFlowMlp`] average-velocity network (`"kind": "mean-flow"`).
     MeanFlow(crate::MeanFlowConfig),
+    /// A [`crate::DiscreteMlp`] posterior of discrete flow matching (`"kind": "discrete-mlp"`).
+    DiscreteMlp(crate::DiscreteMlpConfig),
+    /// A [`crate::unet::DiscreteUNet`] posterior on image tokens (`"kind": "discrete-u-net"`).
+    DiscreteUNet(crate::unet::DiscreteUNetConfig),
 }
 
 impl ModelConfig {
@@ -58,6 +62,8 @@ impl ModelConfig {
             ModelConfig::RealNvp(c) => c.validate(),
             ModelConfig::UNet(c) => c.validate(),
             ModelConfig::MeanFlow(c) => c.validate(),
+            ModelConfig::DiscreteMlp(c) => c.validate(),
+            ModelConfig::DiscreteUNet(c) => c.validate(),
         }
     }
 
@@ -71,6 +77,8 @@ impl ModelConfig {
             ModelConfig::RealNvp(c) => c.parameter_shapes(),
             ModelConfig::UNet(c) => c.parameter_shapes(),
             ModelConfig::MeanFlow(c) => c.parameter_shapes(),
+            ModelConfig::DiscreteMlp(c) => c.parameter_shapes(),
+            ModelConfig::DiscreteUNet(c) => c.parameter_shapes(),
         }
     }
 
@@ -82,6 +90,8 @@ impl ModelConfig {
             ModelConfig::RealNvp(c) => c.dim,
             ModelConfig::UNet(c) => c.dim(),
             ModelConfig::MeanFlow(c) => c.dim,
+            ModelConfig::DiscreteMlp(c) => c.seq_len,
+            ModelConfig::DiscreteUNet(c) => c.seq_len(),
         }
     }
 }

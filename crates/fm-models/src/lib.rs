@@ -68,8 +68,9 @@ pub use checkpoint::{CheckpointConfig, ModelConfig};
 pub use error::{Error, Result};
 pub use flows::NormalizingFlow;
 pub use mlp::{
-    mean_flow_train_step, mlp_cfm_train_step, mlp_coupled_cfm_train_step, mlp_one_step_distill_train_step,
-    DiscreteMlp, DiscreteMlpConfig, MeanFlowConfig, MeanFlowMlp, MlpConfig, MlpGradients, VelocityMlp,
+    discrete_mlp_train_step, mean_flow_train_step, mlp_cfm_train_step, mlp_coupled_cfm_train_step,
+    mlp_one_step_distill_train_step, DiscreteBatch, DiscreteMlp, DiscreteMlpConfig, MeanFlowConfig,
+    MeanFlowMlp, MlpConfig, MlpGradients, VelocityMlp,
 };
 pub use net::VelocityNet;
 pub use ot_cfm_train::{DrawnBatch, OtCfmPipeline};

@@ -95,7 +95,7 @@ fn activate(act: Activation, z: &Tensor) -> Result<Tensor> {
 }
 
 /// `dh ⊙ σ'(z)`, given `h = σ(z)`.
-fn activation_backward(act: Activation, z: &Tensor, h: &Tensor, dh: &Tensor) -> Result<Tensor> {
+pub(crate) fn activation_backward(act: Activation, z: &Tensor, h: &Tensor, dh: &Tensor) -> Result<Tensor> {
     Ok(match act {
         Activation::Silu => crate::ops::silu_grad(z, h, dh)?,
         Activation::Elu => crate::ops::elu_grad(z, h, dh, 1.0)?,

@@ -24,11 +24,11 @@ pub const TRAIN_BLOCK_ROWS: usize = 128;
 pub const PARTITIONS: usize = 4;
 
 /// A layer's weights, borrowed: `w` `(out, inp)` row-major, `b` `(out,)`.
-struct Layer<'a> {
-    w: &'a [f32],
-    b: &'a [f32],
-    out: usize,
-    inp: usize,
+pub(crate) struct Layer<'a> {
+    pub w: &'a [f32],
+    pub b: &'a [f32],
+    pub out: usize,
+    pub inp: usize,
 }
 
 /// One partition's sums: squared error and, per layer, `dW` and `db`.
@@ -157,7 +157,7 @@ fn gradients_in_partitions(
 
 /// The row ranges of the partitions of a batch of `rows`: at most
 /// [`PARTITIONS`], each a whole number of blocks (but the last).
-fn partition_ranges(rows: usize) -> Vec<(usize, usize)> {
+pub(crate) fn partition_ranges(rows: usize) -> Vec<(usize, usize)> {
     let blocks = rows.div_ceil(TRAIN_BLOCK_ROWS);
     let parts = blocks.clamp(1, PARTITIONS);
     let per = blocks.div_ceil(parts) * TRAIN_BLOCK_ROWS;
@@ -186,18 +186,7 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
         for (k, l) in net.iter().enumerate() {
             let (h_now, rest) = hs.split_at_mut(k + 1);
             let z = &mut zs[k][..m * l.out];
-            z.chunks_exact_mut(l.out).for_each(|row| row.copy_from_slice(&l.b[..l.out]));
-            gemm_into(
-                (m, l.out, l.inp),
-                z,
-                (1, l.out),
-                true,
-                &h_now[k][..m * l.inp],
-                (1, l.inp),
-                l.w,
-                (l.inp, 1),
-                Parallelism::None,
-            );
+            dense_forward(l, &h_now[k][..m * l.inp], z, m);
             if k < last {
                 activate(act, z, &mut rest[0][..m * l.out]);
             }
@@ -214,39 +203,60 @@ fn partition(net: &[Layer], act: Activation, x: &[f32], y: &[f32], scale: f32) -
         for k in (0..=last).rev() {
             let l = &net[k];
             let g = &dz[..m * l.out];
-            // dW += dzᵀ h, db += Σ_rows dz.
-            gemm_into(
-                (l.out, l.inp, m),
-                &mut dw[k],
-                (1, l.inp),
-                accumulate,
+            let dhk = &mut dh[..m * l.inp];
+            dense_backward(
+                l,
                 g,
-                (l.out, 1),
                 &hs[k][..m * l.inp],
-                (1, l.inp),
-                Parallelism::None,
+                m,
+                (&mut dw[k], &mut db[k]),
+                accumulate,
+                (k > 0).then_some(&mut *dhk),
             );
-            add_rows(&mut db[k], g);
             if k > 0 {
-                // dh = dz W, then dz ← dh ⊙ σ'(z_{k−1}).
-                let dhk = &mut dh[..m * l.inp];
-                gemm_into(
-                    (m, l.inp, l.out),
-                    dhk,
-                    (1, l.inp),
-                    false,
-                    g,
-                    (1, l.out),
-                    l.w,
-                    (1, l.inp),
-                    Parallelism::None,
-                );
+                // dz ← dh ⊙ σ'(z_{k−1}).
                 let (z, h) = (&zs[k - 1][..m * l.inp], &hs[k][..m * l.inp]);
                 derivative(act, dhk, z, h, &mut dz[..m * l.inp]);
             }
         }
     }
     Some(Partial { sq, dw, db })
+}
+
+/// `z = b + h Wᵀ` for the `m` rows of `h` (bias written first, the product
+/// accumulated onto it by `gemm`).
+pub(crate) fn dense_forward(l: &Layer, h: &[f32], z: &mut [f32], m: usize) {
+    z.chunks_exact_mut(l.out).for_each(|row| row.copy_from_slice(&l.b[..l.out]));
+    gemm_into((m, l.out, l.inp), z, (1, l.out), true, h, (1, l.inp), l.w, (l.inp, 1), Parallelism::None);
+}
+
+/// The backward pass of [`dense_forward`] for `m` rows of output gradient
+/// `g`: `dW (+)= gᵀ h` (accumulated when `accumulate`), `db += Σ_rows g`,
+/// and, when asked, `dh = g W`.
+pub(crate) fn dense_backward(
+    l: &Layer,
+    g: &[f32],
+    h: &[f32],
+    m: usize,
+    (dw, db): (&mut [f32], &mut [f32]),
+    accumulate: bool,
+    dh: Option<&mut [f32]>,
+) {
+    gemm_into((l.out, l.inp, m), dw, (1, l.inp), accumulate, g, (l.out, 1), h, (1, l.inp), Parallelism::None);
+    add_rows(db, g);
+    if let Some(dh) = dh {
+        gemm_into(
+            (m, l.inp, l.out),
+            dh,
+            (1, l.inp),
+            false,
+            g,
+            (1, l.out),
+            l.w,
+            (1, l.inp),
+            Parallelism::None,
+        );
+    }
 }
 
 /// `h = σ(z)`.

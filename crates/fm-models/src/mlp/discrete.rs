@@ -16,7 +16,8 @@ use super::model::{layer_shapes, linear_init, linear_layers, validate_widths};
 use crate::{Activation, Error, Result};
 
 /// Configuration of a [`DiscreteMlp`]: input `L·S + 1` (one-hot tokens over
-/// `S` states, then `t`), output `L·V` logits.
+/// `S` states, then `t`; class-conditional: then the one-hot class among
+/// `K + 1`, the last meaning "no class"), output `L·V` logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiscreteMlpConfig {
     /// Sequence length `L`.
@@ -29,6 +30,9 @@ pub struct DiscreteMlpConfig {
     pub hidden: Vec<usize>,
     /// The nonlinearity after every hidden layer.
     pub activation: Activation,
+    /// Classes `K` of a class-conditional model (label `K` is "no class", for guidance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
 }
 
 impl DiscreteMlpConfig {
@@ -43,6 +47,16 @@ impl DiscreteMlpConfig {
                 ),
             });
         }
+        if self.num_classes.is_some_and(|k| !(1..=crate::limits::MAX_LAYERS).contains(&k)) {
+            return Err(Error::Config {
+                field: "num_classes",
+                reason: format!(
+                    "needs 1 to {} classes, got {:?}",
+                    crate::limits::MAX_LAYERS,
+                    self.num_classes
+                ),
+            });
+        }
         let input = self.seq_len.checked_mul(self.states).ok_or_else(|| Error::Config {
             field: "seq_len",
             reason: "the one-hot input overflows".into(),
@@ -50,9 +64,14 @@ impl DiscreteMlpConfig {
         validate_widths(input, &self.hidden, || self.parameter_shapes())
     }
 
+    /// Input width: one-hot tokens, `t`, and the one-hot class.
+    fn input_width(&self) -> usize {
+        self.seq_len * self.states + 1 + self.num_classes.map_or(0, |k| k + 1)
+    }
+
     /// The parameters' names and shapes (`net.0`, `net.2`, …).
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let mut w = vec![self.seq_len * self.states + 1];
+        let mut w = vec![self.input_width()];
         w.extend(&self.hidden);
         w.push(self.seq_len * self.vocab);
         layer_shapes(&w)
@@ -94,10 +113,36 @@ impl DiscreteMlp {
         &self.config
     }
 
-    /// The logits of the posterior at tokens `x` `(b, L)` and times `t` `(b,)`.
+    /// The linear layers.
+    pub(crate) fn layers(&self) -> &[Linear] {
+        &self.layers
+    }
+
+    /// The logits of the posterior at tokens `x` `(b, L)` and times `t` `(b,)`
+    /// (a class-conditional model: with no class).
     pub fn logits(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.logits_with(x, t, None)
+    }
+
+    /// The logits at tokens `x` `(b, L)`, times `t` `(b,)` and, for a
+    /// class-conditional model, `labels` (`b` values; `K` or `None`: no class).
+    pub fn logits_with(&self, x: &Tensor, t: &Tensor, labels: Option<&[u32]>) -> Result<Tensor> {
         let c = &self.config;
         let (b, l) = x.dims2()?;
+        if labels.is_some_and(|y| y.len() != b) {
+            return Err(Error::Shape(format!("{} labels for {b} sequences", labels.map_or(0, |y| y.len()))));
+        }
+        let classes = match (c.num_classes, labels) {
+            (None, Some(_)) => return Err(Error::Shape("labels for a model without classes".into())),
+            (Some(k), Some(y)) => match y.iter().find(|&&v| v as usize > k) {
+                Some(bad) => {
+                    return Err(Error::Shape(format!("label {bad} outside the model's {k} classes")))
+                }
+                None => Some((k, y.to_vec())),
+            },
+            (Some(k), None) => Some((k, vec![k as u32; b])),
+            (None, None) => None,
+        };
         if l != c.seq_len {
             return Err(Error::Shape(format!("sequences of {l} tokens for a model of {}", c.seq_len)));
         }
@@ -106,16 +151,20 @@ impl DiscreteMlp {
             return Err(Error::Shape(format!("token {bad} outside the model's {} states", c.states)));
         }
         let dtype = self.layers[0].weight().dtype();
-        let mut onehot = vec![0f32; b * (l * c.states + 1)];
+        let width = c.input_width();
+        let mut onehot = vec![0f32; b * width];
         let times = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         for r in 0..b {
-            let row = &mut onehot[r * (l * c.states + 1)..(r + 1) * (l * c.states + 1)];
+            let row = &mut onehot[r * width..(r + 1) * width];
             for (i, &id) in ids[r * l..(r + 1) * l].iter().enumerate() {
                 row[i * c.states + id as usize] = 1.0;
             }
             row[l * c.states] = times[r];
+            if let Some((_, y)) = &classes {
+                row[l * c.states + 1 + y[r] as usize] = 1.0;
+            }
         }
-        let mut h = Tensor::from_vec(onehot, (b, l * c.states + 1), x.device())?.to_dtype(dtype)?;
+        let mut h = Tensor::from_vec(onehot, (b, width), x.device())?.to_dtype(dtype)?;
         let last = self.layers.len() - 1;
         for (k, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h)?;
@@ -163,6 +212,7 @@ mod tests {
                 states: source.states(6),
                 hidden: vec![32, 32],
                 activation: Activation::Silu,
+                num_classes: None,
             };
             let mut rng = SeededRng::new(5);
             let (net, varmap) = DiscreteMlp::init(&config, &mut rng, DType::F32, &dev)?;

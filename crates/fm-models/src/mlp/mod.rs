@@ -15,11 +15,14 @@
 //! - `mean_flow`: [`MeanFlowMlp`], the average velocity `ū(x, s, t)` of
 //!   MeanFlow with its exact forward-mode tangent;
 //! - `discrete`: [`DiscreteMlp`], the factorized posterior of discrete flow
-//!   matching on short token sequences.
+//!   matching on short token sequences;
+//! - `discrete_backward`: its training step with an explicit backward pass
+//!   (the one-hot first layer as a gather and a scatter of columns).
 
 mod backward;
 mod backward_blocked;
 mod discrete;
+mod discrete_backward;
 mod divergence;
 mod inference;
 mod mean_flow;
@@ -30,5 +33,6 @@ pub use backward::{
     mlp_cfm_train_step, mlp_coupled_cfm_train_step, mlp_one_step_distill_train_step, MlpGradients,
 };
 pub use discrete::{DiscreteMlp, DiscreteMlpConfig};
+pub use discrete_backward::{discrete_mlp_train_step, DiscreteBatch};
 pub use mean_flow::{mean_flow_train_step, MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};

@@ -50,6 +50,11 @@ pub struct UNetConfig {
     /// embedding of `s`. `false` (the default) is torchcfm's U-Net.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub average_velocity: bool,
+    /// Output channels when they differ from the input's (discrete flow
+    /// matching: one-hot tokens in, one logit per token value out); `None`
+    /// (the default) is `in_channels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_channels: Option<usize>,
 }
 
 fn default_groups() -> usize {
@@ -86,6 +91,7 @@ impl UNetConfig {
             num_classes: None,
             norm_groups: 32,
             average_velocity: false,
+            out_channels: None,
         };
         let c = match name {
             "tiny" => Self { attention_ds: vec![2], norm_groups: 4, ..base(8, 1, vec![1, 2]) },
@@ -100,6 +106,11 @@ impl UNetConfig {
         };
         c.validate()?;
         Ok(c)
+    }
+
+    /// Channels of the output (`out_channels`, else `in_channels`).
+    pub fn output_channels(&self) -> usize {
+        self.out_channels.unwrap_or(self.in_channels)
     }
 
     /// Values per image, `in_channels · height · width` (saturating: a
@@ -151,6 +162,9 @@ impl UNetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("must lie in [0, 1), got {}", self.dropout));
+        }
+        if self.out_channels == Some(0) {
+            return bad("out_channels", "a U-Net needs at least 1 output channel".into());
         }
         if self.num_classes == Some(0) {
             return bad("num_classes", "a class-conditional model needs at least 1 class".into());
@@ -268,7 +282,8 @@ impl UNetConfig {
             .map(Layer::widest)
             .max()
             .unwrap_or(0)
-            .max(self.in_channels);
+            .max(self.in_channels)
+            .max(self.output_channels());
         let pixels = limits::mul(self.height, self.width);
         limits::check_elements(
             "dim",
@@ -389,7 +404,7 @@ impl UNetConfig {
             }
         }
         norm(&mut out, "out.0", plan.out_ch);
-        conv(&mut out, "out.2", plan.out_ch, self.in_channels, 3, true);
+        conv(&mut out, "out.2", plan.out_ch, self.output_channels(), 3, true);
         // Last, so that a seed draws the same U-Net weights with and without it.
         if self.average_velocity {
             linear(&mut out, "interval_embed.0", mc, emb, false);

@@ -14,6 +14,7 @@
 
 mod attention;
 mod config;
+mod discrete;
 mod layers;
 mod model;
 mod resblock;
@@ -22,6 +23,7 @@ mod updown;
 
 pub use attention::AttentionBlock;
 pub use config::{UNetConfig, PRESET_NAMES};
+pub use discrete::{DiscreteUNet, DiscreteUNetConfig};
 pub use layers::DropoutRng;
 pub use model::{ClassifierFreeGuidance, Conditioned, UNet};
 pub use resblock::ResBlock;

@@ -121,7 +121,7 @@ impl UNet {
             middle,
             output_blocks,
             out_norm: group_norm(&vb.pp("out.0"), plan.out_ch, g)?,
-            out_conv: conv2d(&vb.pp("out.2"), plan.out_ch, config.in_channels, 3, 1)?,
+            out_conv: conv2d(&vb.pp("out.2"), plan.out_ch, config.output_channels(), 3, 1)?,
         })
     }
 
@@ -357,7 +357,12 @@ impl UNet {
             }
         }
         let out = self.out_conv.forward_dual(&self.out_norm.forward_dual(&h, true)?)?;
-        out.map(|v| v.reshape(x.value.shape()))
+        let c = &self.config;
+        match (x.value.rank(), c.out_channels) {
+            (_, None) => out.map(|v| v.reshape(x.value.shape())),
+            (2, Some(k)) => out.map(|v| v.reshape((b, k * c.height * c.width))),
+            (_, Some(_)) => Ok(out),
+        }
     }
 
     /// This model with fixed class labels (and optionally training-mode
