@@ -56,6 +56,8 @@ pub struct RunConfig {
     pub coupling: Option<String>,
     pub sigma: Option<f64>,
     pub source: Option<String>,
+    /// Discrete models: token values per coordinate (points) or grey levels (images).
+    pub bins: Option<usize>,
     // Optimisation.
     pub ema_decay: Option<f64>,
     pub grad_clip: Option<f64>,
@@ -103,7 +105,8 @@ keys! {
     objective => "--objective", cnf_steps => "--cnf-steps", efm_m => "--efm-m",
     parametrization => "--parametrization", weighting => "--weighting",
     jacobian_reg => "--jacobian-reg", jacobian_probes => "--jacobian-probes", matcher => "--matcher",
-    coupling => "--coupling", sigma => "--sigma", source => "--source", ema_decay => "--ema-decay",
+    coupling => "--coupling", sigma => "--sigma", source => "--source", bins => "--bins",
+    ema_decay => "--ema-decay",
     grad_clip => "--grad-clip", warmup => "--warmup", init => "--init",
     allow_partial => "--allow-partial", offline => "--offline", sample_n => "--sample-n",
     sample_solver => "--sample-solver", sample_steps => "--sample-steps", json => "--json",

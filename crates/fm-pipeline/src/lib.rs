@@ -61,8 +61,9 @@ pub use record::{ObjectiveRecord, RunRecord};
 pub use run::{InitReport, Observer, Run, Silent, TrainSummary, LOSS_WINDOW};
 pub use sample::{solve_hybrid, source_draws, Samples, Solved};
 pub use settings::{
-    check_resume_config, parametrization_of, parse_matcher, validate_numbers, FlowMatchingSettings, InitFrom,
-    NetworkSettings, Objective, RunSettings, UNetSpec, DEFAULT_CHECKPOINT_EVERY,
+    check_resume_config, parametrization_of, parse_matcher, validate_numbers, DiscreteLoss, DiscreteSettings,
+    FlowMatchingSettings, InitFrom, NetworkSettings, Objective, RunSettings, UNetSpec,
+    DEFAULT_CHECKPOINT_EVERY,
 };
 pub use solver::SolverChoice;
 pub use source::Source;

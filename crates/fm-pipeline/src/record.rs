@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use fm_core::coupling::Coupling;
 use fm_core::scheduler::SchedulerKind;
+use fm_data::tokens::TokenGrid;
 use fm_data::Standardizer;
 
 /// How a checkpoint was trained: enough to reproduce the run and to read its samples back in data units.
@@ -86,6 +87,12 @@ pub struct RunRecord {
     /// The weights the run started from (`--init`: a path or an `hf://` address), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// Discrete models: the grid that made the data tokens (samples are its cell values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenGrid>,
+    /// Discrete models of images: the shape of one image (a network on tokens may not know it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_shape: Option<crate::ImageShape>,
 }
 
 /// The options of the flow-matching objective in a [`RunRecord`]; every

@@ -117,8 +117,11 @@ impl Trained {
         // MLP takes its fused path).
         let tensors: std::collections::HashMap<_, _> =
             ckpt.tensors.into_iter().map(|(k, t)| (k, t.detach())).collect();
-        let source = Source::parse(record.source.as_deref())
-            .with_context(|| format!("checkpoint {}", dir.display()))?;
+        let source = match &record.tokens {
+            Some(grid) => Source::parse_tokens(record.source.as_deref(), grid.bins),
+            None => Source::parse(record.source.as_deref()),
+        }
+        .with_context(|| format!("checkpoint {}", dir.display()))?;
         let model = family.load(&ckpt.config.model, tensors, &record, device).with_context(|| {
             format!("checkpoint {}: cannot build its {} model", dir.display(), family.name())
         })?;
@@ -226,7 +229,7 @@ impl Trained {
     ) -> Result<Samples> {
         let (n, dim) = x0.dims2()?;
         if request.stochastic.is_some() {
-            self.source.require_normal("stochastic sampling (its score assumes the N(0, I) source)")?;
+            self.source.require_normal("--sampler sde|langevin (its score assumes the N(0, I) source)")?;
             if request.hybrid.is_some() {
                 bail!("--hybrid follows ODEs; it does not combine with --sampler sde|langevin");
             }
@@ -269,7 +272,7 @@ impl Trained {
         batch: usize,
         sink: &mut PairSink<'_>,
     ) -> Result<usize> {
-        if !self.family.solves_ode() {
+        if !self.family.solves_ode() || self.velocity_field().is_none() {
             bail!("reflow needs a velocity model (its ODE map); a {} has none", self.family.name());
         }
         if self.record.transform.is_some() {
@@ -322,7 +325,10 @@ impl Trained {
         request: &LikelihoodRequest,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Likelihoods> {
-        self.source.require_normal("the likelihood")?;
+        if !self.source.is_tokens() {
+            // Discrete models bound their own likelihood (the ELBO).
+            self.source.require_normal("the likelihood")?;
+        }
         let dim = self.dim();
         if request.batch_size == 0 {
             bail!("--batch-size must be at least 1, got 0");

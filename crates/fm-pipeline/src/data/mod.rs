@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use candle::{DType, Device, Tensor};
 use fm_core::SeededRng;
 use fm_data::images::{ImageBatcher, ImageSet, Split};
+use fm_data::tokens::TokenGrid;
 use fm_data::{load_csv_columns, DataSpec, Standardizer, Toy2d};
+
+mod tokens;
 
 use crate::error::bail;
 use crate::record::RunRecord;
@@ -43,7 +46,7 @@ pub struct ImageInfo {
 }
 
 /// The shape of one image, `channels × height × width`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
     /// Channels (1 or 3).
     pub channels: usize,
@@ -98,6 +101,8 @@ pub struct TrainingData {
     /// For pairs: the teacher's data (from the file's `.json` sidecar), whose
     /// points are the reference of metrics instead of the teacher's samples.
     teacher_data: Option<Box<TrainingData>>,
+    /// Discrete models: the grid that makes values tokens ([`TrainingData::tokenize`]).
+    tokens: Option<TokenGrid>,
 }
 
 /// What `fm reflow` writes beside its pairs (`FILE.json` for `FILE.npy`):
@@ -204,6 +209,7 @@ impl TrainingData {
                     csv_points: None,
                     image_points: None,
                     teacher_data: None,
+                    tokens: None,
                 })
             }
             DataSpec::Csv { path, .. } => {
@@ -254,6 +260,7 @@ impl TrainingData {
                     csv_points: None,
                     image_points,
                     teacher_data: None,
+                    tokens: None,
                 })
             }
             DataSpec::Pairs { path } => {
@@ -305,6 +312,7 @@ impl TrainingData {
             csv_points: None,
             image_points: None,
             teacher_data,
+            tokens: None,
         })
     }
 
@@ -363,6 +371,7 @@ impl TrainingData {
             csv_points: Some(raw),
             image_points: None,
             teacher_data: None,
+            tokens: None,
         })
     }
 
@@ -382,6 +391,7 @@ impl TrainingData {
             csv_points: None,
             image_points: None,
             teacher_data: None,
+            tokens: None,
         })
     }
 
@@ -405,6 +415,7 @@ impl TrainingData {
             csv_points: None,
             image_points: None,
             teacher_data: None,
+            tokens: None,
         })
     }
 
@@ -417,6 +428,7 @@ impl TrainingData {
         if r.transform.is_some() {
             d.transform = r.transform.clone();
         }
+        d.tokens = r.tokens;
         Ok(d)
     }
 
@@ -430,6 +442,7 @@ impl TrainingData {
         if r.transform.is_some() {
             d.transform = r.transform.clone();
         }
+        d.tokens = r.tokens;
         Ok(d)
     }
 
@@ -462,6 +475,9 @@ impl TrainingData {
 
     /// How the run's log names the data, e.g. `moons (fresh points every step)`.
     pub fn describe(&self) -> String {
+        if let Some(grid) = &self.tokens {
+            return self.describe_tokens(grid);
+        }
         match &self.source {
             Source::Fresh(toy) => format!("{toy} (fresh points every step)"),
             Source::Fixed(v) => format!("{} ({} points)", self.name, v.len() / self.dim),
@@ -496,6 +512,10 @@ impl TrainingData {
     /// Points for likelihoods, in data units: dequantized test images (uniform
     /// noise within each pixel's bin, as bits/dim assume), else [`Self::reference`].
     pub fn likelihood_points(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        if self.tokens.is_some() {
+            // Tokens are exact values: no dequantization.
+            return self.reference(n, seed);
+        }
         match &self.source {
             Source::Images { test, .. } => {
                 let m = n.min(test.set().n);
@@ -552,8 +572,17 @@ impl TrainingData {
     }
 
     /// `n` reference points in data units: fresh toy points, or (for CSV data)
-    /// the dataset itself, shuffled, up to `n` rows.
+    /// the dataset itself, shuffled, up to `n` rows; for tokenized data, at
+    /// their tokens' values.
     pub fn reference(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        let values = self.reference_values(n, seed)?;
+        match &self.tokens {
+            Some(grid) => Ok(grid.snap(&values)?),
+            None => Ok(values),
+        }
+    }
+
+    fn reference_values(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
         if let Some(teacher) = &self.teacher_data {
             return teacher.reference(n, seed);
         }

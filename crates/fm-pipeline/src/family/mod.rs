@@ -14,6 +14,8 @@
 //! Adding a family is one network in fm-models (and its [`ModelConfig`]
 //! variant) plus one file here implementing [`Family`], listed in [`FAMILIES`].
 
+mod discrete;
+mod discrete_unet;
 mod flow;
 mod mean_flow;
 mod mean_flow_unet;
@@ -63,6 +65,12 @@ pub trait Family: Sync + fmt::Debug {
         self.resolve(&self.config_of_record(record, model)?)
     }
 
+    /// Readies the run's `data` before the network is configured (the
+    /// discrete families make it tokens); nothing by default.
+    fn prepare_data(&self, _settings: &RunSettings, _data: &mut TrainingData) -> Result<()> {
+        Ok(())
+    }
+
     /// The network of a new run on `data`.
     fn configure(&self, settings: &RunSettings, data: &TrainingData) -> Result<ModelConfig>;
 
@@ -105,6 +113,11 @@ pub trait Family: Sync + fmt::Debug {
 
     /// Whether the log-likelihood is exact and cheap (no ODE): reports after training include it.
     fn exact_likelihood(&self) -> bool {
+        false
+    }
+
+    /// Whether the log-likelihood is a lower bound (the ELBO of discrete models), not an ODE's value.
+    fn likelihood_bound(&self) -> bool {
         false
     }
 
@@ -280,6 +293,8 @@ pub static FAMILIES: &[&dyn Family] = &[
     &flow::Flow::RealNvp,
     &mean_flow::MeanFlow,
     &mean_flow_unet::MeanFlowUNet,
+    &discrete::Discrete,
+    &discrete_unet::DiscreteUNet,
 ];
 
 /// The valid `--model` names.

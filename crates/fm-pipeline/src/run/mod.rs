@@ -134,8 +134,9 @@ impl Run {
     pub fn new(mut settings: RunSettings, device: &Device) -> Result<Self> {
         check_writable(&settings.out)?;
         let s = &settings;
-        let data =
+        let mut data =
             TrainingData::prepare(&s.data, &s.columns, s.noise, s.n_train, s.seed).context("--data")?;
+        s.family.prepare_data(s, &mut data)?;
         // Coupled pairs carry their source: the x₀ were drawn from the teacher's,
         // and the student samples from it too.
         if let Some(source) = data.pairs_source() {
@@ -200,8 +201,9 @@ impl Run {
         settings.command = record.command.clone();
         validate_numbers(settings.steps, settings.batch_size, settings.lr)?;
         let s = &settings;
-        let data =
+        let mut data =
             TrainingData::prepare(&s.data, &s.columns, s.noise, s.n_train, s.seed).context("--data")?;
+        s.family.prepare_data(s, &mut data)?;
         let mut run = Self::with_data(settings, data, point.config.model.clone(), device)?;
         // The same variables, now holding the saved weights.
         run.load_weights(&point.weights).with_context(at)?;
@@ -410,6 +412,8 @@ impl Run {
             grad_clip: s.training.grad_clip,
             ema_decay: s.training.ema_decay,
             init: self.init_source.clone(),
+            tokens: self.data.token_grid(),
+            image_shape: self.data.token_grid().and(self.data.image_info().map(|i| i.shape())),
             ..RunRecord::default()
         };
         s.family.record(s, &mut r);

@@ -1,6 +1,7 @@
 //! [`RunSettings`]: a run after the family's defaults and checks, every value
 //! decided; and the checks every family shares.
 
+mod discrete;
 mod objective;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use fm_models::training::TrainingOptions;
 use fm_models::unet::UNetConfig;
 use fm_models::Activation;
 
+pub use discrete::{DiscreteLoss, DiscreteSettings};
 pub(crate) use objective::{
     describe as describe_objective, record as objective_record, spec, ObjectiveFlags,
 };
@@ -76,8 +78,11 @@ pub struct RunSettings {
     pub init: Option<InitFrom>,
     /// The network's shape.
     pub network: NetworkSettings,
-    /// The flow-matching objective (velocity families; the defaults elsewhere).
+    /// The flow-matching objective (velocity families; the defaults elsewhere;
+    /// the discrete families read its scheduler).
     pub flow_matching: FlowMatchingSettings,
+    /// The discrete families' tokens, source and loss (`None` elsewhere).
+    pub discrete: Option<DiscreteSettings>,
     /// The command that started the run, recorded in checkpoints (empty for a library call).
     pub command: Vec<String>,
 }
@@ -260,6 +265,7 @@ pub(crate) fn common(
             label_dropout: None,
         },
         flow_matching: FlowMatchingSettings::default(),
+        discrete: None,
         command: vec![],
         data,
     })
