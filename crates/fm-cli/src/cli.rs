@@ -293,7 +293,10 @@ pub struct TrainArgs {
     /// --preset tiny|mnist|cifar10), planar or realnvp (discrete normalizing flows trained by
     /// maximum likelihood), meanflow (an average-velocity MLP sampled in 1–2 steps: fm sample
     /// --steps 1), meanflow-unet (the same on images: the U-Net's --preset and sizes,
-    /// unconditional, no dropout) [default: mlp].
+    /// unconditional, no dropout), discrete (discrete flow matching: an MLP posterior over tokens —
+    /// points on a grid of --bins cells per coordinate, image pixels at their grey levels — sampled
+    /// by a CTMC, likelihood by the ELBO), discrete-unet (the same on images with the U-Net's
+    /// --preset, --class-cond and guidance) [default: mlp].
     #[arg(long)]
     pub model: Option<String>,
     /// Number of flow layers with --model planar|realnvp [default: planar 16, realnvp 8].
@@ -311,7 +314,9 @@ pub struct TrainArgs {
     /// Training objective: cfm (flow matching, regression on x1 − x0), efm (see --efm-m),
     /// likelihood (a CNF trained by maximum likelihood through the ODE solver, the
     /// pre-flow-matching way) or distill (with --data pairs:FILE from `fm reflow`: the one-step
-    /// map x0 + u(x0, 0) = x1, sampled by `fm sample --solver euler --steps 1`) [default: cfm].
+    /// map x0 + u(x0, 0) = x1, sampled by `fm sample --solver euler --steps 1`) [default: cfm];
+    /// discrete models: cross-entropy or generalized-kl (the ELBO's integrand) [default:
+    /// cross-entropy].
     #[arg(long)]
     pub objective: Option<String>,
     /// RK4 steps of the likelihood solve with --objective likelihood [default: 10].
@@ -337,7 +342,8 @@ pub struct TrainArgs {
     /// Rademacher probes per sample of --jacobian-reg [default: 1].
     #[arg(long, value_name = "K")]
     pub jacobian_probes: Option<usize>,
-    /// Probability-path scheduler: cond-ot, cosine, linear-vp, vp, polynomial:N [default: cond-ot].
+    /// Probability-path scheduler: cond-ot, cosine, linear-vp, vp, polynomial:N [default: cond-ot;
+    /// discrete models: polynomial:2, κ = t²].
     #[arg(long)]
     pub scheduler: Option<String>,
     /// torchcfm matcher: icfm, otcfm (exact minibatch OT), sbcfm (Schrödinger bridge), fm (Lipman's
@@ -352,9 +358,15 @@ pub struct TrainArgs {
     #[arg(long)]
     pub sigma: Option<f64>,
     /// Source distribution at t = 0: normal (N(0, I)) or 8gaussians (torchcfm's, 2-D; needs
-    /// --matcher) [default: normal].
+    /// --matcher) [default: normal]; discrete models: mask (every token masked) or uniform
+    /// [default: mask].
     #[arg(long)]
     pub source: Option<String>,
+    /// Discrete models: token values per coordinate of points (equal cells tiling [−m, m], m the
+    /// smallest integer bounding the data) [default: 128], or grey levels of images (2 binarizes)
+    /// [default: the images' own levels].
+    #[arg(long, value_name = "N")]
+    pub bins: Option<usize>,
     /// Seed for data, initialisation, t and noise: the same seed gives a bit-identical checkpoint
     /// [default: 0].
     #[arg(long)]

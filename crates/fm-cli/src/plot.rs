@@ -62,7 +62,9 @@ fn trajectory_window(
 /// Draws three panels — data, samples, trajectories — into a PNG.
 ///
 /// `data` and `samples` are row-major `n × 2`; `trajectories` holds the state
-/// of every sample at each grid time (each `n × 2`), of which up to 200 paths are drawn.
+/// of every sample at each grid time (each `n × 2`), of which up to 200 paths
+/// are drawn; without trajectories (a discrete model's chain jumps) the
+/// figure has the first two panels only.
 pub fn samples_figure(
     path: &Path,
     title: &str,
@@ -79,10 +81,11 @@ pub fn samples_figure(
     }
     let (xr, yr) = window(data);
     let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());
-    let root = BitMapBackend::new(path, (1500, 540)).into_drawing_area();
+    let panel_count = if trajectories.is_empty() { 2 } else { 3 };
+    let root = BitMapBackend::new(path, (500 * panel_count, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root.titled(title, ("sans-serif", 24)).map_err(|e| err(&e))?;
-    let panels = root.split_evenly((1, 3));
+    let panels = root.split_evenly((1, panel_count as usize));
     let data_color = RGBColor(31, 119, 180);
     let sample_color = RGBColor(214, 39, 40);
     let captions = ["data", "samples", "trajectories (black: t = 0 noise, red: t = 1)"];

@@ -11,6 +11,7 @@ use clap::Args;
 use fm_core::metrics::{frechet_distance_stats, FeatureStats};
 use fm_core::SeededRng;
 use fm_data::images::{ImageSet, Split};
+use fm_data::tokens::TokenGrid;
 use fm_models::classifier::{ImageClassifier, LoadedClassifier};
 use serde_json::json;
 
@@ -57,6 +58,10 @@ pub struct FrechetArgs {
     /// The samples are in [0, 1] rather than [−1, 1].
     #[arg(long)]
     pub zero_one: bool,
+    /// Quantize the reference (and the train/test baselines) to N grey levels, as `fm train
+    /// --model discrete --bins N` (2: binarized) [default: a discrete checkpoint's own levels].
+    #[arg(long, value_name = "N")]
+    pub bins: Option<usize>,
     /// Print one JSON object (`frechet_distance`, `classifier_sha256`, `n`, ...) as the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -85,10 +90,22 @@ pub fn run(a: FrechetArgs) -> Result<()> {
             input_dim
         );
     }
+    let grid = match (a.bins, &a.checkpoint) {
+        (Some(bins), _) => Some(TokenGrid::grey_levels(bins).context("--bins")?),
+        (None, Some(dir)) => super::common::load(dir, false, &device)?.record().tokens,
+        (None, None) => None,
+    };
+    let snap = |v: Vec<f32>| -> Result<Vec<f32>> {
+        Ok(match &grid {
+            Some(g) => g.snap(&v)?,
+            None => v,
+        })
+    };
     let (samples, source) = samples_of(&a, &test, input_dim, &device)?;
+    let samples = if a.baseline.is_some() { snap(samples)? } else { samples };
     let n = samples.len() / input_dim;
     let reference = test.tensor(&(0..test.n).collect::<Vec<_>>(), &device)?.flatten_from(1)?;
-    let reference = reference.flatten_all()?.to_vec1::<f32>()?;
+    let reference = snap(reference.flatten_all()?.to_vec1::<f32>()?)?;
     let pb = crate::progress::bar(n + test.n, a.quiet, "{bar:30} {pos}/{len} images (features) ETA {eta}");
     let fs = features(&classifier, &samples, input_dim, &device, &mut |k| pb.inc(k as u64))?;
     let fr = features(&classifier, &reference, input_dim, &device, &mut |k| pb.inc(k as u64))?;
@@ -97,8 +114,9 @@ pub fn run(a: FrechetArgs) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let accuracy = classifier.training.get("test_accuracy").and_then(|v| v.as_f64());
     let log = |s: String| if a.json { eprintln!("{s}") } else { println!("{s}") };
+    let levels = grid.map(|g| format!(" at {} grey levels", g.bins)).unwrap_or_default();
     log(format!(
-        "Fréchet distance {fd:.4}: {n} {source} vs {} test images of {} ({:.1} s)",
+        "Fréchet distance {fd:.4}: {n} {source} vs {} test images of {}{levels} ({:.1} s)",
         test.n, a.data, seconds
     ));
     log(format!(
@@ -112,6 +130,7 @@ pub fn run(a: FrechetArgs) -> Result<()> {
             "classifier_sha256": sha,
             "n": n,
             "n_reference": test.n,
+            "levels": grid.map(|g| g.bins),
             "source": source,
             "classifier_test_accuracy": accuracy,
             "seconds": seconds,

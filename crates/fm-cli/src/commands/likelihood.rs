@@ -76,7 +76,8 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
     if !mean.is_finite() {
         bail!("the likelihood is not finite (mean NLL {mean}); try more solver steps or dopri5");
     }
-    let ode = m.family().solves_ode();
+    let bound = m.family().likelihood_bound();
+    let ode = m.family().solves_ode() && !bound;
     let div_label = match (ode, divergence) {
         (false, _) => "exact (change of variables)".to_string(),
         (true, Divergence::Exact) => "exact divergence".to_string(),
@@ -86,9 +87,17 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
     };
     // Bits per dimension for images: the model's density is over z = 2y − 1 with
     // y = (pixel + u)/L, so log P(pixels) ≥ E_u[log p_z(z)] + D log(2/L).
-    let bits_per_dim = m.data()?.image_info().map(|info| info.bits_per_dim(mean));
+    // Discrete models: bits per token, NLL / (D ln 2).
+    let bits_per_dim = m.data()?.bits_per_dim(mean);
     let log = |t: String| if a.json { eprintln!("{t}") } else { println!("{t}") };
-    if ode {
+    if bound {
+        log(format!(
+            "{n} points of {label}; {}: the ELBO by stratified Monte Carlo over {} cells of τ = −log(1 − κ) \
+             (one draw of τ and x_t in each; --steps sets them) in {seconds:.1} s",
+            m.describe(),
+            choice.steps
+        ));
+    } else if ode {
         log(format!(
             "{n} points of {label}; {}, {div_label}; {} NFE in {seconds:.1} s",
             choice.label, lp.nfe
@@ -101,15 +110,22 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
         ));
     }
     log(format!(
-        "NLL {mean:.4} ± {se:.4} nats per point (mean ± standard error){}",
+        "NLL {}{mean:.4} ± {se:.4} nats per point (mean ± standard error){}",
+        if bound { "≤ " } else { "" },
         if lp.log_det_jacobian != 0.0 {
             format!(", in data units (standardization log-Jacobian {:+.4} included)", lp.log_det_jacobian)
         } else {
             String::new()
         }
     ));
-    if let Some(bpd) = bits_per_dim {
-        log(format!("{bpd:.4} bits/dim (dequantized test images; [−1, 1] scaling accounted for)"));
+    match (bits_per_dim, bound) {
+        (Some(bpd), true) => {
+            log(format!("≤ {bpd:.4} bits per token (the negative ELBO over {} tokens)", m.dim()))
+        }
+        (Some(bpd), false) => {
+            log(format!("{bpd:.4} bits/dim (dequantized test images; [−1, 1] scaling accounted for)"))
+        }
+        (None, _) => {}
     }
     if a.json {
         print_json(&json!({
@@ -119,7 +135,12 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
             "n": n,
             "nfe": lp.nfe,
             "seconds": seconds,
-            "solver": if ode { choice.label } else { "none (discrete flow)".into() },
+            "solver": match (bound, ode) {
+                (true, _) => format!("elbo-{}", choice.steps),
+                (false, true) => choice.label,
+                (false, false) => "none (discrete flow)".into(),
+            },
+            "bound": bound,
             "divergence": div_label,
             "data": label,
             "log_det_jacobian": lp.log_det_jacobian,

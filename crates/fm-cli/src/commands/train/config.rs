@@ -54,6 +54,7 @@ fn flags(a: &TrainArgs) -> RunConfig {
         coupling: a.coupling.clone(),
         sigma: a.sigma,
         source: a.source.clone(),
+        bins: a.bins,
         ema_decay: u.ema_decay,
         grad_clip: u.grad_clip,
         warmup: u.warmup,

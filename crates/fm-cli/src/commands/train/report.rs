@@ -1,6 +1,7 @@
 //! After training: samples, a plot and metrics from the checkpoint just
 //! written, read back the way a user reads it ([`Trained::load`]); for models
-//! with an exact likelihood (normalizing flows) the test NLL too.
+//! with an exact likelihood (normalizing flows) the test NLL too, and for
+//! discrete models of points its bound (the ELBO).
 
 use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
@@ -17,6 +18,8 @@ const EXACT_W2_POINTS: usize = 1000;
 /// so that `fm likelihood --checkpoint DIR` reproduces the report's `nll`.
 const TEST_N: usize = 2000;
 const TEST_SEED: u64 = 777;
+/// τ nodes of the ELBO in the report: `fm likelihood`'s default `--steps`.
+const ELBO_NODES: usize = 50;
 
 /// What the run does after training.
 pub struct Options {
@@ -135,6 +138,27 @@ pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Re
                     )),
                 ),
                 ("log_det_jacobian".into(), json!(lp.log_det_jacobian)),
+            ]);
+        }
+    }
+    if m.family().likelihood_bound() && data.image_info().is_none() {
+        // Discrete models of points: the ELBO, as `fm likelihood` computes it by default.
+        let test = data.likelihood_points(TEST_N, TEST_SEED)?;
+        let request = LikelihoodRequest { batch_size: 1000, ..LikelihoodRequest::exact_rk4(ELBO_NODES)? };
+        let lp = m.log_likelihood(&test, &request, &mut |_| ())?;
+        let (nll, se) = lp.nll();
+        let bits = data.bits_per_dim(nll);
+        lines.push(format!(
+            "test NLL ≤ {nll:.4} ± {se:.4} nats per point on {} points (the negative ELBO, {ELBO_NODES} nodes){}",
+            lp.log_p.len(),
+            bits.map(|b| format!("; ≤ {b:.4} bits per token")).unwrap_or_default()
+        ));
+        if let Some(obj) = fields.as_object_mut() {
+            obj.extend([
+                ("nll_bound".into(), json!(nll)),
+                ("nll_stderr".into(), json!(se)),
+                ("bits_per_token".into(), json!(bits)),
+                ("nll_n".into(), json!(lp.log_p.len())),
             ]);
         }
     }
