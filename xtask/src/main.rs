@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod discrete;
 mod guide;
 mod guide_commands;
 mod parity;
@@ -17,6 +18,7 @@ tasks:
   ci     run what CI runs, plus the lints: fmt check, clippy -D warnings, docs, tests
   bench  fm against PyTorch on the same workloads (see `cargo xtask bench --help`)
   parity fm's U-Net and MLP against torchcfm's on the same weights and inputs (max abs diff, timings)
+  discrete fm against flow_matching on its 2-D discrete example (ELBO, energy distance, speed)
   guide  regenerate the guide's figures (docs/guide) by running its fm commands [--quick] [CHAPTER…]
   help   this message";
 
@@ -39,6 +41,14 @@ fn main() -> Result<()> {
                 return Ok(());
             }
             parity::run(&args)
+        }
+        "discrete" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", discrete::USAGE);
+                return Ok(());
+            }
+            discrete::run(&args)
         }
         "guide" => guide::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "help" | "-h" | "--help" => {

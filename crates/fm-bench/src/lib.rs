@@ -17,6 +17,7 @@
 
 pub mod closed_form;
 pub mod coupling;
+pub mod discrete;
 mod error;
 pub mod fixtures;
 pub mod gemm;

@@ -7,6 +7,8 @@
 //! - `fm-bench mem NAME [--quick]`: builds the workload, runs it once and prints
 //!   `{"name", "rss_before_kib", "peak_kib"}` (resident memory from `/proc`).
 //! - `fm-bench list`: the workload names.
+//! - `fm-bench discrete --out DIR --test FILE [...]`: fm's side of `cargo xtask
+//!   discrete` (see [`fm_bench::discrete`]); one JSON line.
 //!
 //! Threads: candle's matmul uses `RAYON_NUM_THREADS` (set by `cargo xtask bench --threads N`).
 
@@ -101,6 +103,9 @@ fn main() -> ExitCode {
     let scale = Scale { quick: args.iter().any(|a| a == "--quick") };
     let positional: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
     let result = match positional.as_slice() {
+        ["discrete", ..] => fm_bench::discrete::DiscreteCompare::parse(&args[1..])
+            .and_then(|c| c.run())
+            .map(|v| println!("{v}")),
         ["serve"] => serve(scale),
         ["mem", name] => mem(name, scale),
         ["list"] => {
@@ -108,7 +113,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         _ => {
-            eprintln!("usage: fm-bench serve [--quick] | mem NAME [--quick] | list");
+            eprintln!("usage: fm-bench serve [--quick] | mem NAME [--quick] | list | discrete --out DIR --test FILE ...");
             return ExitCode::from(2);
         }
     };

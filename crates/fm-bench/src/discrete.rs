@@ -1,0 +1,179 @@
+//! fm's side of the 2-D discrete flow-matching comparison with Meta's
+//! `flow_matching` (`cargo xtask discrete`): the notebook's setting — the
+//! checkerboard on 128 cells per coordinate, `κ = t²`, batch 4096, Adam
+//! 10⁻³ — trained, sampled and scored by the library calls `fm train`, `fm
+//! sample` and `fm likelihood` make ([`Run::train`], [`Trained::sample`],
+//! [`Trained::log_likelihood`]), and the peer's samples scored by the same
+//! energy distance against the same held-out points.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle::{Device, Tensor};
+use fm_core::metrics::energy_distance;
+use fm_pipeline::{
+    LikelihoodRequest, Run, RunConfig, RunSettings, SampleRequest, Silent, SolverChoice, Trained,
+};
+use serde_json::{json, Value};
+
+use crate::{Error, Result};
+
+/// What `fm-bench discrete` is asked.
+#[derive(Debug, Clone)]
+pub struct DiscreteCompare {
+    /// The run's folder.
+    pub out: PathBuf,
+    /// Training steps.
+    pub steps: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// `mask` or `uniform`.
+    pub source: String,
+    /// `cross-entropy` or `generalized-kl`.
+    pub objective: String,
+    /// Hidden widths.
+    pub hidden: Vec<usize>,
+    /// Held-out points (CSV `x,y` at cell centres).
+    pub test: PathBuf,
+    /// The peer's samples (`.npy`, `(n, 2)` token ids), if any.
+    pub peer_samples: Option<PathBuf>,
+    /// Samples to draw.
+    pub n_samples: usize,
+    /// CTMC steps.
+    pub sample_steps: usize,
+    /// ELBO strata.
+    pub elbo_nodes: usize,
+    /// Points of the energy distances.
+    pub energy_n: usize,
+}
+
+impl DiscreteCompare {
+    /// Parses `--out DIR --steps N --batch-size B --source S --objective O
+    /// --hidden W,W --test FILE [--peer-samples FILE] --n-samples M
+    /// --sample-steps K --elbo-nodes Q --energy-n E`.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let get = |flag: &str| -> Option<&str> {
+            args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
+        };
+        let need = |flag: &str| get(flag).ok_or_else(|| Error::Request(format!("{flag} is needed")));
+        let num = |flag: &str, default: usize| -> Result<usize> {
+            match get(flag) {
+                None => Ok(default),
+                Some(v) => {
+                    v.parse().map_err(|_| Error::Request(format!("{flag} must be a count, got `{v}`")))
+                }
+            }
+        };
+        let hidden = get("--hidden")
+            .unwrap_or("128,128,128,128")
+            .split(',')
+            .map(|w| w.trim().parse().map_err(|_| Error::Request(format!("--hidden: bad width `{w}`"))))
+            .collect::<Result<Vec<usize>>>()?;
+        Ok(Self {
+            out: PathBuf::from(need("--out")?),
+            steps: num("--steps", 2000)?,
+            batch_size: num("--batch-size", 4096)?,
+            source: get("--source").unwrap_or("uniform").to_string(),
+            objective: get("--objective").unwrap_or("generalized-kl").to_string(),
+            hidden,
+            test: PathBuf::from(need("--test")?),
+            peer_samples: get("--peer-samples").map(PathBuf::from),
+            n_samples: num("--n-samples", 20_000)?,
+            sample_steps: num("--sample-steps", 64)?,
+            elbo_nodes: num("--elbo-nodes", 64)?,
+            energy_n: num("--energy-n", 5000)?,
+        })
+    }
+
+    /// Trains, samples and scores fm's model, and scores the peer's samples;
+    /// one JSON object.
+    pub fn run(&self) -> Result<Value> {
+        let dev = Device::Cpu;
+        let config = RunConfig {
+            model: Some("discrete".into()),
+            data: Some("checkerboard".into()),
+            bins: Some(128),
+            scheduler: Some("polynomial:2".into()),
+            source: Some(self.source.clone()),
+            objective: Some(self.objective.clone()),
+            hidden: Some(self.hidden.clone()),
+            activation: Some("silu".into()),
+            steps: Some(self.steps),
+            batch_size: Some(self.batch_size),
+            lr: Some(1e-3),
+            seed: Some(0),
+            checkpoint_every: Some(0),
+            out: Some(self.out.clone()),
+            ..RunConfig::default()
+        };
+        let summary = Run::new(RunSettings::resolve(&config)?, &dev)?.train(&mut Silent)?;
+        let model = Trained::load(&self.out, false, &dev)?;
+        let solver = SolverChoice::parse_spec(&format!("euler:{}", self.sample_steps))?;
+        let start = Instant::now();
+        let samples = model.sample(&SampleRequest::new(self.n_samples, 1, solver))?;
+        let sample_seconds = start.elapsed().as_secs_f64();
+        let test = read_test(&self.test)?;
+        let request = LikelihoodRequest {
+            solver: SolverChoice::new("euler", self.elbo_nodes, 1e-5, 1e-5)?,
+            batch_size: 4096,
+            ..LikelihoodRequest::exact_rk4(1)?
+        };
+        let lp = model.log_likelihood(&test, &request, &mut |_| ())?;
+        let (nll, se) = lp.nll();
+        let k = self.energy_n.min(test.len() / 2);
+        let reference = Tensor::from_vec(test[..2 * k].to_vec(), (k, 2), &dev)?;
+        let score = |values: &[f32]| -> Result<f64> {
+            let m = k.min(values.len() / 2);
+            Ok(energy_distance(&Tensor::from_vec(values[..2 * m].to_vec(), (m, 2), &dev)?, &reference)?)
+        };
+        let peer = match &self.peer_samples {
+            Some(p) => {
+                let a = fm_data::npy::read(p).map_err(|e| Error::Request(e.to_string()))?;
+                let grid = model.record().tokens.ok_or_else(|| Error::Request("no token grid".into()))?;
+                let ids: Vec<u32> = a.data.iter().map(|&v| v.round().clamp(0.0, 65_535.0) as u32).collect();
+                // A token left masked by the peer's sampler (id 128) has no cell: dropped.
+                let kept: Vec<u32> = ids
+                    .chunks(2)
+                    .filter(|p| p.iter().all(|&t| (t as usize) < grid.bins))
+                    .flatten()
+                    .copied()
+                    .collect();
+                Some(score(&grid.centres(&kept).map_err(|e| Error::Request(e.to_string()))?)?)
+            }
+            None => None,
+        };
+        Ok(json!({
+            "steps": self.steps,
+            "train_seconds": summary.seconds,
+            "steps_per_s": summary.steps_per_s,
+            "loss": summary.loss,
+            "sample_seconds": sample_seconds,
+            "nfe": samples.nfe,
+            "elbo_nats": -nll,
+            "elbo_stderr_nats": se,
+            "elbo_bits_per_token": -nll / (2.0 * std::f64::consts::LN_2),
+            "n_test": test.len() / 2,
+            "energy_n": k,
+            "energy_fm": score(&samples.values)?,
+            "energy_peer": peer,
+        }))
+    }
+}
+
+/// The `x,y` rows of a CSV file with a header.
+fn read_test(path: &std::path::Path) -> Result<Vec<f32>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Request(format!("--test {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        for v in line.split(',') {
+            out.push(v.trim().parse::<f32>().map_err(|_| {
+                Error::Request(format!("--test {}: line {}: `{v}` is not a number", path.display(), i + 1))
+            })?);
+        }
+    }
+    if out.is_empty() || !out.len().is_multiple_of(2) {
+        return Err(Error::Request(format!("--test {}: expected rows x,y", path.display())));
+    }
+    Ok(out)
+}
