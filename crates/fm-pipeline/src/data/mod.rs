@@ -421,7 +421,13 @@ impl TrainingData {
 
     /// Rebuilds the data of a checkpoint's training record (for reference points).
     pub fn from_record(r: &RunRecord) -> Result<Self> {
-        let mut d = Self::prepare(&r.data, &r.columns, r.noise, None, r.seed).with_context(|| {
+        Self::of_record(r, None)
+    }
+
+    /// `--data` of the record `r` with `n_train` points, in the checkpoint's
+    /// own units (its transform) and tokens (its grid).
+    fn of_record(r: &RunRecord, n_train: Option<usize>) -> Result<Self> {
+        let mut d = Self::prepare(&r.data, &r.columns, r.noise, n_train, r.seed).with_context(|| {
             format!("cannot rebuild the training data `{}` recorded in the checkpoint", r.data)
         })?;
         // Keep the checkpoint's own transform: samples must be read in its units.
@@ -436,14 +442,7 @@ impl TrainingData {
     /// `--n-train` set (or all CSV rows), or, when `n_train` is given, a set of
     /// that many points drawn from the seed exactly as `fm train --n-train` would.
     pub fn training_set_of_record(r: &RunRecord, n_train: Option<usize>) -> Result<Self> {
-        let mut d = Self::prepare(&r.data, &r.columns, r.noise, n_train.or(r.n_train), r.seed).with_context(
-            || format!("cannot rebuild the training data `{}` recorded in the checkpoint", r.data),
-        )?;
-        if r.transform.is_some() {
-            d.transform = r.transform.clone();
-        }
-        d.tokens = r.tokens;
-        Ok(d)
+        Self::of_record(r, n_train.or(r.n_train))
     }
 
     /// The fixed training points `(n · d values, row-major)` in model units, or

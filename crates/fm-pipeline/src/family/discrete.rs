@@ -34,7 +34,7 @@ use fm_models::training::TrainingOptimizer;
 use fm_models::{discrete_mlp_train_step, DiscreteBatch, DiscreteMlp, DiscreteMlpConfig, ModelConfig};
 use serde_json::{Map, Value};
 
-use super::unet::position;
+use super::unet::{label_and_dropout_state, restore_label_and_dropout};
 use super::{finite, Family, Generated, ModelLikelihood, SampleRequest, StepContext, TrainedModel, Trainer};
 use crate::error::bail;
 use crate::settings::{self, Defaults, DiscreteLoss, DiscreteSettings, UNET_FLAGS};
@@ -437,20 +437,11 @@ impl<N: TokenNet> Trainer for DiscreteTrainer<N> {
     }
 
     fn state(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("label_rng".into(), self.label_rng.position().to_string().into());
-        m.insert("dropout_rng".into(), self.dropout_rng.borrow().position().to_string().into());
-        m
+        label_and_dropout_state(&self.label_rng, &self.dropout_rng)
     }
 
     fn restore(&mut self, state: &Map<String, Value>, _cx: &mut StepContext<'_>) -> Result<()> {
-        if let Some(p) = state.get("label_rng") {
-            self.label_rng.set_position(position(p, "label")?);
-        }
-        if let Some(p) = state.get("dropout_rng") {
-            self.dropout_rng.borrow_mut().set_position(position(p, "dropout")?);
-        }
-        Ok(())
+        restore_label_and_dropout(state, &mut self.label_rng, &self.dropout_rng)
     }
 }
 

@@ -352,21 +352,38 @@ impl Trainer for UNetTrainer {
     }
 
     fn state(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("label_rng".into(), self.label_rng.position().to_string().into());
-        m.insert("dropout_rng".into(), self.dropout_rng.borrow().position().to_string().into());
-        m
+        label_and_dropout_state(&self.label_rng, &self.dropout_rng)
     }
 
     fn restore(&mut self, state: &Map<String, Value>, _cx: &mut StepContext<'_>) -> Result<()> {
-        if let Some(p) = state.get("label_rng") {
-            self.label_rng.set_position(position(p, "label")?);
-        }
-        if let Some(p) = state.get("dropout_rng") {
-            self.dropout_rng.borrow_mut().set_position(position(p, "dropout")?);
-        }
-        Ok(())
+        restore_label_and_dropout(state, &mut self.label_rng, &self.dropout_rng)
     }
+}
+
+/// The positions of a trainer's label-dropout and dropout streams, for the resume file.
+pub(crate) fn label_and_dropout_state(
+    label_rng: &SeededRng,
+    dropout_rng: &RefCell<SeededRng>,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("label_rng".into(), label_rng.position().to_string().into());
+    m.insert("dropout_rng".into(), dropout_rng.borrow().position().to_string().into());
+    m
+}
+
+/// Restores [`label_and_dropout_state`].
+pub(crate) fn restore_label_and_dropout(
+    state: &Map<String, Value>,
+    label_rng: &mut SeededRng,
+    dropout_rng: &RefCell<SeededRng>,
+) -> Result<()> {
+    if let Some(p) = state.get("label_rng") {
+        label_rng.set_position(position(p, "label")?);
+    }
+    if let Some(p) = state.get("dropout_rng") {
+        dropout_rng.borrow_mut().set_position(position(p, "dropout")?);
+    }
+    Ok(())
 }
 
 /// A stream position saved as a decimal string (it is 128-bit).
