@@ -76,6 +76,26 @@ impl MixturePath {
             .collect())
     }
 
+    /// Replaces the posterior of every unmasked token by certainty of its own
+    /// value: with a mask source, a token that is no longer masked is data, so
+    /// the exact posterior there is `δ_x` (masked diffusion's carry-over). A
+    /// network's `1 − p(x)` there would otherwise be charged by the ELBO at
+    /// every `τ` and every position, and would make the sampler move data
+    /// tokens. `posterior` holds `V` values per token of `x`; nothing changes
+    /// for a uniform source.
+    pub fn carry_unmasked(&self, x: &[u32], posterior: &mut [f32]) {
+        if self.source != DiscreteSource::Mask {
+            return;
+        }
+        let v = self.vocab;
+        for (&xi, row) in x.iter().zip(posterior.chunks_exact_mut(v)) {
+            if (xi as usize) < v {
+                row.fill(0.0);
+                row[xi as usize] = 1.0;
+            }
+        }
+    }
+
     /// `p_t(x | x₁)`.
     pub fn probability(&self, x: u32, x1: u32, t: f64) -> f64 {
         let (kappa, _) = self.kappa(t);
@@ -115,6 +135,23 @@ mod tests {
         let err = MixturePath::new(vp, DiscreteSource::Mask, 3).unwrap_err().to_string();
         assert!(err.contains("scheduler"), "{err}");
         assert!(MixturePath::new(SchedulerKind::CondOt, DiscreteSource::Mask, 0).is_err());
+        Ok(())
+    }
+
+    /// With a mask source, unmasked tokens get certainty of their own value
+    /// and masked ones keep the network's posterior; a uniform source is left alone.
+    #[test]
+    fn unmasked_tokens_are_carried_over() -> Result<()> {
+        let posterior = vec![0.2f32, 0.5, 0.3, 0.6, 0.1, 0.3];
+        let x = [3u32, 1]; // masked (id V = 3), then unmasked at 1
+        let mask = MixturePath::new(SchedulerKind::CondOt, DiscreteSource::Mask, 3)?;
+        let mut p = posterior.clone();
+        mask.carry_unmasked(&x, &mut p);
+        assert_eq!(p, vec![0.2, 0.5, 0.3, 0.0, 1.0, 0.0]);
+        let uniform = MixturePath::new(SchedulerKind::CondOt, DiscreteSource::Uniform, 3)?;
+        let mut p = posterior.clone();
+        uniform.carry_unmasked(&[0, 1], &mut p);
+        assert_eq!(p, posterior);
         Ok(())
     }
 }

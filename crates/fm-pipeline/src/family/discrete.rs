@@ -446,9 +446,11 @@ impl<N: TokenNet> Trainer for DiscreteTrainer<N> {
 }
 
 /// The posterior a sampler follows: the network's for fixed labels, guided
-/// by weight `w` against the null class.
+/// by weight `w` against the null class, unmasked tokens carried over
+/// ([`MixturePath::carry_unmasked`]).
 struct Guided<'a, N> {
     net: &'a N,
+    path: &'a MixturePath,
     labels: Option<Tensor>,
     w: f64,
 }
@@ -471,7 +473,9 @@ impl<N: TokenNet> DiscretePosterior for Guided<'_, N> {
     fn posterior(&self, x: &[u32], t: &[f64]) -> fm_core::Result<Vec<f32>> {
         let logits = self.logits(x, t).map_err(|e| fm_core::Error::Shape(e.to_string()))?;
         let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
-        Ok(p.flatten_all()?.to_vec1::<f32>()?)
+        let mut p = p.flatten_all()?.to_vec1::<f32>()?;
+        self.path.carry_unmasked(x, &mut p);
+        Ok(p)
     }
 }
 
@@ -565,7 +569,7 @@ impl<N: TokenNet> TrainedModel for DiscreteModel<N> {
                 )?),
                 None => None,
             };
-            let guided = Guided { net: &self.net, labels, w: request.cfg_scale };
+            let guided = Guided { net: &self.net, path: &self.path, labels, w: request.cfg_scale };
             let (x, _) =
                 ctmc_euler(&guided, &self.path, &ids[start * d..(start + b) * d], b, steps, &mut rng)
                     .with_context(|| format!("CTMC sampling in {steps} steps"))?;
@@ -592,7 +596,7 @@ impl<N: TokenNet> TrainedModel for DiscreteModel<N> {
         let (b, _) = x.dims2()?;
         let ids = self.grid.tokens(&x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)?;
         let settings = ElboSettings { nodes: solver.steps, ..ElboSettings::default() };
-        let guided = Guided { net: &self.net, labels: None, w: 0.0 };
+        let guided = Guided { net: &self.net, path: &self.path, labels: None, w: 0.0 };
         let log_p = elbo(&guided, &self.path, &ids, b, settings, rng).context("the ELBO")?;
         Ok(ModelLikelihood { log_p, nfe: settings.nodes * settings.draws })
     }
