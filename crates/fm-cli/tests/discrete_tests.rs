@@ -1,6 +1,6 @@
 //! Discrete flow matching from the command line: `fm train --model discrete`
 //! on the checkerboard (the report's ELBO, the CTMC sampler's name and NFE),
-//! `fm sample` and `fm likelihood` on the checkpoint, `--model
+//! `fm sample`, `fm likelihood` and `fm eval` on the checkpoint, `--model
 //! discrete-unet` on binarized MNIST-format images with guidance and `fm
 //! frechet --bins`, and what is refused by flag.
 
@@ -54,6 +54,11 @@ fn discrete_mlp_trains_samples_and_bounds_its_likelihood() {
     assert_eq!((j["bound"].as_bool(), j["solver"].as_str()), (Some(true), Some("elbo-8")), "{j}");
     // The uniform guess over the 32 × 32 cells bounds a trained model's NLL only loosely; it must be finite.
     assert!(j["nll"].as_f64().is_some_and(f64::is_finite), "{j}");
+    // fm eval's default solvers name the CTMC's steps; each sampler appears once.
+    let j = last_json(&ok(&["eval", "--checkpoint", s(&run), "--n", "50", "--exact-n", "0", "--json"]));
+    let solvers: Vec<&str> =
+        j["results"].as_array().unwrap().iter().filter_map(|r| r["solver"].as_str()).collect();
+    assert_eq!(solvers, ["ctmc-euler-8", "ctmc-euler-100", "ctmc-euler-25", "ctmc-euler-1"], "{j}");
     for (flag, value) in [("--matcher", "otcfm"), ("--source", "8gaussians"), ("--objective", "efm")] {
         let e = fails(&[
             "train",

@@ -20,7 +20,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         bail!("--bandwidth must be a positive number, got {}", a.bandwidth);
     }
     // Each entry: an ODE solver (NAME:STEPS, dopri5[:TOL]) or an SDE (sde:STEPS[:DIFFUSION]).
-    let choices = a
+    let mut choices = a
         .solvers
         .iter()
         .map(|spec| -> Result<(SolverChoice, Option<StochasticChoice>)> {
@@ -54,6 +54,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
             m.describe()
         );
     }
+    // A family that samples by its own steps (MeanFlow, the discrete CTMC) names
+    // `euler:8` and `midpoint:8` alike: each sampler is evaluated once.
+    let mut seen = Vec::new();
+    choices.retain(|(c, stochastic)| {
+        let label = stochastic.as_ref().map_or_else(|| m.family().sampler_label(c), |s| s.label());
+        let new = !seen.contains(&label);
+        seen.push(label);
+        new
+    });
     let data = m.data()?;
     let dim = m.dim();
     // Metrics are computed on the model's scale (standardized units for CSV data).
