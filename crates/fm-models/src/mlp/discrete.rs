@@ -207,15 +207,28 @@ impl DiscreteMlp {
 
 impl DiscretePosterior for DiscreteMlp {
     fn posterior(&self, x: &[u32], t: &[f64]) -> fm_core::Result<Vec<f32>> {
-        let b = t.len();
         let dev = self.layers[0].weight().device().clone();
-        let to_core = |e: Error| fm_core::Error::Shape(e.to_string());
-        let xs = Tensor::from_vec(x.to_vec(), (b, x.len() / b.max(1)), &dev)?;
-        let ts = Tensor::from_vec(t.to_vec(), b, &dev)?;
-        let logits = self.logits(&xs, &ts).map_err(to_core)?;
-        let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
-        Ok(p.flatten_all()?.to_vec1::<f32>()?)
+        token_posterior(x, t, &dev, |xs, ts| self.logits(xs, ts))
     }
+}
+
+/// The posterior probabilities (`b · L · V`, row-major) of a network whose
+/// `logits` take tokens `(b, L)` `u32` and times `(b,)` `f32` (`b = t.len()`
+/// sequences of `x`): the [`DiscretePosterior`] of every discrete network,
+/// and of the pipeline's guided combinations of them.
+pub fn token_posterior(
+    x: &[u32],
+    t: &[f64],
+    device: &Device,
+    logits: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor>,
+) -> fm_core::Result<Vec<f32>> {
+    let b = t.len();
+    let to_core = |e: Error| fm_core::Error::Shape(e.to_string());
+    let xs = Tensor::from_vec(x.to_vec(), (b, x.len() / b.max(1)), device)?;
+    let ts = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, device)?;
+    let logits = logits(&xs, &ts).map_err(to_core)?;
+    let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
+    Ok(p.flatten_all()?.to_vec1::<f32>()?)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub(crate) use backward::{apply_gradients, regression_gradients};
 pub use backward::{
     mlp_cfm_train_step, mlp_coupled_cfm_train_step, mlp_one_step_distill_train_step, MlpGradients,
 };
-pub use discrete::{DiscreteMlp, DiscreteMlpConfig};
+pub use discrete::{token_posterior, DiscreteMlp, DiscreteMlpConfig};
 pub use discrete_backward::{discrete_mlp_train_step, DiscreteBatch};
 pub use mean_flow::{mean_flow_train_step, MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};

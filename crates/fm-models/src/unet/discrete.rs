@@ -16,6 +16,7 @@ use fm_core::SeededRng;
 use serde::{Deserialize, Serialize};
 
 use super::{DropoutRng, UNet, UNetConfig};
+use crate::mlp::token_posterior;
 use crate::{Error, Result};
 
 /// Configuration of a [`DiscreteUNet`].
@@ -140,9 +141,8 @@ impl DiscreteUNet {
             let (r, k, p) = (i / l, (i % l) / hw, i % hw);
             onehot[((r * ch + k) * c.states + id as usize) * hw + p] = 1.0;
         }
-        let dtype = self.dtype();
         let input = Tensor::from_vec(onehot, (b, ch * c.states, c.unet.height, c.unet.width), x.device())?
-            .to_dtype(dtype)?;
+            .to_dtype(DType::F32)?;
         let out = self.net.forward(&input, t, labels, rng)?;
         // (b, C·V, H, W) → (b, C, H·W, V) → (b, C·H·W, V).
         Ok(out.reshape((b, ch, c.vocab, hw))?.transpose(2, 3)?.reshape((b, l, c.vocab))?)
@@ -152,21 +152,11 @@ impl DiscreteUNet {
     pub fn logits(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         self.logits_with(x, t, None, None)
     }
-
-    fn dtype(&self) -> DType {
-        DType::F32
-    }
 }
 
 impl DiscretePosterior for DiscreteUNet {
     fn posterior(&self, x: &[u32], t: &[f64]) -> fm_core::Result<Vec<f32>> {
-        let b = t.len();
-        let to_core = |e: Error| fm_core::Error::Shape(e.to_string());
-        let xs = Tensor::from_vec(x.to_vec(), (b, x.len() / b.max(1)), &Device::Cpu)?;
-        let ts = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, &Device::Cpu)?;
-        let logits = self.logits(&xs, &ts).map_err(to_core)?;
-        let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
-        Ok(p.flatten_all()?.to_vec1::<f32>()?)
+        token_posterior(x, t, &Device::Cpu, |xs, ts| self.logits(xs, ts))
     }
 }
 

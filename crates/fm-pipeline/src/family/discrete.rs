@@ -31,7 +31,9 @@ use fm_core::divergence::Divergence;
 use fm_core::SeededRng;
 use fm_data::tokens::TokenGrid;
 use fm_models::training::TrainingOptimizer;
-use fm_models::{discrete_mlp_train_step, DiscreteBatch, DiscreteMlp, DiscreteMlpConfig, ModelConfig};
+use fm_models::{
+    discrete_mlp_train_step, token_posterior, DiscreteBatch, DiscreteMlp, DiscreteMlpConfig, ModelConfig,
+};
 use serde_json::{Map, Value};
 
 use super::unet::{label_and_dropout_state, restore_label_and_dropout};
@@ -215,7 +217,7 @@ impl Family for Discrete {
     }
 
     fn describe_path(&self, s: &RunSettings) -> String {
-        format!(", mixture path κ = {}", s.flow_matching.scheduler)
+        describe_path(s)
     }
 
     fn sampler_label(&self, solver: &SolverChoice) -> String {
@@ -306,6 +308,11 @@ pub(super) fn describe_objective(s: &RunSettings) -> String {
         Some(d) => format!("discrete flow matching ({}), {} source", d.loss, d.source),
         None => "discrete flow matching".into(),
     }
+}
+
+/// The path of the discrete families' log line.
+pub(super) fn describe_path(s: &RunSettings) -> String {
+    format!(", mixture path κ = {}", s.flow_matching.scheduler)
 }
 
 /// `ctmc-euler-100`.
@@ -455,25 +462,17 @@ struct Guided<'a, N> {
     w: f64,
 }
 
-impl<N: TokenNet> Guided<'_, N> {
-    fn logits(&self, x: &[u32], t: &[f64]) -> Result<Tensor> {
-        let b = t.len();
-        let xs = Tensor::from_vec(x.to_vec(), (b, x.len() / b.max(1)), &Device::Cpu)?;
-        let ts = Tensor::from_vec(t.iter().map(|&v| v as f32).collect::<Vec<_>>(), b, &Device::Cpu)?;
-        let conditional = self.net.token_logits(&xs, &ts, self.labels.as_ref(), None)?;
-        if self.w == 0.0 || self.labels.is_none() {
-            return Ok(conditional);
-        }
-        let unconditional = self.net.token_logits(&xs, &ts, None, None)?;
-        Ok(((conditional * (1.0 + self.w))? - (unconditional * self.w)?)?)
-    }
-}
-
 impl<N: TokenNet> DiscretePosterior for Guided<'_, N> {
     fn posterior(&self, x: &[u32], t: &[f64]) -> fm_core::Result<Vec<f32>> {
-        let logits = self.logits(x, t).map_err(|e| fm_core::Error::Shape(e.to_string()))?;
-        let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
-        let mut p = p.flatten_all()?.to_vec1::<f32>()?;
+        let mut p = token_posterior(x, t, &Device::Cpu, |xs, ts| {
+            let err = |e: crate::Error| fm_models::Error::Shape(e.to_string());
+            let conditional = self.net.token_logits(xs, ts, self.labels.as_ref(), None).map_err(err)?;
+            if self.w == 0.0 || self.labels.is_none() {
+                return Ok(conditional);
+            }
+            let unconditional = self.net.token_logits(xs, ts, None, None).map_err(err)?;
+            Ok(((conditional * (1.0 + self.w))? - (unconditional * self.w)?)?)
+        })?;
         self.path.carry_unmasked(x, &mut p);
         Ok(p)
     }

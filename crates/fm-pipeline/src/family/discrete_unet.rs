@@ -136,7 +136,7 @@ impl Family for DiscreteUNet {
     }
 
     fn describe_path(&self, s: &RunSettings) -> String {
-        format!(", mixture path κ = {}", s.flow_matching.scheduler)
+        discrete::describe_path(s)
     }
 
     fn sampler_label(&self, solver: &SolverChoice) -> String {
