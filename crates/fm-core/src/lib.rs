@@ -83,6 +83,7 @@ pub mod jacobian;
 pub mod likelihood;
 pub mod linalg;
 pub mod loss;
+pub mod manifold;
 pub mod matcher;
 pub mod mean_flow;
 pub mod metrics;

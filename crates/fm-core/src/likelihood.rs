@@ -177,7 +177,7 @@ fn check_grid(grid: &TimeGrid, start: f64, end: f64, what: &str) -> Result<()> {
 
 /// Turns a solver error back into a typed fm-core error with context: the
 /// field's own errors (boxed by the solver) are unboxed.
-fn solver_error(e: fm_solvers::Error, context: &str) -> Error {
+pub(crate) fn solver_error(e: fm_solvers::Error, context: &str) -> Error {
     let inner = match e {
         fm_solvers::Error::Field(b) => match b.downcast::<Error>() {
             Ok(inner) => *inner,

@@ -350,7 +350,9 @@ impl OdeSolver for Dopri5 {
                 if err <= 1.0 {
                     stats.accepted_steps += 1;
                     t = t_new;
-                    y = y_new;
+                    // The FSAL stage k7 stays the one at the unretracted end
+                    // (exact for unconstrained states, where retract is the identity).
+                    y = f.retract(&y, y_new)?;
                     k1 = k7;
                     // A step shortened to land on a grid time says little
                     // about the step size: keep the earlier proposal if larger.

@@ -46,7 +46,8 @@ fn integrate_fixed(
     let mut y = y0.clone();
     let mut ks = Vec::with_capacity(tableau.stages());
     for w in times.windows(2) {
-        y = tableau.step(f, w[0], w[1], &y, &mut ks)?;
+        let next = tableau.step(f, w[0], w[1], &y, &mut ks)?;
+        y = f.retract(&y, next)?;
         if record_trajectory {
             trajectory.push(y.clone());
         }

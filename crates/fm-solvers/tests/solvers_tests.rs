@@ -5,7 +5,8 @@ use std::f64::consts::PI;
 
 use candle::{DType, Device, Tensor, Var};
 use fm_solvers::{
-    Dopri5, Error, Euler, Heun, Heun3, Method, Midpoint, OdeSolver, Rk4, Rk4ThreeEighths, TimeGrid,
+    Dopri5, Error, Euler, Heun, Heun3, Method, Midpoint, OdeFunction, OdeSolver, Rk4, Rk4ThreeEighths,
+    TimeGrid,
 };
 
 type FieldResult = fm_solvers::Result<Tensor>;
@@ -503,4 +504,47 @@ fn backward_then_forward_returns_the_start() -> anyhow::Result<()> {
     let again = d.solve(&f, &back.state, &TimeGrid::uniform(0.0, 1.0, 1)?)?;
     assert!(max_abs_diff(&again.state, &x)? < 1e-6);
     Ok(())
+}
+
+/// Rotation `ẏ = (−y₂, y₁)` on the unit circle with a projecting retraction.
+struct CircleRotation;
+
+impl OdeFunction for CircleRotation {
+    fn eval(&self, _t: f64, y: &Tensor) -> fm_solvers::Result<Tensor> {
+        let a = y.narrow(1, 0, 1)?;
+        let b = y.narrow(1, 1, 1)?;
+        Ok(Tensor::cat(&[&b.neg()?, &a], 1)?)
+    }
+
+    fn retract(&self, _from: &Tensor, to: Tensor) -> fm_solvers::Result<Tensor> {
+        let norm = to.sqr()?.sum_keepdim(1)?.sqrt()?;
+        Ok(to.broadcast_div(&norm)?)
+    }
+}
+
+#[test]
+fn retraction_keeps_every_solver_on_the_circle_and_each_step_projected_euler_turns_by_atan_h() {
+    let y0 = Tensor::new(&[[1.0f64, 0.0]], &Device::Cpu).unwrap();
+    let grid = TimeGrid::uniform(0.0, 1.0, 10).unwrap();
+    // Projected Euler: each step maps angle θ to θ + atan(h), exactly.
+    let sol = Euler.solve(&CircleRotation, &y0, &grid).unwrap();
+    let y = sol.state.to_vec2::<f64>().unwrap()[0].clone();
+    let angle = 10.0 * 0.1f64.atan();
+    assert!((y[0] - angle.cos()).abs() < 1e-14 && (y[1] - angle.sin()).abs() < 1e-14, "{y:?}");
+    // Without the retraction Euler leaves the circle: |y| = (1 + h²)^(n/2).
+    let free = |_t: f64, y: &Tensor| CircleRotation.eval(0.0, y);
+    let y = Euler.solve(&free, &y0, &grid).unwrap().state.to_vec2::<f64>().unwrap()[0].clone();
+    let norm = (y[0] * y[0] + y[1] * y[1]).sqrt();
+    assert!((norm - 1.01f64.powf(5.0)).abs() < 1e-12, "{norm}");
+    // Every fixed method and Dopri5 end on the circle, near the exact angle 1.
+    let solvers: [(&str, &dyn OdeSolver, f64); 2] = [("midpoint", &Midpoint, 3e-3), ("rk4", &Rk4, 1e-5)];
+    for (method, solver, tol) in solvers {
+        let y = solver.solve(&CircleRotation, &y0, &grid).unwrap().state.to_vec2::<f64>().unwrap()[0].clone();
+        assert!(((y[0] * y[0] + y[1] * y[1]).sqrt() - 1.0).abs() < 1e-14);
+        assert!((y[1].atan2(y[0]) - 1.0).abs() < tol, "{method}: {y:?}");
+    }
+    let y = Dopri5::default().solve(&CircleRotation, &y0, &grid).unwrap().state.to_vec2::<f64>().unwrap()[0]
+        .clone();
+    assert!(((y[0] * y[0] + y[1] * y[1]).sqrt() - 1.0).abs() < 1e-14);
+    assert!((y[1].atan2(y[0]) - 1.0).abs() < 1e-5, "{y:?}");
 }
