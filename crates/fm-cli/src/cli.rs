@@ -296,7 +296,9 @@ pub struct TrainArgs {
     /// unconditional, no dropout), discrete (discrete flow matching: an MLP posterior over tokens —
     /// points on a grid of --bins cells per coordinate, image pixels at their grey levels — sampled
     /// by a CTMC, likelihood by the ELBO), discrete-unet (the same on images with the U-Net's
-    /// --preset, --class-cond and guidance) [default: mlp].
+    /// --preset, --class-cond and guidance), riemannian (flow matching on a --manifold: an MLP on
+    /// embedding coordinates projected onto tangent spaces) [default: mlp; riemannian with
+    /// --manifold].
     #[arg(long)]
     pub model: Option<String>,
     /// Number of flow layers with --model planar|realnvp [default: planar 16, realnvp 8].
@@ -367,6 +369,12 @@ pub struct TrainArgs {
     /// [default: the images' own levels].
     #[arg(long, value_name = "N")]
     pub bins: Option<usize>,
+    /// Riemannian flow matching on a manifold (implies --model riemannian): sphere (S², the data's
+    /// columns longitude, latitude in degrees), sphere:D, torus[:D] (angles in degrees), euclidean[:D],
+    /// or a product such as product:sphere+torus:1 (the columns of each factor in turn) [default:
+    /// the dataset's own — sphere-mixture, torus-mixture, sphere-clock — else sphere].
+    #[arg(long, value_name = "M")]
+    pub manifold: Option<String>,
     /// Seed for data, initialisation, t and noise: the same seed gives a bit-identical checkpoint
     /// [default: 0].
     #[arg(long)]

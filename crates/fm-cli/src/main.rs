@@ -15,6 +15,7 @@ mod io;
 mod plot;
 mod plot_density;
 mod plot_images;
+mod plot_manifold;
 mod progress;
 
 #[global_allocator]

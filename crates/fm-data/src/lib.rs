@@ -52,6 +52,7 @@ pub mod error;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod images;
+pub mod manifold_toy;
 pub mod npy;
 pub mod spec;
 pub mod standardize;

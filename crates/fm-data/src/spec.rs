@@ -34,6 +34,9 @@ pub enum DataSpec {
         /// The `.npy` file.
         path: PathBuf,
     },
+    /// A synthetic dataset on a manifold, in chart coordinates (degrees):
+    /// `sphere-mixture`, `torus-mixture`, `sphere-clock`.
+    Manifold(crate::manifold_toy::ManifoldToy),
     /// Numeric columns of a CSV file (see [`crate::csv::load_csv_columns`]).
     Csv {
         /// The file.
@@ -79,6 +82,7 @@ impl DataSpec {
             DataSpec::Toy(_) => Toy2d::DIM,
             DataSpec::Csv { columns, .. } if columns.is_empty() => 2,
             DataSpec::Csv { columns, .. } => columns.len(),
+            DataSpec::Manifold(toy) => toy.columns().len(),
             // Known once the images (or pairs) are loaded.
             DataSpec::Images { .. } | DataSpec::Pairs { .. } => 0,
         }
@@ -117,6 +121,9 @@ impl FromStr for DataSpec {
                 return Ok(DataSpec::Images { format, path: PathBuf::from(path) });
             }
         }
+        if let Ok(toy) = trimmed.parse::<crate::manifold_toy::ManifoldToy>() {
+            return Ok(DataSpec::Manifold(toy));
+        }
         trimmed
             .parse::<Toy2d>()
             .map(DataSpec::Toy)
@@ -130,6 +137,7 @@ impl fmt::Display for DataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataSpec::Toy(toy) => write!(f, "{toy}"),
+            DataSpec::Manifold(toy) => write!(f, "{toy}"),
             DataSpec::Csv { path, .. } => write!(f, "{}{}", Self::CSV_PREFIX, path.display()),
             DataSpec::Images { format, path } => write!(f, "{format}:{}", path.display()),
             DataSpec::Pairs { path } => write!(f, "{}{}", Self::PAIRS_PREFIX, path.display()),

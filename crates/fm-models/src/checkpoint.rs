@@ -48,6 +48,9 @@ pub enum ModelConfig {
     DiscreteMlp(crate::DiscreteMlpConfig),
     /// A [`crate::unet::DiscreteUNet`] posterior on image tokens (`"kind": "discrete-u-net"`).
     DiscreteUNet(crate::unet::DiscreteUNetConfig),
+    /// A [`crate::VelocityMlp`] on a manifold's embedding coordinates
+    /// (`"kind": "riemannian-mlp"`), its output projected onto the tangent space.
+    RiemannianMlp(crate::RiemannianMlpConfig),
 }
 
 impl ModelConfig {
@@ -64,6 +67,7 @@ impl ModelConfig {
             ModelConfig::MeanFlow(c) => c.validate(),
             ModelConfig::DiscreteMlp(c) => c.validate(),
             ModelConfig::DiscreteUNet(c) => c.validate(),
+            ModelConfig::RiemannianMlp(c) => c.validate(),
         }
     }
 
@@ -79,6 +83,7 @@ impl ModelConfig {
             ModelConfig::MeanFlow(c) => c.parameter_shapes(),
             ModelConfig::DiscreteMlp(c) => c.parameter_shapes(),
             ModelConfig::DiscreteUNet(c) => c.parameter_shapes(),
+            ModelConfig::RiemannianMlp(c) => c.mlp.parameter_shapes(),
         }
     }
 
@@ -92,6 +97,7 @@ impl ModelConfig {
             ModelConfig::MeanFlow(c) => c.dim,
             ModelConfig::DiscreteMlp(c) => c.seq_len,
             ModelConfig::DiscreteUNet(c) => c.seq_len(),
+            ModelConfig::RiemannianMlp(c) => c.mlp.dim,
         }
     }
 }

@@ -69,8 +69,9 @@ pub use error::{Error, Result};
 pub use flows::NormalizingFlow;
 pub use mlp::{
     discrete_mlp_train_step, mean_flow_train_step, mlp_cfm_train_step, mlp_coupled_cfm_train_step,
-    mlp_one_step_distill_train_step, token_posterior, DiscreteBatch, DiscreteMlp, DiscreteMlpConfig,
-    MeanFlowConfig, MeanFlowMlp, MlpConfig, MlpGradients, VelocityMlp,
+    mlp_one_step_distill_train_step, mlp_riemannian_train_step, token_posterior, DiscreteBatch, DiscreteMlp,
+    DiscreteMlpConfig, MeanFlowConfig, MeanFlowMlp, MlpConfig, MlpGradients, RiemannianMlpConfig,
+    VelocityMlp,
 };
 pub use net::VelocityNet;
 pub use ot_cfm_train::{DrawnBatch, OtCfmPipeline};

@@ -58,6 +58,8 @@ pub struct RunConfig {
     pub source: Option<String>,
     /// Discrete models: token values per coordinate (points) or grey levels (images).
     pub bins: Option<usize>,
+    /// Riemannian models: the manifold (`sphere`, `torus:2`, `product:sphere+torus:1`, …).
+    pub manifold: Option<String>,
     // Optimisation.
     pub ema_decay: Option<f64>,
     pub grad_clip: Option<f64>,
@@ -106,6 +108,7 @@ keys! {
     parametrization => "--parametrization", weighting => "--weighting",
     jacobian_reg => "--jacobian-reg", jacobian_probes => "--jacobian-probes", matcher => "--matcher",
     coupling => "--coupling", sigma => "--sigma", source => "--source", bins => "--bins",
+    manifold => "--manifold",
     ema_decay => "--ema-decay",
     grad_clip => "--grad-clip", warmup => "--warmup", init => "--init",
     allow_partial => "--allow-partial", offline => "--offline", sample_n => "--sample-n",

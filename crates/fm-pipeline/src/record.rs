@@ -93,6 +93,9 @@ pub struct RunRecord {
     /// Discrete models of images: the shape of one image (a network on tokens may not know it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_shape: Option<crate::ImageShape>,
+    /// Riemannian models: the manifold the data were embedded on (from their chart columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifold: Option<fm_core::manifold::ManifoldSpec>,
 }
 
 /// The options of the flow-matching objective in a [`RunRecord`]; every

@@ -153,6 +153,15 @@ impl Trained {
         self.model.dim()
     }
 
+    /// Values per point in data units: [`Trained::dim`], or the chart
+    /// coordinates of a point on a manifold (2 for longitude, latitude on `S²`).
+    pub fn data_dim(&self) -> usize {
+        match &self.record.manifold {
+            Some(m) => m.build().chart_dim(),
+            None => self.dim(),
+        }
+    }
+
     /// The source distribution it was trained from.
     pub fn source(&self) -> Source {
         self.source
@@ -185,11 +194,20 @@ impl Trained {
 
     /// Model-space rows `(n, d)` as data-unit values.
     pub fn to_data_units(&self, x: &Tensor) -> Result<Vec<f32>> {
+        if let Some(m) = &self.record.manifold {
+            return crate::data::manifold::chart(
+                m,
+                &x.to_dtype(candle::DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            );
+        }
         to_data_units(x, self.record.transform.as_ref())
     }
 
     /// Data-unit values as model-space values.
     pub fn to_model_units(&self, points: &[f32]) -> Result<Vec<f32>> {
+        if let Some(m) = &self.record.manifold {
+            return crate::data::manifold::embed(m, points);
+        }
         match &self.record.transform {
             None => Ok(points.to_vec()),
             Some(t) => {

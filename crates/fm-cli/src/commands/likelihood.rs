@@ -46,12 +46,12 @@ fn evaluation_points(m: &Trained, a: &LikelihoodArgs) -> Result<(Vec<f32>, Strin
             (TrainingData::prepare(d, &columns, noise, None, a.seed).context("--data")?, d.clone())
         }
     };
-    if data.dim() != m.dim() {
+    if data.data_dim() != m.data_dim() {
         bail!(
             "--data {label}: the points have {} dimensions, but the checkpoint {} models {}",
-            data.dim(),
+            data.data_dim(),
             m.dir().display(),
-            m.dim()
+            m.data_dim()
         );
     }
     Ok((data.likelihood_points(a.n, a.seed)?, label))
@@ -64,7 +64,7 @@ pub fn run(a: LikelihoodArgs) -> Result<()> {
     let divergence = divergence_from_args(s)?;
     let m = super::common::load(&a.checkpoint, false, &device)?;
     let (points, label) = evaluation_points(&m, &a)?;
-    let n = points.len() / m.dim();
+    let n = points.len() / m.data_dim();
     let pb = crate::progress::bar(n, a.quiet, "{bar:30} {pos}/{len} points {per_sec} ETA {eta}");
     let start = Instant::now();
     let request =

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::cli::SampleArgs;
 use crate::io::{check_output, print_json, write_samples};
 use crate::plot::samples_figure;
+use crate::plot_manifold::planar_view;
 
 fn is_png(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
@@ -77,7 +78,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     request.batch_size = i.batch_size;
     request.trajectory_rows = match (image, &i.trajectory) {
         (Some(_), Some(_)) => a.n.min(10),
-        (None, _) if a.plot.is_some() && m.dim() == 2 => a.n,
+        (None, _) if a.plot.is_some() && m.data_dim() == 2 => a.n,
         _ => 0,
     };
     let pb = crate::progress::bar(a.n, a.quiet, "{bar:30} {pos}/{len} samples {per_sec} ETA {eta}");
@@ -86,7 +87,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let columns = if image.is_some() { vec![] } else { m.record().columns.clone() };
-    write_samples(&values, &gen.values, a.n, m.dim(), &columns)?;
+    write_samples(&values, &gen.values, a.n, m.data_dim(), &columns)?;
     let label = match (m.family().solves_ode(), a.hybrid, &request.stochastic) {
         (false, _, _) => "one pass through the flow".to_string(),
         (true, _, Some(st)) => st.label(),
@@ -128,7 +129,16 @@ pub fn run(a: SampleArgs) -> Result<()> {
         crate::plot_images::trajectory_strip(p, &gen.trajectory, request.trajectory_rows, info, 10, 3)?;
         log(format!("trajectory: {}", p.display()));
     }
-    if let Some(p) = &a.plot {
+    if let (Some(p), Some(spec)) = (&a.plot, &m.record().manifold) {
+        let reference = m.data()?.reference(a.n, a.seed)?;
+        let (Some((d, caption)), Some((g, _))) =
+            (planar_view(spec, &reference), planar_view(spec, &gen.values))
+        else {
+            bail!("--plot: points on {spec} have no flat view (the sphere S², the torus T² or a product starting with one)");
+        };
+        samples_figure(p, &format!("{} on {spec} — {label} ({caption})", m.record().data), &d, &g, &[])?;
+        log(format!("plot: {}", p.display()));
+    } else if let Some(p) = &a.plot {
         let reference = m.data()?.reference(a.n, a.seed)?;
         let title = match m.family().solves_ode() {
             true => format!("{} — {label} (NFE {})", m.record().data, gen.nfe),

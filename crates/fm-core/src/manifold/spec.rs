@@ -80,6 +80,43 @@ impl ManifoldSpec {
         Ok(build(kind, dim))
     }
 
+    /// Checks a specification read from a file before [`ManifoldSpec::build`]:
+    /// every dimension in `1..=MAX_DIM`, products of at least two factors
+    /// that are not themselves products, at most `MAX_DIM` factors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `manifold`.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::invalid("manifold", why));
+        match self {
+            ManifoldSpec::Sphere(d) | ManifoldSpec::Torus(d) | ManifoldSpec::Euclidean(d) => {
+                if *d == 0 || *d > MAX_DIM {
+                    return bad(format!("`{self}`: the dimension must be in 1..={MAX_DIM}"));
+                }
+                Ok(())
+            }
+            ManifoldSpec::Product(f) => {
+                if f.len() < 2 || f.len() > MAX_DIM {
+                    return bad(format!("a product needs 2..={MAX_DIM} factors, got {}", f.len()));
+                }
+                if f.iter().any(|f| matches!(f, ManifoldSpec::Product(_))) {
+                    return bad("a product's factors cannot be products".into());
+                }
+                f.iter().try_for_each(|f| f.validate())
+            }
+        }
+    }
+
+    /// The dimension of the embedding space (of a valid specification).
+    pub fn ambient_dim(&self) -> usize {
+        match self {
+            ManifoldSpec::Sphere(d) => d + 1,
+            ManifoldSpec::Torus(d) => 2 * d,
+            ManifoldSpec::Euclidean(d) => *d,
+            ManifoldSpec::Product(f) => f.iter().map(|f| f.ambient_dim()).sum(),
+        }
+    }
+
     /// Whether it is (or contains) a compact factor with a uniform base.
     pub fn is_compact(&self) -> bool {
         match self {

@@ -17,7 +17,9 @@
 //! - `discrete`: [`DiscreteMlp`], the factorized posterior of discrete flow
 //!   matching on short token sequences;
 //! - `discrete_backward`: its training step with an explicit backward pass
-//!   (the one-hot first layer as a gather and a scatter of columns).
+//!   (the one-hot first layer as a gather and a scatter of columns);
+//! - `riemannian`: [`RiemannianMlpConfig`], the MLP on a manifold's
+//!   embedding coordinates, and its Riemannian flow-matching step.
 
 mod backward;
 mod backward_blocked;
@@ -27,6 +29,7 @@ mod divergence;
 mod inference;
 mod mean_flow;
 mod model;
+mod riemannian;
 
 pub(crate) use backward::{apply_gradients, regression_gradients};
 pub use backward::{
@@ -36,3 +39,4 @@ pub use discrete::{token_posterior, DiscreteMlp, DiscreteMlpConfig};
 pub use discrete_backward::{discrete_mlp_train_step, DiscreteBatch};
 pub use mean_flow::{mean_flow_train_step, MeanFlowConfig, MeanFlowMlp};
 pub use model::{MlpConfig, VelocityMlp};
+pub use riemannian::{mlp_riemannian_train_step, RiemannianMlpConfig};

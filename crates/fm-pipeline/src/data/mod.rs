@@ -8,11 +8,13 @@
 use std::path::PathBuf;
 
 use candle::{DType, Device, Tensor};
+use fm_core::manifold::ManifoldSpec;
 use fm_core::SeededRng;
 use fm_data::images::{ImageBatcher, ImageSet, Split};
 use fm_data::tokens::TokenGrid;
 use fm_data::{load_csv_columns, DataSpec, Standardizer, Toy2d};
 
+pub(crate) mod manifold;
 mod tokens;
 
 use crate::error::bail;
@@ -103,6 +105,9 @@ pub struct TrainingData {
     teacher_data: Option<Box<TrainingData>>,
     /// Discrete models: the grid that makes values tokens ([`TrainingData::tokenize`]).
     tokens: Option<TokenGrid>,
+    /// Riemannian models: the manifold the points were embedded on
+    /// ([`TrainingData::embed_on_manifold`]); data units are its chart.
+    manifold: Option<ManifoldSpec>,
 }
 
 /// What `fm reflow` writes beside its pairs (`FILE.json` for `FILE.npy`):
@@ -210,6 +215,7 @@ impl TrainingData {
                     image_points: None,
                     teacher_data: None,
                     tokens: None,
+                    manifold: None,
                 })
             }
             DataSpec::Csv { path, .. } => {
@@ -261,6 +267,28 @@ impl TrainingData {
                     image_points,
                     teacher_data: None,
                     tokens: None,
+                    manifold: None,
+                })
+            }
+            DataSpec::Manifold(toy) => {
+                // A checkpoint's record names the dataset's own columns.
+                if noise.is_some() || !(columns.is_empty() || columns.iter().eq(toy.columns())) {
+                    bail!("--noise and --columns do not apply to `{toy}`");
+                }
+                let n = n_train.unwrap_or(manifold::DEFAULT_TRAINING_POINTS);
+                let points = toy.sample(n, SeededRng::for_stream(seed, "train-set").rng());
+                Ok(Self {
+                    name: toy.to_string(),
+                    spec: Some(DataSpec::Manifold(toy)),
+                    source: Source::Fixed(points),
+                    dim: toy.columns().len(),
+                    columns: toy.columns().iter().map(|c| c.to_string()).collect(),
+                    transform: None,
+                    csv_points: None,
+                    image_points: None,
+                    teacher_data: None,
+                    tokens: None,
+                    manifold: None,
                 })
             }
             DataSpec::Pairs { path } => {
@@ -313,6 +341,7 @@ impl TrainingData {
             image_points: None,
             teacher_data,
             tokens: None,
+            manifold: None,
         })
     }
 
@@ -372,6 +401,7 @@ impl TrainingData {
             image_points: None,
             teacher_data: None,
             tokens: None,
+            manifold: None,
         })
     }
 
@@ -392,6 +422,7 @@ impl TrainingData {
             image_points: None,
             teacher_data: None,
             tokens: None,
+            manifold: None,
         })
     }
 
@@ -416,6 +447,7 @@ impl TrainingData {
             image_points: None,
             teacher_data: None,
             tokens: None,
+            manifold: None,
         })
     }
 
@@ -435,6 +467,9 @@ impl TrainingData {
             d.transform = r.transform.clone();
         }
         d.tokens = r.tokens;
+        if let Some(m) = &r.manifold {
+            d.embed_on_manifold(m)?;
+        }
         Ok(d)
     }
 
@@ -587,13 +622,10 @@ impl TrainingData {
         }
         let mut rng = SeededRng::for_stream(seed, "reference");
         if let Some(points) = &self.csv_points {
-            let rows = points.len() / self.dim;
+            let d = self.data_dim();
+            let rows = points.len() / d;
             let perm = rng.permutation(rows);
-            return Ok(perm
-                .iter()
-                .take(n)
-                .flat_map(|&i| points[i * self.dim..(i + 1) * self.dim].to_vec())
-                .collect());
+            return Ok(perm.iter().take(n).flat_map(|&i| points[i * d..(i + 1) * d].to_vec()).collect());
         }
         if let Source::Images { test, .. } = &self.source {
             // Test images at their bins' centres, shuffled by seed.
@@ -611,6 +643,7 @@ impl TrainingData {
             }
             _ => match &self.spec {
                 Some(DataSpec::Toy(toy)) => Ok(toy.sample(n, &mut rng)),
+                Some(DataSpec::Manifold(toy)) => Ok(toy.sample(n, rng.rng())),
                 _ => bail!("no reference points for `{}`", self.name),
             },
         }
@@ -618,6 +651,9 @@ impl TrainingData {
 
     /// Maps points in data units to model units (identity for toys).
     pub fn to_model_units(&self, points: &[f32]) -> Result<Vec<f32>> {
+        if let Some(m) = &self.manifold {
+            return manifold::embed(m, points);
+        }
         match &self.transform {
             None => Ok(points.to_vec()),
             Some(t) => {

@@ -20,6 +20,7 @@ mod flow;
 mod mean_flow;
 mod mean_flow_unet;
 mod mlp;
+mod riemannian;
 mod unet;
 mod velocity;
 
@@ -295,6 +296,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &mean_flow_unet::MeanFlowUNet,
     &discrete::Discrete,
     &discrete_unet::DiscreteUNet,
+    &riemannian::Riemannian,
 ];
 
 /// The valid `--model` names.

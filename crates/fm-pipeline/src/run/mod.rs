@@ -413,6 +413,7 @@ impl Run {
             ema_decay: s.training.ema_decay,
             init: self.init_source.clone(),
             tokens: self.data.token_grid(),
+            manifold: self.data.manifold().cloned(),
             image_shape: self.data.token_grid().and(self.data.image_info().map(|i| i.shape())),
             ..RunRecord::default()
         };

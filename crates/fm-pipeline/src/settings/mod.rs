@@ -83,6 +83,8 @@ pub struct RunSettings {
     pub flow_matching: FlowMatchingSettings,
     /// The discrete families' tokens, source and loss (`None` elsewhere).
     pub discrete: Option<DiscreteSettings>,
+    /// The Riemannian family's manifold, as `--manifold` names it (`None` elsewhere).
+    pub manifold: Option<String>,
     /// The command that started the run, recorded in checkpoints (empty for a library call).
     pub command: Vec<String>,
 }
@@ -167,7 +169,12 @@ impl RunSettings {
     /// The settings of a new run: the family of `config.model` (default `mlp`)
     /// decides the defaults and refuses what does not apply.
     pub fn resolve(config: &RunConfig) -> Result<Self> {
-        family::named(config.model.as_deref())?.resolve(config)
+        // `--manifold` alone selects the Riemannian family.
+        let model = match (&config.model, &config.manifold) {
+            (None, Some(_)) => Some("riemannian"),
+            (m, _) => m.as_deref(),
+        };
+        family::named(model)?.resolve(config)
     }
 }
 
@@ -214,6 +221,9 @@ pub(crate) fn common(
         if !(n.is_finite() && n >= 0.0) {
             bail!("--noise must be a non-negative number, got {n}");
         }
+    }
+    if config.manifold.is_some() && family.name() != "riemannian" {
+        bail!("--manifold applies to --model riemannian (the model when --manifold is given alone)");
     }
     if config.n_train == Some(0) {
         bail!("--n-train must be at least 1, got 0");
@@ -266,6 +276,7 @@ pub(crate) fn common(
         },
         flow_matching: FlowMatchingSettings::default(),
         discrete: None,
+        manifold: None,
         command: vec![],
         data,
     })

@@ -55,6 +55,7 @@ fn flags(a: &TrainArgs) -> RunConfig {
         sigma: a.sigma,
         source: a.source.clone(),
         bins: a.bins,
+        manifold: a.manifold.clone(),
         ema_decay: u.ema_decay,
         grad_clip: u.grad_clip,
         warmup: u.warmup,

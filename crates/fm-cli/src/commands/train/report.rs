@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::io::write_samples;
 use crate::plot::samples_figure;
+use crate::plot_manifold::planar_view;
 
 /// Points used for the exact W2 after training (an `O(n³)` assignment).
 const EXACT_W2_POINTS: usize = 1000;
@@ -52,7 +53,8 @@ impl Options {
 pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Result<(Value, Vec<String>)> {
     let m = Trained::load(&s.out, false, device)?;
     let data = m.data()?;
-    let dim = data.dim();
+    // Values per point in data units (a manifold's chart) and in model units.
+    let (dim, model_dim) = (data.data_dim(), data.dim());
     let n = o.sample_n;
     let ode = m.family().solves_ode();
     let mut request = SampleRequest::new(n, s.seed, o.choice.clone());
@@ -63,8 +65,8 @@ pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Re
     let reference = data.reference(n, s.seed)?;
     let n_ref = reference.len() / dim;
     // Metrics on the model's scale (standardized units for CSV data), as `fm eval` reports them.
-    let st = Tensor::from_vec(data.to_model_units(&gen.values)?, (n, dim), device)?;
-    let rf = Tensor::from_vec(data.to_model_units(&reference)?, (n_ref, dim), device)?;
+    let st = Tensor::from_vec(data.to_model_units(&gen.values)?, (n, model_dim), device)?;
+    let rf = Tensor::from_vec(data.to_model_units(&reference)?, (n_ref, model_dim), device)?;
     let bandwidth = data.metric_bandwidth();
     let exact_n = EXACT_W2_POINTS.min(n).min(n_ref);
     let metrics = SampleMetrics::compute(&st, &rf, s.seed, exact_n, bandwidth)?;
@@ -74,6 +76,16 @@ pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Re
         let k = n.min(100);
         crate::plot_images::image_grid(&p, &gen.values[..k * dim], info.shape(), 10, 4)?;
         plot_path = Some(p);
+    } else if let Some(spec) = &m.record().manifold {
+        // Points on a manifold: data and samples in a flat view (no trajectories: they wrap).
+        if let (Some((d, caption)), Some((g, _))) =
+            (planar_view(spec, &reference), planar_view(spec, &gen.values))
+        {
+            let p = s.out.join("plot.png");
+            let title = format!("{} on {spec} — {} ({caption})", s.data, m.family().sampler_label(&o.choice));
+            samples_figure(&p, &title, &d, &g, &[])?;
+            plot_path = Some(p);
+        }
     } else if dim == 2 {
         let p = s.out.join("plot.png");
         let title = if ode {
