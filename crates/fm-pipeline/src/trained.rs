@@ -272,6 +272,8 @@ impl Trained {
         };
         let values = self.to_data_units(&samples)?;
         let trajectory = trajectory.iter().map(|x| self.to_data_units(x)).collect::<Result<Vec<_>>>()?;
+        // Values per row in data units (a manifold's chart coordinates).
+        let dim = if self.record.manifold.is_some() { self.data_dim() } else { dim };
         Ok(Samples { values, n, dim, trajectory, nfe })
     }
 
