@@ -28,20 +28,43 @@ distance of 20,000 samples to the exact target (the held-out points' own distanc
 perfect sampler at this size). Defaults: the notebook's uniform source and
 generalized-KL loss. Files go to target/discrete-compare/.";
 
-fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+pub(crate) fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
 /// The value of `"key": <number>` in a one-line JSON object.
-fn number(line: &str, key: &str) -> Option<f64> {
+pub(crate) fn number(line: &str, key: &str) -> Option<f64> {
     let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = &line[start..];
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
 }
 
-fn last_line(out: &[u8]) -> String {
+pub(crate) fn last_line(out: &[u8]) -> String {
     String::from_utf8_lossy(out).lines().last().unwrap_or_default().to_string()
+}
+
+/// The bench environment's Python with `flow_matching` (installed when
+/// missing, with `tqdm`, which it imports without declaring it).
+pub(crate) fn flow_matching_python() -> Result<std::path::PathBuf> {
+    let python = crate::bench::peer_python()?;
+    let has_fm = Command::new(&python)
+        .args(["-c", "import flow_matching, flow_matching.solver"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !has_fm {
+        eprintln!("installing flow_matching into the bench environment");
+        let ok = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "flow_matching==1.0.10", "tqdm"])
+            .status()
+            .map(|s| s.success());
+        if !matches!(ok, Ok(true)) {
+            bail!("could not install flow_matching");
+        }
+    }
+    Ok(python)
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -58,23 +81,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "cross-entropy" | "ce" => "ce",
         other => bail!("--objective: unknown `{other}`; valid: generalized-kl, cross-entropy"),
     };
-    let python = crate::bench::peer_python()?;
-    let has_fm = Command::new(&python)
-        .args(["-c", "import flow_matching"])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !has_fm {
-        eprintln!("installing flow_matching into the bench environment");
-        let ok = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "flow_matching"])
-            .status()
-            .map(|s| s.success());
-        if !matches!(ok, Ok(true)) {
-            bail!("could not install flow_matching");
-        }
-    }
+    let python = flow_matching_python()?;
     crate::cargo(&["build", "--release", "-p", "fm-bench"], &[])?;
     let root = crate::bench::target_dir().join("discrete-compare");
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;

@@ -11,6 +11,7 @@ mod discrete;
 mod guide;
 mod guide_commands;
 mod parity;
+mod riemannian;
 
 const USAGE: &str = "usage: cargo xtask <task>
 
@@ -19,6 +20,7 @@ tasks:
   bench  fm against PyTorch on the same workloads (see `cargo xtask bench --help`)
   parity fm's U-Net and MLP against torchcfm's on the same weights and inputs (max abs diff, timings)
   discrete fm against flow_matching on its 2-D discrete example (ELBO, energy distance, speed)
+  riemannian fm against flow_matching on the US airports on the sphere (test NLL, baselines, speed)
   guide  regenerate the guide's figures (docs/guide) by running its fm commands [--quick] [CHAPTER…]
   help   this message";
 
@@ -49,6 +51,14 @@ fn main() -> Result<()> {
                 return Ok(());
             }
             discrete::run(&args)
+        }
+        "riemannian" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", riemannian::USAGE);
+                return Ok(());
+            }
+            riemannian::run(&args)
         }
         "guide" => guide::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "help" | "-h" | "--help" => {

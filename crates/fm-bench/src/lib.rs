@@ -23,6 +23,7 @@ pub mod fixtures;
 pub mod gemm;
 pub mod likelihood;
 pub mod memory;
+pub mod riemannian;
 pub mod sample;
 pub mod train;
 mod workload;

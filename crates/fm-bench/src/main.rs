@@ -9,6 +9,8 @@
 //! - `fm-bench list`: the workload names.
 //! - `fm-bench discrete --out DIR --test FILE [...]`: fm's side of `cargo xtask
 //!   discrete` (see [`fm_bench::discrete`]); one JSON line.
+//! - `fm-bench riemannian --data AIRPORTS --out DIR [...]`: fm's side of
+//!   `cargo xtask riemannian` (see [`fm_bench::riemannian`]); one JSON line.
 //!
 //! Threads: candle's matmul uses `RAYON_NUM_THREADS` (set by `cargo xtask bench --threads N`).
 
@@ -106,6 +108,9 @@ fn main() -> ExitCode {
         ["discrete", ..] => fm_bench::discrete::DiscreteCompare::parse(&args[1..])
             .and_then(|c| c.run())
             .map(|v| println!("{v}")),
+        ["riemannian", ..] => fm_bench::riemannian::RiemannianCompare::parse(&args[1..])
+            .and_then(|c| c.run())
+            .map(|v| println!("{v}")),
         ["serve"] => serve(scale),
         ["mem", name] => mem(name, scale),
         ["list"] => {
@@ -113,7 +118,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         _ => {
-            eprintln!("usage: fm-bench serve [--quick] | mem NAME [--quick] | list | discrete --out DIR --test FILE ...");
+            eprintln!("usage: fm-bench serve [--quick] | mem NAME [--quick] | list | discrete --out DIR --test FILE ... | riemannian --data FILE --out DIR ...");
             return ExitCode::from(2);
         }
     };
