@@ -125,7 +125,8 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     println!(
-        "\nthe energy distance of as many training airports to the test set (the floor at this size): {:.5}",
+        "\nthe energy distance of the {} training airports to the test set (a sampler of the data's own distribution): {:.5}",
+        get(&fm, "n_train")?,
         get(&fm, "energy_train_floor")?
     );
     println!("peer: {peer}\nfm:   {fm}");

@@ -370,7 +370,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub bins: Option<usize>,
     /// Riemannian flow matching on a manifold (implies --model riemannian): sphere (S², the data's
-    /// columns longitude, latitude in degrees), sphere:D, torus[:D] (angles in degrees), euclidean[:D],
+    /// columns longitude, latitude in degrees), sphere:D, torus or torus:D (angles in degrees), euclidean:D,
     /// or a product such as product:sphere+torus:1 (the columns of each factor in turn) [default:
     /// the dataset's own — sphere-mixture, torus-mixture, sphere-clock — else sphere].
     #[arg(long, value_name = "M")]

@@ -12,11 +12,11 @@ pub fn planar_view(spec: &ManifoldSpec, chart: &[f32]) -> Option<(Vec<f32>, &'st
     let m = spec.build();
     let c = m.chart_dim();
     let (first, caption) = match spec {
-        ManifoldSpec::Sphere(2) => (spec.clone(), "Lambert cylindrical equal-area"),
-        ManifoldSpec::Torus(2) => (spec.clone(), "the unrolled torus, angles in degrees"),
+        ManifoldSpec::Sphere(2) => (spec.clone(), "Lambert equal-area"),
+        ManifoldSpec::Torus(2) => (spec.clone(), "unrolled, degrees"),
         ManifoldSpec::Product(f) => match f.first() {
-            Some(s @ ManifoldSpec::Sphere(2)) => (s.clone(), "first factor, Lambert cylindrical equal-area"),
-            Some(t @ ManifoldSpec::Torus(2)) => (t.clone(), "first factor, angles in degrees"),
+            Some(s @ ManifoldSpec::Sphere(2)) => (s.clone(), "S² factor, Lambert equal-area"),
+            Some(t @ ManifoldSpec::Torus(2)) => (t.clone(), "T² factor, degrees"),
             _ => return None,
         },
         _ => return None,
@@ -36,6 +36,16 @@ pub fn planar_view(spec: &ManifoldSpec, chart: &[f32]) -> Option<(Vec<f32>, &'st
     Some((view, caption))
 }
 
+/// How a plot's title names `--data`: a file by its name alone (`csv:dir/airports.csv` → `airports.csv`).
+pub fn data_label(data: &str) -> String {
+    match data.strip_prefix("csv:") {
+        Some(path) => std::path::Path::new(path)
+            .file_name()
+            .map_or_else(|| data.to_string(), |n| n.to_string_lossy().into_owned()),
+        None => data.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +61,7 @@ mod tests {
         let (v, _) = planar_view(&p, &[10.0, 0.0, 45.0, 20.0, 0.0, 90.0]).unwrap();
         assert_eq!(v.len(), 4);
         assert!(planar_view(&"sphere:3".parse().unwrap(), &[1.0, 0.0, 0.0, 0.0]).is_none());
+        assert_eq!(data_label("csv:some/dir/airports.csv"), "airports.csv");
+        assert_eq!(data_label("torus-mixture"), "torus-mixture");
     }
 }

@@ -139,6 +139,7 @@ fn every_chapter_is_tested_and_every_figure_is_committed() {
         "06-couplings.md",
         "07-images.md",
         "08-discrete.md",
+        "09-manifolds.md",
     ];
     let chapters: Vec<String> = guide_commands::chapters(&guide_dir())
         .expect("docs/guide exists")
@@ -205,6 +206,11 @@ fn chapter_08_discrete() {
 }
 
 #[test]
+fn chapter_09_manifolds() {
+    run_chapter("09-manifolds.md", Blocks::WithoutDatasets);
+}
+
+#[test]
 #[cfg_attr(not(fm_data), ignore = "needs the datasets: set FM_DATA_DIR (see docs/data.md)")]
 fn chapter_05_generalization_with_datasets() {
     run_chapter("05-generalization.md", Blocks::All);
@@ -220,6 +226,12 @@ fn chapter_06_couplings_with_datasets() {
 #[cfg_attr(not(fm_data), ignore = "needs the datasets: set FM_DATA_DIR (see docs/data.md)")]
 fn chapter_08_discrete_with_datasets() {
     run_chapter("08-discrete.md", Blocks::All);
+}
+
+#[test]
+#[cfg_attr(not(fm_data), ignore = "needs the datasets: set FM_DATA_DIR (see docs/data.md)")]
+fn chapter_09_manifolds_with_datasets() {
+    run_chapter("09-manifolds.md", Blocks::All);
 }
 
 /// Every chapter whose blocks read a dataset that does not ship with fm has a `_with_datasets` test above.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle::Device;
 use fm_core::divergence::{Divergence, Probe};
-use fm_core::manifold::{Manifold, ManifoldSpec, VonMisesFisher};
+use fm_core::manifold::{ManifoldSpec, VonMisesFisher};
 use fm_core::SeededRng;
 use fm_pipeline::{
     LikelihoodRequest, Run, RunConfig, RunSettings, SampleRequest, Silent, SolverChoice, Trained,
@@ -146,6 +146,16 @@ fn torus_and_product_models_sample_their_data_and_resume_exactly() -> anyhow::Re
 #[test]
 fn riemannian_models_refuse_what_does_not_apply() -> anyhow::Result<()> {
     let dir = temp("refuse");
+    // A dataset on a manifold, or --manifold, selects the family; --model mlp on degrees stays Euclidean.
+    let family = |c: RunConfig| RunSettings::resolve(&c).map(|s| s.family.name());
+    assert_eq!(
+        family(RunConfig { data: Some("torus-mixture".into()), ..RunConfig::default() })?,
+        "riemannian"
+    );
+    assert_eq!(family(RunConfig { manifold: Some("sphere".into()), ..RunConfig::default() })?, "riemannian");
+    let mlp =
+        RunConfig { model: Some("mlp".into()), data: Some("torus-mixture".into()), ..RunConfig::default() };
+    assert_eq!(family(mlp)?, "mlp");
     let err = |c: RunConfig| -> String {
         let c = RunConfig { out: Some(dir.join("run")), steps: Some(2), ..c };
         match RunSettings::resolve(&c).and_then(|s| Run::new(s, &Device::Cpu)) {

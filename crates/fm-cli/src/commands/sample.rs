@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::cli::SampleArgs;
 use crate::io::{check_output, print_json, write_samples};
 use crate::plot::samples_figure;
-use crate::plot_manifold::planar_view;
+use crate::plot_manifold::{data_label, planar_view};
 
 fn is_png(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
@@ -136,7 +136,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
         else {
             bail!("--plot: points on {spec} have no flat view (the sphere S², the torus T² or a product starting with one)");
         };
-        samples_figure(p, &format!("{} on {spec} — {label} ({caption})", m.record().data), &d, &g, &[])?;
+        let title = format!("{} on {spec}: {label} ({caption})", data_label(&m.record().data));
+        samples_figure(p, &title, &d, &g, &[])?;
         log(format!("plot: {}", p.display()));
     } else if let Some(p) = &a.plot {
         let reference = m.data()?.reference(a.n, a.seed)?;

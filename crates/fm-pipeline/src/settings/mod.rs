@@ -169,10 +169,15 @@ impl RunSettings {
     /// The settings of a new run: the family of `config.model` (default `mlp`)
     /// decides the defaults and refuses what does not apply.
     pub fn resolve(config: &RunConfig) -> Result<Self> {
-        // `--manifold` alone selects the Riemannian family.
-        let model = match (&config.model, &config.manifold) {
-            (None, Some(_)) => Some("riemannian"),
-            (m, _) => m.as_deref(),
+        // `--manifold`, or data on a manifold, without `--model` select the Riemannian family.
+        let on_manifold = config.manifold.is_some()
+            || config
+                .data
+                .as_deref()
+                .is_some_and(|d| matches!(d.parse(), Ok(fm_data::DataSpec::Manifold(_))));
+        let model = match &config.model {
+            None if on_manifold => Some("riemannian"),
+            m => m.as_deref(),
         };
         family::named(model)?.resolve(config)
     }

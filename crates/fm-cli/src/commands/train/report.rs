@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::io::write_samples;
 use crate::plot::samples_figure;
-use crate::plot_manifold::planar_view;
+use crate::plot_manifold::{data_label, planar_view};
 
 /// Points used for the exact W2 after training (an `O(n³)` assignment).
 const EXACT_W2_POINTS: usize = 1000;
@@ -82,7 +82,11 @@ pub fn samples_plot_metrics(s: &RunSettings, o: &Options, device: &Device) -> Re
             (planar_view(spec, &reference), planar_view(spec, &gen.values))
         {
             let p = s.out.join("plot.png");
-            let title = format!("{} on {spec} — {} ({caption})", s.data, m.family().sampler_label(&o.choice));
+            let title = format!(
+                "{} on {spec}: {} ({caption})",
+                data_label(&s.data),
+                m.family().sampler_label(&o.choice)
+            );
             samples_figure(&p, &title, &d, &g, &[])?;
             plot_path = Some(p);
         }
