@@ -24,6 +24,7 @@ use fm_pipeline::{
 };
 use serde_json::{json, Value};
 
+use crate::flags::Flags;
 use crate::{Error, Result};
 
 /// Sampling seeds whose energy distances are averaged (the first also times sampling).
@@ -65,37 +66,21 @@ impl DiscreteCompare {
     /// --hidden W,W --test FILE [--peer-samples FILE] --n-samples M
     /// --sample-steps K --elbo-nodes Q --energy-n E [--no-train]`.
     pub fn parse(args: &[String]) -> Result<Self> {
-        let get = |flag: &str| -> Option<&str> {
-            args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
-        };
-        let need = |flag: &str| get(flag).ok_or_else(|| Error::Request(format!("{flag} is needed")));
-        let num = |flag: &str, default: usize| -> Result<usize> {
-            match get(flag) {
-                None => Ok(default),
-                Some(v) => {
-                    v.parse().map_err(|_| Error::Request(format!("{flag} must be a count, got `{v}`")))
-                }
-            }
-        };
-        let hidden = get("--hidden")
-            .unwrap_or("128,128,128,128")
-            .split(',')
-            .map(|w| w.trim().parse().map_err(|_| Error::Request(format!("--hidden: bad width `{w}`"))))
-            .collect::<Result<Vec<usize>>>()?;
+        let f = Flags(args);
         Ok(Self {
-            out: PathBuf::from(need("--out")?),
-            steps: num("--steps", 2000)?,
-            batch_size: num("--batch-size", 4096)?,
-            source: get("--source").unwrap_or("uniform").to_string(),
-            objective: get("--objective").unwrap_or("generalized-kl").to_string(),
-            hidden,
-            test: PathBuf::from(need("--test")?),
-            peer_samples: get("--peer-samples").map(PathBuf::from),
-            n_samples: num("--n-samples", 20_000)?,
-            sample_steps: num("--sample-steps", 64)?,
-            elbo_nodes: num("--elbo-nodes", 64)?,
-            energy_n: num("--energy-n", 20_000)?,
-            no_train: args.iter().any(|a| a == "--no-train"),
+            out: PathBuf::from(f.need("--out")?),
+            steps: f.count("--steps", 2000)?,
+            batch_size: f.count("--batch-size", 4096)?,
+            source: f.get("--source").unwrap_or("uniform").to_string(),
+            objective: f.get("--objective").unwrap_or("generalized-kl").to_string(),
+            hidden: f.widths("--hidden", "128,128,128,128")?,
+            test: PathBuf::from(f.need("--test")?),
+            peer_samples: f.get("--peer-samples").map(PathBuf::from),
+            n_samples: f.count("--n-samples", 20_000)?,
+            sample_steps: f.count("--sample-steps", 64)?,
+            elbo_nodes: f.count("--elbo-nodes", 64)?,
+            energy_n: f.count("--energy-n", 20_000)?,
+            no_train: f.has("--no-train"),
         })
     }
 

@@ -20,6 +20,7 @@ pub mod coupling;
 pub mod discrete;
 mod error;
 pub mod fixtures;
+mod flags;
 pub mod gemm;
 pub mod likelihood;
 pub mod memory;

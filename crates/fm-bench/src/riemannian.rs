@@ -24,6 +24,7 @@ use fm_pipeline::{
 };
 use serde_json::{json, Value};
 
+use crate::flags::Flags;
 use crate::{Error, Result};
 
 /// Mixture sizes of the von Mises–Fisher baseline.
@@ -58,34 +59,18 @@ impl RiemannianCompare {
     /// Parses `--data FILE --out DIR [--steps N] [--batch-size B] [--hidden W,W,W]
     /// [--likelihood-steps K] [--n-samples M] [--sample-steps S] [--peer-samples FILE] [--split-only]`.
     pub fn parse(args: &[String]) -> Result<Self> {
-        let get = |flag: &str| -> Option<&str> {
-            args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
-        };
-        let need = |flag: &str| get(flag).ok_or_else(|| Error::Request(format!("{flag} is needed")));
-        let num = |flag: &str, default: usize| -> Result<usize> {
-            match get(flag) {
-                None => Ok(default),
-                Some(v) => {
-                    v.parse().map_err(|_| Error::Request(format!("{flag} must be a count, got `{v}`")))
-                }
-            }
-        };
-        let hidden = get("--hidden")
-            .unwrap_or("256,256,256")
-            .split(',')
-            .map(|w| w.trim().parse().map_err(|_| Error::Request(format!("--hidden: bad width `{w}`"))))
-            .collect::<Result<Vec<usize>>>()?;
+        let f = Flags(args);
         Ok(Self {
-            data: PathBuf::from(need("--data")?),
-            out: PathBuf::from(need("--out")?),
-            steps: num("--steps", 3000)?,
-            batch_size: num("--batch-size", 512)?,
-            hidden,
-            likelihood_steps: num("--likelihood-steps", 100)?,
-            n_samples: num("--n-samples", 5000)?,
-            sample_steps: num("--sample-steps", 100)?,
-            peer_samples: get("--peer-samples").map(PathBuf::from),
-            split_only: args.iter().any(|a| a == "--split-only"),
+            data: PathBuf::from(f.need("--data")?),
+            out: PathBuf::from(f.need("--out")?),
+            steps: f.count("--steps", 3000)?,
+            batch_size: f.count("--batch-size", 512)?,
+            hidden: f.widths("--hidden", "256,256,256")?,
+            likelihood_steps: f.count("--likelihood-steps", 100)?,
+            n_samples: f.count("--n-samples", 5000)?,
+            sample_steps: f.count("--sample-steps", 100)?,
+            peer_samples: f.get("--peer-samples").map(PathBuf::from),
+            split_only: f.has("--split-only"),
         })
     }
 
