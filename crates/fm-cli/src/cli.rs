@@ -62,7 +62,7 @@ pub enum Command {
     Classifier(crate::commands::classifier::ClassifierCommand),
     /// Fréchet distance between generated images and the test split, in the classifier's features.
     #[command(
-        after_help = "Examples:\n  fm frechet --samples samples.npy --classifier runs/mnist-classifier --data mnist:data/mnist\n  fm frechet --checkpoint runs/mnist --n 10000 --solver euler --steps 100 --classifier runs/mnist-classifier --data mnist:data/mnist --json\n  fm frechet --baseline train --classifier runs/mnist-classifier --data mnist:data/mnist   # the floor\n  fm frechet --baseline blur:1.0 --classifier runs/mnist-classifier --data mnist:data/mnist"
+        after_help = "Examples:\n  fm frechet --samples samples.npy --classifier runs/mnist-classifier --data mnist:data/mnist\n  fm frechet --checkpoint runs/mnist --n 10000 --solver euler --steps 100 --classifier runs/mnist-classifier --data mnist:data/mnist --json\n  fm frechet --baseline train --data mnist:data/mnist   # the floor, with fm's pinned classifier\n  fm frechet --baseline blur:1.0 --classifier runs/mnist-classifier --data mnist:data/mnist"
     )]
     Frechet(Box<crate::commands::frechet::FrechetArgs>),
     /// Export a checkpoint: --format hub writes a folder ready to upload to the Hugging Face Hub.

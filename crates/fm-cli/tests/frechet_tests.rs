@@ -153,3 +153,38 @@ fn real_mnist_reference_figures_are_ordered() {
     assert!(0.0 < train && train < noise, "train {train}, noise {noise}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Without `--classifier`, `fm frechet` scores with the classifier that ships
+/// with fm: the SHA-256 it prints is the pinned one, whatever the machine,
+/// and a set scored against itself is at distance 0.
+#[test]
+fn the_pinned_classifier_is_the_default_and_prints_its_checksum() {
+    let root = temp("pinned");
+    let data_dir = root.join("mnist");
+    common::mnist_idx(&data_dir, 28, 40, 30);
+    let data = format!("mnist:{}", s(&data_dir));
+    let j = last_json(&ok(&["frechet", "--baseline", "test", "--n", "30", "--data", &data, "--json"]));
+    assert_eq!(j["classifier_sha256"].as_str(), Some(fm_models::classifier::PINNED_MNIST_SHA256), "{j}");
+    assert!(j["frechet_distance"].as_f64().is_some_and(|d| d.abs() < 1e-3), "{j}");
+    assert!(j["classifier_test_accuracy"].as_f64().is_some_and(|a| a > 0.99), "{j}");
+    // 12×12 images do not fit it: the message says so.
+    let small = root.join("small");
+    mnist_dir(&small);
+    let e = fails(&["frechet", "--baseline", "test", "--data", &format!("mnist:{}", s(&small))]);
+    assert!(e.contains("do not fit the classifier"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// On the real MNIST: the pinned classifier puts 10,000 training images at a
+/// small distance from the test set, and noised test images farther.
+#[test]
+#[cfg_attr(not(fm_data), ignore = "needs the datasets: set FM_DATA_DIR (see docs/data.md)")]
+fn the_pinned_classifier_orders_real_mnist_references() {
+    let data = format!("mnist:{}", s(&common::data_dir().join("mnist")));
+    let fd = |spec: &str| {
+        let out = ok(&["frechet", "--baseline", spec, "--n", "5000", "--data", &data, "--json"]);
+        last_json(&out)["frechet_distance"].as_f64().unwrap_or(-1.0)
+    };
+    let (train, noise) = (fd("train"), fd("noise:0.3"));
+    assert!(0.0 < train && train < 5.0 && train < noise, "train {train}, noise {noise}");
+}

@@ -341,6 +341,20 @@ impl ImageClassifier {
             )));
         }
         let bytes = std::fs::read(&weights).map_err(|io| Error::Io { path: weights.clone(), io })?;
+        Self::from_bytes(bytes, weights, device)
+    }
+
+    /// The MNIST classifier that ships with fm ([`PINNED_MNIST`]): the same
+    /// weights, hence the same Fréchet distances, on every machine (a
+    /// classifier trained by `fm classifier train` on an AVX2 machine and on
+    /// an AVX-512 one differ in their last bits, and so do the distances).
+    pub fn pinned_mnist(device: &Device) -> Result<LoadedClassifier> {
+        Self::from_bytes(PINNED_MNIST.to_vec(), PathBuf::from(PINNED_MNIST_NAME), device)
+    }
+
+    /// A classifier from the bytes of a weights file saved by
+    /// [`ImageClassifier::save`]; `weights` names it in messages.
+    pub fn from_bytes(bytes: Vec<u8>, weights: PathBuf, device: &Device) -> Result<LoadedClassifier> {
         let corrupt = |e: &dyn std::fmt::Display| Error::Checkpoint {
             path: weights.clone(),
             reason: format!("not a valid safetensors file ({e})"),
@@ -382,6 +396,18 @@ impl ImageClassifier {
         Ok(LoadedClassifier { model, training: file.training, weights, bytes })
     }
 }
+
+/// The weights of the pinned MNIST classifier ([`ImageClassifier::pinned_mnist`]):
+/// `fm classifier train --data mnist:DIR` with its defaults (6 epochs, seed 0),
+/// trained once on a 2-core AMD EPYC Zen 5 (AVX-512) and shipped with fm.
+pub const PINNED_MNIST: &[u8] = include_bytes!("../data/mnist-classifier.safetensors");
+
+/// How messages name the pinned classifier.
+pub const PINNED_MNIST_NAME: &str =
+    "fm's pinned MNIST classifier (fm-models/data/mnist-classifier.safetensors)";
+
+/// The SHA-256 of [`PINNED_MNIST`], as `fm frechet` prints it.
+pub const PINNED_MNIST_SHA256: &str = "c57fc7352348a807844279e47df009667a92cd7c91c27e4457dfca55a693f2ca";
 
 /// A 3×3 convolution with zero padding 1 (PyTorch's `Conv2d(c_in, c_out, 3,
 /// padding=1)`), as the U-Net's im2col custom op and one matrix product:

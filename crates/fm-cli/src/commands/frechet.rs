@@ -38,9 +38,10 @@ pub struct FrechetArgs {
     /// blurred by a Gaussian of S pixels).
     #[arg(long, value_name = "SPEC")]
     pub baseline: Option<String>,
-    /// Classifier directory written by `fm classifier train`.
+    /// Classifier directory written by `fm classifier train` [default: fm's pinned MNIST classifier,
+    /// the same weights on every machine, so that distances compare across machines].
     #[arg(long, value_name = "DIR")]
-    pub classifier: PathBuf,
+    pub classifier: Option<PathBuf>,
     /// Reference images: the test split of this dataset (mnist:DIR, fashion-mnist:DIR).
     #[arg(long)]
     pub data: String,
@@ -76,7 +77,10 @@ pub fn run(a: FrechetArgs) -> Result<()> {
     }
     let device = crate::device::selected();
     let start = Instant::now();
-    let classifier = ImageClassifier::load(&a.classifier, &device).context("--classifier")?;
+    let classifier = match &a.classifier {
+        Some(dir) => ImageClassifier::load(dir, &device).context("--classifier")?,
+        None => ImageClassifier::pinned_mnist(&device).context("the pinned classifier")?,
+    };
     let sha = sha256_hex(&classifier.bytes);
     let test = load_labelled(&a.data, Split::Test, "--data")?;
     let input_dim = classifier.model.config().input_dim();
