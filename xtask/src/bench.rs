@@ -15,12 +15,15 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 pub const USAGE: &str =
-    "cargo xtask bench [--quick] [--threads 1,2] [--reps N] [--only A,B] [--no-peer] [--out FILE.md]
+    "cargo xtask bench [--quick] [--threads 1,2] [--reps N] [--only A,B] [--no-peer] [--simd native|avx2|portable] [--out FILE.md]
   --quick     smoke run: small sizes, one repetition, no thresholds
   --only      only these workloads (names as `fm-bench list` prints them)
   --threads   thread counts to run at (candle: RAYON_NUM_THREADS, torch.set_num_threads); default 1,2
   --reps      repetitions of the alternating loop (default 5; medians are reported)
   --no-peer   fm only, no PyTorch
+  --simd      cap the instruction sets of fm's own kernels (FM_SIMD; default native): avx2 measures
+              an AVX-512 machine as an AVX2 one, portable without vector copies (the gemm crate
+              behind candle's matrix products keeps its own dispatch)
   --out       also write the table there (default target/bench/report.md)";
 
 /// Workloads, with how many runs one request makes (full, quick).
@@ -58,6 +61,7 @@ struct Options {
     reps: usize,
     peer: bool,
     only: Option<Vec<String>>,
+    simd: String,
     out: PathBuf,
 }
 
@@ -68,6 +72,7 @@ fn parse(args: &[String]) -> Result<Options> {
         reps: 5,
         peer: true,
         only: None,
+        simd: "native".into(),
         out: PathBuf::from("target/bench/report.md"),
     };
     let mut it = args.iter();
@@ -90,6 +95,13 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.reps = v.parse().ok().filter(|&n| n > 0).with_context(|| format!("--reps: got `{v}`"))?;
             }
             "--out" => o.out = PathBuf::from(value("--out")?),
+            "--simd" => {
+                let v = value("--simd")?.to_ascii_lowercase();
+                if !["native", "avx2", "portable"].contains(&v.as_str()) {
+                    bail!("--simd: expected native, avx2 or portable, got `{v}`");
+                }
+                o.simd = v;
+            }
             "--only" => {
                 let v = value("--only")?;
                 let names: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
@@ -259,6 +271,45 @@ struct Row {
     flops: Option<f64>,
 }
 
+/// The smallest and largest of `v` (`None` when empty).
+fn spread(v: &[f64]) -> Option<(f64, f64)> {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    (!v.is_empty()).then_some((lo, hi))
+}
+
+/// The CPU's model name (`/proc/cpuinfo` on Linux; the architecture elsewhere).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The vector instruction sets the CPU has, from `/proc/cpuinfo`'s flags
+/// (`avx512f, avx2, fma`; `asimd` is NEON on aarch64).
+fn cpu_sets() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|f| f.split_whitespace().collect())
+        .unwrap_or_default();
+    let sets: Vec<&str> =
+        ["avx512f", "avx2", "fma", "asimd"].into_iter().filter(|s| flags.contains(s)).collect();
+    if sets.is_empty() {
+        "no vector extensions fm uses, or no /proc/cpuinfo".into()
+    } else {
+        sets.join(", ")
+    }
+}
+
 fn fmt_time(s: f64) -> String {
     if !s.is_finite() {
         "—".into()
@@ -298,14 +349,32 @@ pub fn run(args: &[String]) -> Result<()> {
     let workloads: Vec<&(&str, &str, usize)> = WORKLOADS.iter().filter(|w| selected(w.0)).collect();
 
     let mut table = String::new();
+    let level = Command::new(&fm_bin)
+        .arg("simd")
+        .env("FM_SIMD", &o.simd)
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    table.push_str(&format!(
+        "CPU: {} ({} logical CPUs; has {}); fm's kernels: {level}; PyTorch: its own dispatch (MKL, oneDNN)\n\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_sets()
+    ));
+    table.push_str(&format!(
+        "{} repetitions; the ratio is the median of the per-repetition ratios, with their min–max\n\n",
+        o.reps
+    ));
     table.push_str(
-        "| workload | threads | fm | PyTorch | PyTorch time / fm time | GFLOP/s (fm; % of measured peak) |\n|---|---|---|---|---|---|\n",
+        "| workload | threads | fm | PyTorch | PyTorch time / fm time (min–max) | GFLOP/s (fm; % of measured peak) |\n|---|---|---|---|---|---|\n",
     );
     let mut overheads: Vec<(usize, Option<f64>, Option<f64>)> = Vec::new();
     for &threads in &o.threads {
         let t = threads.to_string();
         let mut cmd = Command::new(&fm_bin);
-        cmd.arg("serve").args(quick_flag).env("RAYON_NUM_THREADS", &t);
+        cmd.arg("serve").args(quick_flag).env("RAYON_NUM_THREADS", &t).env("FM_SIMD", &o.simd);
         let mut fm = Server::start(cmd, "fm")?;
         let mut peer = match &python {
             Some(p) => {
@@ -380,8 +449,13 @@ pub fn run(args: &[String]) -> Result<()> {
             } else {
                 format!("{}{}", fmt_time(median(&row.peer)), nfe(row.peer_nfe))
             };
-            let ratio =
-                if row.ratio.is_empty() { "—".into() } else { format!("{:.2}×", median(&row.ratio)) };
+            let ratio = match spread(&row.ratio) {
+                None => "—".into(),
+                Some((lo, hi)) if row.ratio.len() > 1 => {
+                    format!("{:.2}× ({lo:.2}–{hi:.2})", median(&row.ratio))
+                }
+                Some(_) => format!("{:.2}×", median(&row.ratio)),
+            };
             let flop = match rate(&row.fm, row.flops) {
                 Some(r) if is_gemm(name) => format!("{r:.0} (peak {peak:.0})"),
                 Some(r) => format!("{r:.0}; {:.0} %", 100.0 * r / peak),

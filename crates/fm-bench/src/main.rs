@@ -112,13 +112,17 @@ fn main() -> ExitCode {
             .and_then(|c| c.run())
             .map(|v| println!("{v}")),
         ["serve"] => serve(scale),
+        ["simd"] => {
+            println!("{}", fm_core::simd::level_name());
+            Ok(())
+        }
         ["mem", name] => mem(name, scale),
         ["list"] => {
             println!("{}", NAMES.join("\n"));
             Ok(())
         }
         _ => {
-            eprintln!("usage: fm-bench serve [--quick] | mem NAME [--quick] | list | discrete --out DIR --test FILE ... | riemannian --data FILE --out DIR ...");
+            eprintln!("usage: fm-bench serve [--quick] | mem NAME [--quick] | list | simd | discrete --out DIR --test FILE ... | riemannian --data FILE --out DIR ...");
             return ExitCode::from(2);
         }
     };

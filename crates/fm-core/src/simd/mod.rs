@@ -19,4 +19,4 @@ pub mod exp;
 pub mod features;
 
 pub use exp::{exp_f32, exp_f64};
-pub use features::{has_avx2, has_avx2_fma, has_avx512f, has_avx512f_fma};
+pub use features::{has_avx2, has_avx2_fma, has_avx512f, has_avx512f_fma, level_name, SIMD_ENV};
