@@ -164,6 +164,39 @@ class UNetTrain:
         return {}
 
 
+class UNetSample:
+    """`fm sample` on an MNIST U-Net checkpoint: torchcfm's MNIST
+    UNetModelWrapper (as UNetTrain), `batch` images from deterministic
+    starting points through `steps` Euler steps under no_grad."""
+
+    def __init__(self, batch, steps):
+        from torchcfm.models.unet.unet import UNetModelWrapper
+
+        torch.manual_seed(0)
+        self.net = UNetModelWrapper(
+            dim=(1, 28, 28),
+            num_channels=32,
+            num_res_blocks=1,
+            channel_mult=(1, 2, 2),
+            attention_resolutions="16",
+            num_heads=1,
+            num_head_channels=-1,
+            dropout=0.0,
+        ).eval()
+        self.x0 = points(batch, 28 * 28).reshape(batch, 1, 28, 28)
+        self.steps = steps
+
+    def run(self):
+        x = self.x0
+        h = 1.0 / self.steps
+        with torch.no_grad():
+            for k in range(self.steps):
+                t = torch.full((x.shape[0],), k * h)
+                x = x + h * self.net(t, x)
+        x.sum().item()
+        return {"nfe": self.steps}
+
+
 class RealNvpTrain:
     """fm flow train's image RealNVP: 8 affine couplings with checkerboard masks
     on 1×28×28 (flipped every layer), ELU conditioners 784 → 64 → 64 → 1568
@@ -332,6 +365,8 @@ def build(name, quick):
         return Sample(pick(10_000, 500), "euler")
     if name == "sample_dopri5":
         return Sample(pick(10_000, 500), "dopri5")
+    if name == "unet_sample_mnist":
+        return UNetSample(pick(64, 4), pick(20, 2))
     if name == "likelihood_exact":
         return Likelihood(pick(1000, 100), False)
     if name == "likelihood_hutchinson":

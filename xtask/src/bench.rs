@@ -44,6 +44,7 @@ const WORKLOADS: &[(&str, &str, usize)] = &[
     ),
     ("sample_euler100", "sample 10,000 points, Euler 100 steps", 1),
     ("sample_dopri5", "sample 10,000 points, Dopri5 rtol=atol=1e-5", 1),
+    ("unet_sample_mnist", "sample 64 MNIST images from the U-Net (torchcfm's MNIST layout), Euler 20 steps", 1),
     ("likelihood_exact", "likelihood of 1,000 points, exact divergence, RK4 25 steps", 1),
     ("likelihood_hutchinson", "likelihood of 1,000 points, Hutchinson (1 probe), RK4 25 steps", 2),
     ("closed_form", "closed-form velocity n=10,000, d=784, b=256", 4),

@@ -112,6 +112,26 @@ pub fn bench_trained_mlp() -> Result<Trained> {
     Ok(Trained::from_checkpoint(ckpt, &Device::Cpu)?)
 }
 
+/// The MNIST U-Net of the training workload (`fm train --model unet` on
+/// 1×28×28 images: torchcfm's MNIST layout) with its fresh initialisation
+/// from seed 0, loaded as `fm sample` loads a checkpoint. Sampling speed does
+/// not depend on the weights; `cargo xtask parity` checks fm's and torchcfm's
+/// outputs agree on the same weights.
+pub fn bench_trained_unet() -> Result<Trained> {
+    let config =
+        RunConfig { model: Some("unet".into()), data: Some("images".into()), ..RunConfig::default() };
+    let settings = RunSettings::resolve(&config)?;
+    let model = settings.family.configure(&settings, &bench_images(2)?)?;
+    let mut rng = fm_core::SeededRng::for_stream(0, "init");
+    let (_, varmap) = fm_models::VelocityNet::init(&model, &mut rng, DType::F32, &Device::Cpu)?;
+    let tensors: HashMap<String, Tensor> = varmap_tensors(&varmap)?.into_iter().collect();
+    let mut config = CheckpointConfig::new(model);
+    let record = RunRecord { data: "images".into(), objective: "cfm".into(), ..RunRecord::default() };
+    config.training = serde_json::to_value(record).map_err(|e| crate::Error::Request(e.to_string()))?;
+    let ckpt = Checkpoint { dir: "bench-unet".into(), config, tensors };
+    Ok(Trained::from_checkpoint(ckpt, &Device::Cpu)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use candle::{Device, Tensor};
 use fm_pipeline::{SampleRequest, SolverChoice, Trained};
 
-use crate::fixtures::{bench_trained_mlp, points};
+use crate::fixtures::{bench_trained_mlp, bench_trained_unet, points};
 use crate::workload::{RunInfo, Workload};
 use crate::Result;
 
@@ -26,6 +26,17 @@ impl Sampling {
     /// Dopri5 with `rtol = atol = tol`.
     pub fn dopri5(n: usize, tol: f64) -> Result<Self> {
         Self::with(n, SolverChoice::new("dopri5", 1, tol, tol)?)
+    }
+
+    /// `n` MNIST images from the U-Net with Euler in `steps` steps, in one
+    /// batch of `n`, as `fm sample --checkpoint UNET --solver euler --steps
+    /// STEPS --batch-size N` runs it (the PyTorch peer: torchcfm's
+    /// `UNetModelWrapper`, the same Euler steps under `no_grad`).
+    pub fn unet_euler(n: usize, steps: usize) -> Result<Self> {
+        let x0 = points(n, 784, &Device::Cpu)?;
+        let mut request = SampleRequest::new(n, 0, SolverChoice::new("euler", steps, 1e-5, 1e-5)?);
+        request.batch_size = Some(n);
+        Ok(Self { model: bench_trained_unet()?, x0, request })
     }
 
     fn with(n: usize, solver: SolverChoice) -> Result<Self> {
