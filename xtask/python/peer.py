@@ -129,25 +129,30 @@ class MeanFlowTrain:
         return {}
 
 
+def mnist_unet():
+    """torchcfm's MNIST U-Net (its examples' settings), seeded."""
+    from torchcfm.models.unet.unet import UNetModelWrapper
+
+    torch.manual_seed(0)
+    return UNetModelWrapper(
+        dim=(1, 28, 28),
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult=(1, 2, 2),
+        attention_resolutions="16",
+        num_heads=1,
+        num_head_channels=-1,
+        dropout=0.0,
+    )
+
+
 class UNetTrain:
     """torchcfm's MNIST example: UNetModelWrapper(dim=(1, 28, 28), num_channels=32,
     num_res_blocks=1) (channel_mult (1, 2, 2), attention at 16 → 28×28), Adam 1e-3,
     the CFM loss on a fixed batch of deterministic images."""
 
     def __init__(self, batch):
-        from torchcfm.models.unet.unet import UNetModelWrapper
-
-        torch.manual_seed(0)
-        self.net = UNetModelWrapper(
-            dim=(1, 28, 28),
-            num_channels=32,
-            num_res_blocks=1,
-            channel_mult=(1, 2, 2),
-            attention_resolutions="16",
-            num_heads=1,
-            num_head_channels=-1,
-            dropout=0.0,
-        )
+        self.net = mnist_unet()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
         self.fm = ConditionalFlowMatcher(sigma=0.0)
         self.x1 = points(batch, 28 * 28).reshape(batch, 1, 28, 28)
@@ -170,19 +175,7 @@ class UNetSample:
     starting points through `steps` Euler steps under no_grad."""
 
     def __init__(self, batch, steps):
-        from torchcfm.models.unet.unet import UNetModelWrapper
-
-        torch.manual_seed(0)
-        self.net = UNetModelWrapper(
-            dim=(1, 28, 28),
-            num_channels=32,
-            num_res_blocks=1,
-            channel_mult=(1, 2, 2),
-            attention_resolutions="16",
-            num_heads=1,
-            num_head_channels=-1,
-            dropout=0.0,
-        ).eval()
+        self.net = mnist_unet().eval()
         self.x0 = points(batch, 28 * 28).reshape(batch, 1, 28, 28)
         self.steps = steps
 
