@@ -161,7 +161,7 @@ fn check_points(name: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     Ok((b, d))
 }
 
-fn check_grid(grid: &TimeGrid, start: f64, end: f64, what: &str) -> Result<()> {
+pub(crate) fn check_grid(grid: &TimeGrid, start: f64, end: f64, what: &str) -> Result<()> {
     if grid.start() != start || grid.end() != end {
         return Err(Error::invalid(
             "grid",

@@ -157,7 +157,7 @@ impl Trained {
     /// coordinates of a point on a manifold (2 for longitude, latitude on `S²`).
     pub fn data_dim(&self) -> usize {
         match &self.record.manifold {
-            Some(m) => m.build().chart_dim(),
+            Some(m) => m.chart_dim(),
             None => self.dim(),
         }
     }

@@ -44,9 +44,7 @@ pub fn riemannian_log_likelihood<F: JvpField + ?Sized>(
 ) -> Result<LikelihoodResult> {
     let n = manifold.check(x1, "x1")?;
     let b = x1.dim(0)?;
-    if grid.start() != 1.0 || grid.end() != 0.0 {
-        return Err(Error::invalid("grid", "the backward likelihood solve runs from t = 1 to t = 0"));
-    }
+    crate::likelihood::check_grid(grid, 1.0, 0.0, "the backward likelihood solve")?;
     divergence.validate()?;
     let probes = match divergence {
         Divergence::Exact => None,

@@ -117,6 +117,16 @@ impl ManifoldSpec {
         }
     }
 
+    /// The number of chart coordinates of a point (of a valid specification).
+    pub fn chart_dim(&self) -> usize {
+        match self {
+            ManifoldSpec::Sphere(d @ (1 | 2)) => *d,
+            ManifoldSpec::Sphere(d) => d + 1,
+            ManifoldSpec::Torus(d) | ManifoldSpec::Euclidean(d) => *d,
+            ManifoldSpec::Product(f) => f.iter().map(|f| f.chart_dim()).sum(),
+        }
+    }
+
     /// Whether it is (or contains) a compact factor with a uniform base.
     pub fn is_compact(&self) -> bool {
         match self {

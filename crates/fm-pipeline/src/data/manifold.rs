@@ -95,7 +95,7 @@ impl TrainingData {
     /// Values per point in data units (the chart's on a manifold).
     pub fn data_dim(&self) -> usize {
         match &self.manifold {
-            Some(m) => m.build().chart_dim(),
+            Some(m) => m.chart_dim(),
             None => self.dim,
         }
     }

@@ -277,19 +277,10 @@ impl TrainingData {
                 }
                 let n = n_train.unwrap_or(manifold::DEFAULT_TRAINING_POINTS);
                 let points = toy.sample(n, SeededRng::for_stream(seed, "train-set").rng());
-                Ok(Self {
-                    name: toy.to_string(),
-                    spec: Some(DataSpec::Manifold(toy)),
-                    source: Source::Fixed(points),
-                    dim: toy.columns().len(),
-                    columns: toy.columns().iter().map(|c| c.to_string()).collect(),
-                    transform: None,
-                    csv_points: None,
-                    image_points: None,
-                    teacher_data: None,
-                    tokens: None,
-                    manifold: None,
-                })
+                let mut data = Self::from_points(toy.name(), points, toy.columns().len())?;
+                data.spec = Some(DataSpec::Manifold(toy));
+                data.columns = toy.columns().iter().map(|c| c.to_string()).collect();
+                Ok(data)
             }
             DataSpec::Pairs { path } => {
                 if noise.is_some() || !columns.is_empty() || n_train.is_some() {

@@ -174,6 +174,12 @@ pub trait Trainer {
     }
 }
 
+/// The first `rows` rows of every state of a solve's trajectory (all of them
+/// when it has no more).
+pub(crate) fn first_rows(trajectory: Vec<Tensor>, rows: usize) -> Result<Vec<Tensor>> {
+    trajectory.into_iter().map(|x| if rows < x.dim(0)? { Ok(x.narrow(0, 0, rows)?) } else { Ok(x) }).collect()
+}
+
 /// The loss value, refused when not finite (before the optimiser touches the weights).
 pub(crate) fn finite(loss: &Tensor) -> Result<f64> {
     let value = loss.to_dtype(candle::DType::F64)?.to_scalar::<f64>()?;

@@ -86,7 +86,7 @@ impl Family for Riemannian {
         s.network.activation = settings::activation(c, fm_models::Activation::Silu)?;
         if let Some(m) = &c.manifold {
             // Checked now; the dimensions a bare `torus` leaves out come from the data.
-            ManifoldSpec::with_chart_dim(m, None).or_else(|_| m.parse()).context("--manifold")?;
+            m.parse::<ManifoldSpec>().context("--manifold")?;
         }
         s.manifold = c.manifold.clone();
         let scheduler = c.scheduler.as_deref().unwrap_or("cond-ot");
@@ -254,9 +254,7 @@ impl TrainedModel for RiemannianModel {
         )
         .with_context(|| format!("sampling with {}", request.solver.label))?;
         progress(x0.dim(0)?);
-        let rows = request.trajectory_rows.min(x0.dim(0)?);
-        let trajectory =
-            sol.trajectory.iter().map(|x| x.narrow(0, 0, rows)).collect::<candle::Result<Vec<_>>>()?;
+        let trajectory = super::first_rows(sol.trajectory, request.trajectory_rows)?;
         Ok(Generated { samples: sol.state, trajectory, nfe: sol.stats.nfe })
     }
 

@@ -78,12 +78,7 @@ impl TrainedModel for VelocityModel {
             None => solve_hybrid(&self.field, &self.field, x0, &request.solver, 0.0, keep)?,
         };
         progress(x0.dim(0)?);
-        let rows = request.trajectory_rows.min(x0.dim(0)?);
-        let trajectory = if rows < x0.dim(0)? {
-            sol.trajectory.iter().map(|x| x.narrow(0, 0, rows)).collect::<candle::Result<Vec<_>>>()?
-        } else {
-            sol.trajectory
-        };
+        let trajectory = super::first_rows(sol.trajectory, request.trajectory_rows)?;
         Ok(Generated { samples: sol.state, trajectory, nfe: sol.nfe })
     }
 
